@@ -1,0 +1,272 @@
+"""Registered objectives for the extended losses: thin ``nn.Module`` wrappers.
+
+They share the call of ``align/builders.py``::
+
+    loss = objective(image_emb, text_emb, logit_scale=..., logit_bias=..., labels=...)
+
+With ``mask_same_label: true`` in the recipe, ``labels`` (B,) build the false-negative mask
+(pairs with the same label are dropped from the negatives). Extra, optional inputs:
+
+- ``multi_granularity`` takes the region and token inputs of ``multi_granularity_terms`` as
+  keywords (levels without inputs are skipped);
+- ``sampled_info_nce`` reads the training progress set by ``set_progress(step / total_steps)``;
+- ``queue_info_nce`` takes ``ids`` (B,) long sample ids (see ``queue.sample_ids``) and optional
+  ``image_keys`` / ``text_keys`` (momentum-encoder features) to enqueue; in training mode it
+  enqueues the batch after computing the loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, field_validator, model_validator
+from torch import Tensor, nn
+
+from modalab import registry
+from modalab.align.losses import (
+    hard_negative_info_nce,
+    hcl_info_nce,
+    label_targets,
+    multi_granularity_loss,
+    same_label_mask,
+    soft_label_info_nce,
+)
+from modalab.align.negatives import sampled_info_nce
+from modalab.align.queue import NegativeQueue, queue_info_nce
+from modalab.config import LossBase
+from modalab.registry import register
+
+
+class _Objective(nn.Module):
+    uses_bias = False
+
+    def __init__(self, mask_same_label: bool = False) -> None:
+        super().__init__()
+        self.mask_same_label = mask_same_label
+
+    def _mask(self, labels: Tensor | None) -> Tensor | None:
+        return same_label_mask(labels) if (self.mask_same_label and labels is not None) else None
+
+
+class HardNegativeInfoNCE(_Objective):
+    """InfoNCE over the positive and the k hardest in-batch negatives."""
+
+    def __init__(self, k: int = 10, mask_same_label: bool = False) -> None:
+        super().__init__(mask_same_label)
+        self.k = k
+
+    def forward(self, image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor,
+                logit_bias: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
+        return hard_negative_info_nce(image_emb, text_emb, logit_scale, self.k, mask=self._mask(labels))
+
+
+class HCLInfoNCE(_Objective):
+    """Hardness-weighted InfoNCE (HCL, Robinson et al. 2021)."""
+
+    def __init__(self, beta: float = 1.0, tau_plus: float = 0.0, mask_same_label: bool = False) -> None:
+        super().__init__(mask_same_label)
+        self.beta, self.tau_plus = beta, tau_plus
+
+    def forward(self, image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor,
+                logit_bias: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
+        return hcl_info_nce(image_emb, text_emb, logit_scale, self.beta, self.tau_plus,
+                            mask=self._mask(labels))
+
+
+class SoftLabelInfoNCE(_Objective):
+    """Soft-target InfoNCE: label smoothing, or mass shared among same-label items."""
+
+    def __init__(self, smoothing: float = 0.1, targets: str = "onehot", mask_same_label: bool = False) -> None:
+        super().__init__(mask_same_label)
+        self.smoothing, self.targets = smoothing, targets
+
+    def forward(self, image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor,
+                logit_bias: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
+        targets = None
+        if self.targets == "label":
+            if labels is None:
+                raise ValueError("soft_label_info_nce with targets: label needs batch labels")
+            targets = label_targets(labels)
+        return soft_label_info_nce(image_emb, text_emb, logit_scale, targets,
+                                   smoothing=self.smoothing, mask=self._mask(labels))
+
+
+class MultiGranularity(_Objective):
+    """Weighted global + regional + token-level (FILIP) contrastive loss."""
+
+    def __init__(self, weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                 mask_same_label: bool = False) -> None:
+        super().__init__(mask_same_label)
+        self.weights = tuple(weights)
+
+    def forward(self, image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor,
+                logit_bias: Tensor | None = None, labels: Tensor | None = None,
+                **levels: Tensor | None) -> Tensor:
+        return multi_granularity_loss(image_emb, text_emb, logit_scale, weights=self.weights,
+                                      mask=self._mask(labels), **levels)
+
+
+class SampledInfoNCE(_Objective):
+    """Symmetric InfoNCE over the positive and ``num_negatives`` negatives picked by a sampler
+    from the batch (image->text on ``sim``, text->image on ``sim.T``)."""
+
+    def __init__(self, sampler: Any, num_negatives: int = 16, mask_same_label: bool = False) -> None:
+        super().__init__(mask_same_label)
+        self.sampler, self.num_negatives = sampler, num_negatives
+        self.progress = 0.0
+
+    def set_progress(self, progress: float) -> None:
+        """Training progress in [0, 1] (step / total steps), read by curriculum samplers."""
+        self.progress = float(progress)
+
+    def forward(self, image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor,
+                logit_bias: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
+        sim = (image_emb.detach().float() @ text_emb.detach().float().T)  # (B, B)
+        mask = self._mask(labels)
+        pos = torch.arange(sim.shape[0], device=sim.device)
+        kw = dict(labels=labels, progress=self.progress)
+        i2t = self.sampler.sample(sim, pos, self.num_negatives, mask=mask, **kw)
+        t2i = self.sampler.sample(sim.T, pos, self.num_negatives,
+                                  mask=None if mask is None else mask.T, **kw)
+        return 0.5 * (sampled_info_nce(image_emb, text_emb, logit_scale, i2t)
+                      + sampled_info_nce(text_emb, image_emb, logit_scale, t2i))
+
+
+class QueueInfoNCE(_Objective):
+    """InfoNCE with MoCo-style queues of past image and text embeddings as extra negatives.
+
+    The queues are created at the first call (their width is the embedding width) and live in
+    this module's state_dict, so they are checkpointed with the objective.
+    """
+
+    def __init__(self, size: int = 65536, mask_same_label: bool = False) -> None:
+        super().__init__(mask_same_label)
+        self.size = size
+        self.image_queue: NegativeQueue | None = None
+        self.text_queue: NegativeQueue | None = None
+
+    def _make(self, dim: int) -> None:
+        self.image_queue = NegativeQueue(self.size, dim)
+        self.text_queue = NegativeQueue(self.size, dim)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        key = prefix + "image_queue.queue"
+        if self.image_queue is None and key in state_dict:
+            self._make(state_dict[key].shape[1])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor,
+                logit_bias: Tensor | None = None, labels: Tensor | None = None,
+                ids: Tensor | None = None, image_keys: Tensor | None = None,
+                text_keys: Tensor | None = None) -> Tensor:
+        if self.image_queue is None:
+            self._make(image_emb.shape[1])
+            self.to(image_emb.device)
+        assert self.image_queue is not None and self.text_queue is not None
+        q_labels = labels if self.mask_same_label else None
+        q_mask = self.image_queue.exclusion_mask(ids=ids, labels=q_labels)
+        loss = queue_info_nce(image_emb, text_emb, logit_scale, self.text_queue.features(),
+                              self.image_queue.features(), mask=self._mask(labels), queue_mask=q_mask)
+        if self.training:
+            keys_i = image_emb if image_keys is None else image_keys
+            keys_t = text_emb if text_keys is None else text_keys
+            self.image_queue.enqueue(keys_i.detach(), ids=ids, labels=labels)
+            self.text_queue.enqueue(keys_t.detach(), ids=ids, labels=labels)
+        return loss
+
+
+# ------------------------------------------------------------------------------- schemas
+
+
+class _MaskedLoss(LossBase):
+    mask_same_label: bool = Field(False, description="drop same-label pairs from the negatives")
+
+
+class HardNegativeConfig(_MaskedLoss):
+    k: int = Field(10, ge=1, description="hardest negatives per row")
+
+
+class HCLConfig(_MaskedLoss):
+    beta: float = Field(1.0, ge=0, description="hardness concentration (0 = plain InfoNCE)")
+    tau_plus: float = Field(0.0, ge=0, lt=1, description="positive-class prior for debiasing")
+
+
+class SoftLabelConfig(_MaskedLoss):
+    smoothing: float = Field(0.1, ge=0, lt=1)
+    targets: Literal["onehot", "label"] = Field(
+        "onehot", description="label: the positive mass is shared among same-label items"
+    )
+
+    @model_validator(mode="after")
+    def _no_conflict(self) -> "SoftLabelConfig":
+        if self.targets == "label" and self.mask_same_label:
+            raise ValueError("targets: label and mask_same_label: true contradict each other; pick one")
+        return self
+
+
+class MultiGranularityConfig(_MaskedLoss):
+    global_weight: float = Field(1.0, ge=0)
+    regional_weight: float = Field(1.0, ge=0)
+    token_weight: float = Field(1.0, ge=0)
+
+
+class SampledConfig(_MaskedLoss):
+    negatives: dict[str, Any] = Field(
+        default_factory=lambda: {"name": "mixed"}, description="a negatives sampler section"
+    )
+    num_negatives: int = Field(16, ge=1)
+
+    @field_validator("negatives")
+    @classmethod
+    def _sampler(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if "name" not in v:
+            raise ValueError(f"needs 'name', one of: {', '.join(registry.names('negatives'))}")
+        try:
+            entry = registry.get("negatives", str(v["name"]))
+        except registry.RegistryError as e:
+            raise ValueError(str(e)) from None
+        return entry.schema.model_validate(v).model_dump() if entry.schema else v
+
+
+class QueueConfig(_MaskedLoss):
+    size: int = Field(65536, ge=1, description="rows in each queue (MoCo: 65,536)")
+
+
+@register("loss", "hard_negative_info_nce", schema=HardNegativeConfig)
+def build_hard_negative(cfg: HardNegativeConfig) -> nn.Module:
+    """InfoNCE over the positive plus the top-k hardest in-batch negatives."""
+    return HardNegativeInfoNCE(cfg.k, cfg.mask_same_label)
+
+
+@register("loss", "hcl_info_nce", schema=HCLConfig)
+def build_hcl(cfg: HCLConfig) -> nn.Module:
+    """Hardness-weighted InfoNCE (HCL, importance weights exp(beta * logit))."""
+    return HCLInfoNCE(cfg.beta, cfg.tau_plus, cfg.mask_same_label)
+
+
+@register("loss", "soft_label_info_nce", schema=SoftLabelConfig)
+def build_soft_label(cfg: SoftLabelConfig) -> nn.Module:
+    """Cross-entropy against soft targets (label smoothing or same-label sharing)."""
+    return SoftLabelInfoNCE(cfg.smoothing, cfg.targets, cfg.mask_same_label)
+
+
+@register("loss", "multi_granularity", schema=MultiGranularityConfig)
+def build_multi_granularity(cfg: MultiGranularityConfig) -> nn.Module:
+    """Weighted global + regional + FILIP token-level contrastive loss."""
+    weights = (cfg.global_weight, cfg.regional_weight, cfg.token_weight)
+    return MultiGranularity(weights, cfg.mask_same_label)
+
+
+@register("loss", "sampled_info_nce", schema=SampledConfig)
+def build_sampled(cfg: SampledConfig) -> nn.Module:
+    """InfoNCE over sampled in-batch negatives (random / hard / mixed / curriculum / semantic)."""
+    entry = registry.get("negatives", cfg.negatives["name"])
+    section = entry.schema.model_validate(cfg.negatives) if entry.schema else cfg.negatives
+    return SampledInfoNCE(entry.builder(section), cfg.num_negatives, cfg.mask_same_label)
+
+
+@register("loss", "queue_info_nce", schema=QueueConfig)
+def build_queue(cfg: QueueConfig) -> nn.Module:
+    """InfoNCE with cross-batch queues of past embeddings as extra negatives (MoCo style)."""
+    return QueueInfoNCE(cfg.size, cfg.mask_same_label)

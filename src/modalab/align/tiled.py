@@ -1,0 +1,315 @@
+"""Exact contrastive losses that never build the B x B logits: tiled InfoNCE and SigLIP.
+
+``tiled_info_nce`` and ``tiled_siglip`` return the same value and gradients as
+:func:`modalab.align.losses.info_nce` / :func:`~modalab.align.losses.siglip` (and the gradients of
+``logit_scale`` / ``logit_bias``) while holding at most two (tile x tile) logit blocks. The math is
+in ``docs/align_tiled.md``; in short:
+
+- InfoNCE, forward: each (rows x cols) block ``S = s * X Y^T`` is exponentiated once against its
+  row maxima; row sums merge into the running row log-sum-exp (LSE) and a matrix-vector product
+  gives the column sums, merged into the column LSE (``logaddexp``). Only the inputs and the two
+  LSE vectors are saved. Backward recomputes each block and forms
+  ``G = exp(S - a_i) + exp(S - b_j)`` (the two softmaxes) in place, then ``dX += G Y``, ``dY += G^T X``.
+- SigLIP has no normaliser, so its gradient ``sigmoid(z)`` is known block by block: the forward
+  computes loss and gradients in the same sweep (6 B^2 D flops instead of 8) and backward only
+  scales them by the incoming gradient.
+
+False negatives: ``mask`` (B, B) bool, True = off-diagonal pair excluded from the negatives, or
+``labels`` (B,) meaning "same label = excluded" (no B x B mask needed). The diagonal (the positive
+pair) is never excluded, so every row stays finite. The passes below work in global coordinates
+(``row_offset`` / ``col_offset``) so ``align/distributed.py`` reuses them for its blocks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from modalab.align.tile_plan import PairMask, acc_dtype, auto_tile, make_mask
+
+__all__ = [
+    "tiled_info_nce", "tiled_siglip", "TiledInfoNCEFn", "TiledSigLIPFn",
+    "lse_pass", "grad_pass", "siglip_pass",
+]
+
+_NEG_INF = float("-inf")
+
+
+def _blocks(n: int, size: int) -> list[tuple[int, int]]:
+    return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _logits(out: Tensor, xs: Tensor, y_blk: Tensor) -> Tensor:
+    """``out = xs @ y_blk.T`` in the accumulation dtype of ``out`` (no temporary for fp32/fp64)."""
+    if y_blk.dtype != out.dtype:
+        y_blk = y_blk.to(out.dtype)
+    return torch.mm(xs, y_blk.T, out=out)
+
+
+def lse_pass(
+    x: Tensor, y: Tensor, scale: Tensor, row_lse: Tensor | None, col_lse: Tensor | None, *,
+    row_offset: int = 0, col_offset: int = 0, mask: PairMask | None = None,
+    tile: tuple[int, int] | None = None,
+) -> None:
+    """Merge the log-sum-exp of ``S = scale * x @ y.T`` into ``row_lse`` / ``col_lse`` in place.
+
+    Args:
+        x: (R, D) rows; y: (C, D) columns; scale: 0-dim tensor in the accumulation dtype.
+        row_lse: (R,) running row LSE (start at -inf) or None; col_lse: (C,) likewise.
+        row_offset, col_offset: global index of x[0] / y[0]; pairs with equal global index are the
+            positives (never masked).
+    """
+    acc = (row_lse if row_lse is not None else col_lse).dtype
+    tr, tc = tile or auto_tile(x.shape[0], y.shape[0], x.shape[1], acc)
+    buf = torch.empty(min(tr, x.shape[0]) * min(tc, y.shape[0]), dtype=acc, device=x.device)
+    log_thr = 0.5 * math.log(torch.finfo(acc).tiny)  # column sums below exp(this) are redone
+    for r0, r1 in _blocks(x.shape[0], tr):
+        xs = x[r0:r1].to(acc) * scale  # (r, D)
+        for c0, c1 in _blocks(y.shape[0], tc):
+            s_blk = _logits(buf[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0), xs, y[c0:c1])
+            m = mask.block(row_offset + r0, row_offset + r1, col_offset + c0, col_offset + c1) \
+                if mask is not None else None
+            if m is not None:
+                s_blk.masked_fill_(m, _NEG_INF)
+            mr = s_blk.amax(1).clamp_(min=torch.finfo(acc).min)  # (r,) finite even if all masked
+            s_blk.sub_(mr[:, None]).exp_()  # E = exp(S - m_i), in place
+            if row_lse is not None:
+                part = mr + s_blk.sum(1).log()
+                torch.logaddexp(row_lse[r0:r1], part, out=row_lse[r0:r1])
+            if col_lse is None:
+                continue
+            top = mr.max()
+            cs = torch.mv(s_blk.T, (mr - top).exp())  # (c,) sum_i exp(S_ij - top)
+            part = top + cs.log()
+            low = (cs < math.exp(log_thr)).nonzero().flatten()
+            if low.numel():  # columns far below the block maximum: redo them exactly
+                sub = xs @ y[c0 + low].to(acc).T  # (r, k)
+                if m is not None:
+                    sub.masked_fill_(m[:, low], _NEG_INF)
+                part[low] = torch.logsumexp(sub, 0)
+            torch.logaddexp(col_lse[c0:c1], part, out=col_lse[c0:c1])
+
+
+def grad_pass(
+    x: Tensor, y: Tensor, scale: Tensor, row_lse: Tensor | None, col_lse: Tensor | None,
+    gx: Tensor, gy: Tensor, *, row_offset: int = 0, col_offset: int = 0,
+    mask: PairMask | None = None, tile: tuple[int, int] | None = None,
+) -> None:
+    """Accumulate ``gx += G @ y`` and ``gy += G.T @ x`` with ``G = exp(S - a_i) + exp(S - b_j)``.
+
+    ``S = scale * x @ y.T`` is recomputed block by block; a missing LSE drops its term. The caller
+    multiplies by ``scale`` and the loss coefficient: dL/dx = c * scale * gx, and
+    dL/dscale = c * sum(x * gx).
+
+    Args:
+        x: (R, D); y: (C, D); row_lse: (R,) or None; col_lse: (C,) or None;
+        gx: (R, D), gy: (C, D) accumulators in the accumulation dtype.
+    """
+    acc = gx.dtype
+    tr, tc = tile or auto_tile(x.shape[0], y.shape[0], x.shape[1], acc)
+    n = min(tr, x.shape[0]) * min(tc, y.shape[0])
+    buf = torch.empty(n, dtype=acc, device=x.device)
+    buf2 = torch.empty(n, dtype=acc, device=x.device) if row_lse is not None else None
+    for r0, r1 in _blocks(x.shape[0], tr):
+        xa = x[r0:r1].to(acc)
+        xs = xa * scale  # (r, D)
+        for c0, c1 in _blocks(y.shape[0], tc):
+            ya = y[c0:c1].to(acc)
+            s_blk = _logits(buf[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0), xs, ya)
+            m = mask.block(row_offset + r0, row_offset + r1, col_offset + c0, col_offset + c1) \
+                if mask is not None else None
+            if m is not None:
+                s_blk.masked_fill_(m, _NEG_INF)
+            p = None
+            if row_lse is not None:  # row softmax P = exp(S - a_i) into the second buffer
+                p = buf2[: s_blk.numel()].view_as(s_blk)
+                torch.sub(s_blk, row_lse[r0:r1, None], out=p).exp_()
+            if col_lse is not None:  # column softmax Q = exp(S - b_j) in place
+                s_blk.sub_(col_lse[None, c0:c1]).exp_()
+                g_blk = s_blk.add_(p) if p is not None else s_blk
+            else:
+                g_blk = p
+            gx[r0:r1].addmm_(g_blk, ya)
+            gy[c0:c1].addmm_(g_blk.T, xa)
+
+
+def siglip_pass(
+    x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, *, row_offset: int = 0,
+    col_offset: int = 0, mask: PairMask | None = None, tile: tuple[int, int] | None = None,
+    gx: Tensor | None = None, gy: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Sum of ``softplus(z_ij)`` over the negative pairs, ``z = scale * x @ y.T + bias``.
+
+    Positive pairs (equal global index) and masked pairs are skipped; the caller adds the
+    positives' ``softplus(-z_ii)``. With ``gx`` / ``gy`` given, also accumulates
+    ``gx += G @ y``, ``gy += G.T @ x`` with ``G = sigmoid(z)`` on the negatives.
+
+    Returns:
+        (loss_sum, g_sum): 0-dim tensors; g_sum = sum(G) (the bias gradient, unscaled).
+    """
+    acc = scale.dtype
+    tr, tc = tile or auto_tile(x.shape[0], y.shape[0], x.shape[1], acc)
+    n = min(tr, x.shape[0]) * min(tc, y.shape[0])
+    buf, buf2 = (torch.empty(n, dtype=acc, device=x.device) for _ in range(2))
+    loss = torch.zeros((), dtype=torch.float64, device=x.device)
+    gsum = torch.zeros((), dtype=torch.float64, device=x.device)
+    zero = torch.zeros((), dtype=acc, device=x.device)
+    for r0, r1 in _blocks(x.shape[0], tr):
+        xa = x[r0:r1].to(acc)
+        xs = xa * scale  # (r, D)
+        for c0, c1 in _blocks(y.shape[0], tc):
+            ya = y[c0:c1].to(acc)
+            z = _logits(buf[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0), xs, ya).add_(bias)
+            gr0, gc0 = row_offset + r0, col_offset + c0
+            if mask is not None and (m := mask.block(gr0, row_offset + r1, gc0, col_offset + c1)) \
+                    is not None:
+                z.masked_fill_(m, _NEG_INF)
+            z.diagonal(gr0 - gc0).fill_(_NEG_INF)  # positives: handled by the caller
+            sp = torch.logaddexp(z, zero, out=buf2[: z.numel()].view_as(z))  # softplus(z)
+            loss += sp.sum(dtype=torch.float64)
+            if gx is None:
+                continue
+            g_blk = z.sigmoid_()
+            gsum += g_blk.sum(dtype=torch.float64)
+            gx[r0:r1].addmm_(g_blk, ya)
+            gy[c0:c1].addmm_(g_blk.T, xa)
+    return loss.to(acc), gsum.to(acc)
+
+
+# --------------------------------------------------------------------------- autograd functions
+
+
+def _as_tensor(v: Tensor | float, like: Tensor) -> Tensor:
+    return v if isinstance(v, Tensor) else torch.tensor(float(v), dtype=torch.float64, device=like.device)
+
+
+def _check(name: str, image_emb: Tensor, text_emb: Tensor) -> None:
+    if image_emb.shape != text_emb.shape or image_emb.dim() != 2:
+        raise ValueError(
+            f"{name} expects two (B, D) tensors of the same shape, got "
+            f"{tuple(image_emb.shape)} and {tuple(text_emb.shape)}"
+        )
+
+
+def _tile(tile: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    if tile is None:
+        return None
+    tr, tc = (tile, tile) if isinstance(tile, int) else tile
+    if tr < 1 or tc < 1:
+        raise ValueError(f"tile must be a positive int or (rows, cols), got {tile!r}")
+    return int(tr), int(tc)
+
+
+class TiledInfoNCEFn(torch.autograd.Function):
+    """InfoNCE of rows ``x`` (B, D) against columns ``y`` (N, D); row i's positive is column
+    ``offset + i``. ``col_reduce`` (optional) turns the local partial column LSE (N,) into the full
+    one (the distributed gather); the loss covers the B rows and the B columns at ``offset``."""
+
+    @staticmethod
+    def forward(ctx, x, y, scale, mask, tile, offset=0, col_reduce=None):  # type: ignore[override]
+        acc, n = acc_dtype(x, y), x.shape[0]
+        s = scale.detach().to(acc)
+        a = torch.full((n,), _NEG_INF, dtype=acc, device=x.device)
+        b = torch.full((y.shape[0],), _NEG_INF, dtype=acc, device=x.device)
+        lse_pass(x, y, s, a, b, row_offset=offset, mask=mask, tile=tile)
+        if col_reduce is not None:
+            b = col_reduce(b)
+        diag = (x.to(acc) * y[offset : offset + n].to(acc)).sum(1)  # (B,) positives / scale
+        ctx.save_for_backward(x, y, scale, a, b, diag)
+        ctx.mask, ctx.tile, ctx.offset = mask, tile, offset
+        pos = s * diag  # row-wise differences first: each is small, their sum loses nothing
+        return 0.5 * ((a - pos).sum() + (b[offset : offset + n] - pos).sum()) / n
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        x, y, scale, a, b, diag = ctx.saved_tensors
+        acc, n, off = a.dtype, x.shape[0], ctx.offset
+        s = scale.detach().to(acc)
+        xa, ya = x.to(acc), y.to(acc)
+        gx, gy = torch.zeros_like(xa), torch.zeros_like(ya)
+        grad_pass(x, y, s, a, b, gx, gy, row_offset=off, mask=ctx.mask, tile=ctx.tile)
+        g = g.to(acc)
+        c = 0.5 * g / n
+        ds = c * (xa * gx).sum() - g * diag.sum() / n
+        dx = (c * s) * gx - (g * s / n) * ya[off : off + n]
+        dy = (c * s) * gy
+        dy[off : off + n] -= (g * s / n) * xa
+        ds = ds.to(scale.dtype).reshape(scale.shape)
+        return dx.to(x.dtype), dy.to(y.dtype), ds, None, None, None, None
+
+
+class TiledSigLIPFn(torch.autograd.Function):
+    """SigLIP of rows ``x`` (B, D) against columns ``y`` (N, D), positives at column ``offset + i``,
+    normalised by B. Loss and gradients come out of one sweep; backward only scales them."""
+
+    @staticmethod
+    def forward(ctx, x, y, scale, bias, mask, tile, offset=0):  # type: ignore[override]
+        acc, n = acc_dtype(x, y), x.shape[0]
+        s, bb = scale.detach().to(acc), bias.detach().to(acc)
+        want = any(ctx.needs_input_grad[:4])
+        xa, ya = x.to(acc), y.to(acc)
+        gx = torch.zeros_like(xa) if want else None
+        gy = torch.zeros_like(ya) if want else None
+        loss, gsum = siglip_pass(x, y, s, bb, row_offset=offset, mask=mask, tile=tile, gx=gx, gy=gy)
+        yd = ya[offset : offset + n]
+        diag = (xa * yd).sum(1)  # (B,)
+        zd = s * diag + bb  # positives' logits
+        loss = (loss + torch.nn.functional.softplus(-zd).sum()) / n
+        if want:  # d softplus(-z)/dz = -sigmoid(-z)
+            gd = -torch.sigmoid(-zd)  # (B,)
+            ds = (xa * gx).sum() + (gd * diag).sum()
+            gx = s * gx + (s * gd)[:, None] * yd
+            gy = s * gy
+            gy[offset : offset + n] += (s * gd)[:, None] * xa
+            ctx.save_for_backward(gx / n, gy / n, ds / n, (gsum + gd.sum()) / n)
+        ctx.meta = (x.dtype, y.dtype, scale, bias)
+        return loss
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        gx, gy, ds, db = ctx.saved_tensors
+        xd, yd, scale, bias = ctx.meta
+        g = g.to(gx.dtype)
+        return ((g * gx).to(xd), (g * gy).to(yd), (g * ds).to(scale.dtype).reshape(scale.shape),
+                (g * db).to(bias.dtype).reshape(bias.shape), None, None, None)
+
+
+def tiled_info_nce(
+    image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor | float, *,
+    mask: Tensor | None = None, labels: Tensor | None = None,
+    tile: int | tuple[int, int] | None = None,
+) -> Tensor:
+    """Symmetric InfoNCE, exact, without the (B, B) logits. Same contract as ``losses.info_nce``.
+
+    Args:
+        image_emb, text_emb: (B, D) float32 / bfloat16 / float64 (accumulation in float32, or
+            float64 for float64 inputs).
+        logit_scale: scalar 1/tau (tensor with grad, or float).
+        mask: optional (B, B) bool, True = off-diagonal pair is a false negative (excluded).
+        labels: optional (B,) ints; pairs with equal labels are excluded (instead of ``mask``).
+        tile: block edge, or (rows, cols); default from B, D and free memory (``auto_tile``).
+    Returns:
+        scalar loss in the accumulation dtype.
+    """
+    _check("tiled_info_nce", image_emb, text_emb)
+    pm = make_mask(mask, labels, image_emb.shape[0], "tiled_info_nce")
+    scale = _as_tensor(logit_scale, image_emb)
+    return TiledInfoNCEFn.apply(image_emb, text_emb, scale, pm, _tile(tile))
+
+
+def tiled_siglip(
+    image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor | float,
+    logit_bias: Tensor | float, *, mask: Tensor | None = None, labels: Tensor | None = None,
+    tile: int | tuple[int, int] | None = None,
+) -> Tensor:
+    """Sigmoid loss (SigLIP), exact, without the (B, B) logits. Same contract as ``losses.siglip``.
+
+    Masked pairs (``mask`` or equal ``labels``, never the diagonal) drop out of the sum; the
+    normaliser stays B. Arguments as in :func:`tiled_info_nce`.
+    """
+    _check("tiled_siglip", image_emb, text_emb)
+    pm = make_mask(mask, labels, image_emb.shape[0], "tiled_siglip")
+    scale, bias = _as_tensor(logit_scale, image_emb), _as_tensor(logit_bias, image_emb)
+    return TiledSigLIPFn.apply(image_emb, text_emb, scale, bias, pm, _tile(tile))

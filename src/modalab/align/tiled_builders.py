@@ -1,0 +1,82 @@
+"""Registered loss variants with ``impl: naive | tiled | auto`` and global-batch negatives.
+
+    loss: {name: info_nce_tiled, impl: auto, auto_threshold: 4096, global_batch: gather}
+
+Same call as ``align/builders.py``: ``objective(image_emb, text_emb, logit_scale=...,
+logit_bias=..., labels=...)``. ``auto`` uses the full-logits loss below ``auto_threshold`` rows
+(where B x B fits comfortably and is as fast) and the tiled exact loss above. Under an initialised
+process group, ``global_batch`` picks the all-gather or ring variant (negatives from every rank);
+``off`` keeps the loss per rank.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from torch import Tensor, nn
+
+from modalab.align import distributed as D
+from modalab.align.losses import info_nce, same_label_mask, siglip
+from modalab.align.tiled import tiled_info_nce, tiled_siglip
+from modalab.config import LossBase
+from modalab.registry import register
+
+
+class TiledLossConfig(LossBase):
+    impl: Literal["naive", "tiled", "auto"] = "auto"
+    auto_threshold: int = Field(4096, gt=0, description="auto: tiled from this batch size on")
+    tile: int | None = Field(None, gt=0, description="tile edge; None = from memory")
+    mask_same_label: bool = Field(False, description="same-label pairs are not negatives")
+    global_batch: Literal["off", "gather", "ring"] = "gather"
+
+
+class TiledContrastive(nn.Module):
+    """InfoNCE (``kind='info_nce'``) or SigLIP (``kind='siglip'``) with a chosen implementation."""
+
+    def __init__(self, kind: Literal["info_nce", "siglip"], impl: str = "auto",
+                 auto_threshold: int = 4096, tile: int | None = None,
+                 mask_same_label: bool = False, global_batch: str = "gather") -> None:
+        super().__init__()
+        self.kind, self.impl, self.auto_threshold, self.tile = kind, impl, auto_threshold, tile
+        self.mask_same_label, self.global_batch = mask_same_label, global_batch
+        self.uses_bias = kind == "siglip"
+
+    def forward(self, image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor,
+                logit_bias: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
+        args = [logit_scale]
+        if self.uses_bias:
+            if logit_bias is None:
+                raise ValueError(
+                    "the siglip_tiled loss needs a logit bias: set model.init_logit_bias (e.g. -10.0)"
+                )
+            args.append(logit_bias)
+        labels = labels if self.mask_same_label else None
+        if D.is_dist() and self.global_batch != "off":
+            fn = getattr(D, f"{self.global_batch}_{self.kind}")
+            return fn(image_emb, text_emb, *args, labels=labels, tile=self.tile)
+        tiled = self.impl == "tiled" or (
+            self.impl == "auto" and image_emb.shape[0] >= self.auto_threshold
+        )
+        if tiled:
+            fn = tiled_info_nce if self.kind == "info_nce" else tiled_siglip
+            return fn(image_emb, text_emb, *args, labels=labels, tile=self.tile)
+        mask = same_label_mask(labels) if labels is not None else None
+        fn = info_nce if self.kind == "info_nce" else siglip
+        return fn(image_emb, text_emb, *args, mask=mask)
+
+
+def _kwargs(cfg: TiledLossConfig) -> dict:
+    return cfg.model_dump(exclude={"name", "temperature"})
+
+
+@register("loss", "info_nce_tiled", schema=TiledLossConfig)
+def build_info_nce_tiled(cfg: TiledLossConfig) -> nn.Module:
+    """Symmetric InfoNCE, exact at any batch: impl naive | tiled | auto, global-batch negatives."""
+    return TiledContrastive("info_nce", **_kwargs(cfg))
+
+
+@register("loss", "siglip_tiled", schema=TiledLossConfig)
+def build_siglip_tiled(cfg: TiledLossConfig) -> nn.Module:
+    """Sigmoid loss, exact at any batch: impl naive | tiled | auto, global-batch negatives."""
+    return TiledContrastive("siglip", **_kwargs(cfg))

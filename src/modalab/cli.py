@@ -1,0 +1,99 @@
+"""The ``modalab`` command line: run | list (sweep, compare, report and doctor come with the
+experiment layer)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from modalab import registry
+from modalab.config import ConfigError, load
+from modalab.data.dataset import DataError
+
+HEADLINE_KEYS = (
+    "zeroshot_top1",
+    "zeroshot_top5",
+    "image_to_text_R@1",
+    "image_to_text_R@5",
+    "text_to_image_R@1",
+    "text_to_image_R@5",
+    "image_to_text_mean_rank",
+    "text_to_image_mean_rank",
+    "num_train",
+    "num_test",
+    "num_skipped",
+    "wall_seconds",
+)
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    width = max((len(k) for k, _ in rows), default=0)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from modalab.experiment.runner import run
+
+    recipe = load(args.recipe, args.overrides)
+    if args.dry_run:
+        print(recipe.to_yaml(), end="")
+        return 0
+    out = run(recipe, Path(args.out) if args.out else None, str(args.recipe), args.overrides)
+    results = json.loads((out / "results.json").read_text())
+    rows = []
+    for k in HEADLINE_KEYS:
+        if k in results:
+            v = results[k]
+            rows.append((k, f"{v:.4f}" if isinstance(v, float) else str(v)))
+    print("\nresults (held-out split):")
+    print(_table(rows))
+    print(f"\nrun directory: {out}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    entries = registry.entries(args.kind)
+    current = None
+    for e in entries:
+        if e.kind != current:
+            current = e.kind
+            print(f"{e.kind}:")
+        print(f"  {e.name:<28} {e.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="modalab", description="multimodal post-training experiments")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="train and evaluate one recipe")
+    r.add_argument("recipe", help="path to a YAML recipe")
+    r.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.steps=20")
+    r.add_argument("--out", help="run directory (default: runs/<name>-<timestamp>)")
+    r.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    r.set_defaults(fn=cmd_run)
+    ls = sub.add_parser("list", help="list registered components")
+    ls.add_argument("kind", nargs="?", help="only this kind (e.g. loss, model, source, task)")
+    ls.set_defaults(fn=cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # overrides may follow options (``run R --out D train.steps=5``); anything else is an error
+    stray = [x for x in extra if x.startswith("-") or "=" not in x or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    try:
+        return args.fn(args)
+    except (ConfigError, DataError, registry.RegistryError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

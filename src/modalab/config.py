@@ -1,0 +1,409 @@
+"""Recipes: a strict, typed schema over YAML files and ``key.sub=value`` overrides.
+
+A recipe has fixed sections (``optim``, ``train``, ``run``) and sections whose schema depends on
+the component they select through the registry:
+
+- ``data``  selected by ``data.source``  (registry kind ``source``),
+- ``model`` selected by ``model.name``   (kind ``model``),
+- ``loss``  selected by ``loss.name``    (kind ``loss``),
+- ``eval``  selected by the recipe's ``task`` (kind ``task``).
+
+Every section is a pydantic model that forbids unknown keys. Errors name the file, the line when
+known, the dotted key and the allowed keys, e.g.::
+
+    recipes/x.yaml:12: unknown key 'train.stepz'; allowed keys in 'train': batch_size, ...
+
+A recipe may start from another with ``base: other.yaml`` (path relative to the recipe); its
+mapping is deep-merged under the recipe's own keys.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from modalab import registry
+
+
+class ConfigError(ValueError):
+    """A recipe or override is invalid; the message says where and what was expected."""
+
+
+class Section(BaseModel):
+    """Base for every recipe section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+# --------------------------------------------------------------------------- fixed sections
+
+
+class ParamGroup(Section):
+    """Learning rate / weight decay for parameters whose name matches a glob ``pattern``."""
+
+    pattern: str
+    lr: float | None = None
+    weight_decay: float | None = None
+
+
+class OptimConfig(Section):
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    momentum: float = 0.9  # sgd only
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    param_groups: list[ParamGroup] = Field(default_factory=list)
+
+
+class TrainConfig(Section):
+    steps: int = Field(100, gt=0, description="number of optimizer steps")
+    batch_size: int = Field(64, gt=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    log_every: int = Field(10, gt=0)
+    eval_every: int = Field(0, ge=0, description="0: evaluate only at the end")
+    checkpoint_every: int = Field(0, ge=0, description="0: checkpoint only at the end")
+    keep_checkpoints: int = Field(2, gt=0)
+    max_bad_steps: int = Field(10, gt=0)
+    num_threads: int | None = Field(None, gt=0, description="torch intra-op threads")
+
+
+class RunConfig(Section):
+    name: str = "run"
+    seed: int = 0
+    out_dir: str = "runs"
+    progress: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not v or any(c in v for c in "/\\") or v.startswith("."):
+            raise ValueError("run.name must be a plain name without '/', '\\' or a leading '.'")
+        return v
+
+
+# ------------------------------------------------------------------ registry-selected sections
+
+
+class DataBase(Section):
+    """Fields every data source accepts."""
+
+    source: str
+    on_error: Literal["error", "skip"] = "error"
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+
+
+class NamedBase(Section):
+    name: str
+
+
+class LossBase(NamedBase):
+    """Fields every contrastive loss accepts."""
+
+    temperature: float | None = Field(
+        None, gt=0, description="fixed tau; None = learn the model's logit scale"
+    )
+
+
+class EvalBase(Section):
+    batch_size: int = Field(256, gt=0)
+
+
+DYNAMIC_SECTIONS: dict[str, tuple[str, str]] = {
+    # section -> (registry kind, discriminator key)
+    "data": ("source", "source"),
+    "model": ("model", "name"),
+    "loss": ("loss", "name"),
+}
+
+
+class Recipe(Section):
+    """A fully validated recipe."""
+
+    task: str = "contrastive"
+    data: DataBase
+    model: NamedBase
+    loss: NamedBase
+    eval: EvalBase
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False, protected_namespaces=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML-ready dict with every default filled in."""
+        out: dict[str, Any] = {"task": self.task}
+        for key in ("data", "model", "loss", "eval", "optim", "train", "run"):
+            out[key] = getattr(self, key).model_dump(mode="json")
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+TOP_KEYS = ("base", "task", "data", "model", "loss", "eval", "optim", "train", "run")
+FIXED_SECTIONS: dict[str, type[Section]] = {
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "run": RunConfig,
+}
+
+
+# ------------------------------------------------------------------------------- YAML loading
+
+
+def _line_map(text: str) -> dict[tuple[str, ...], int]:
+    """Map each dotted key path of a YAML mapping to its 1-based line number."""
+    lines: dict[tuple[str, ...], int] = {}
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node: Any, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = (*path, str(k.value))
+                lines[key] = k.start_mark.line + 1
+                walk(v, key)
+
+    walk(root, ())
+    return lines
+
+
+class _Source:
+    """Where each key came from, for error messages."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.lines: dict[tuple[str, ...], int] = {}
+        self.overrides: dict[tuple[str, ...], str] = {}
+
+    def where(self, loc: tuple[str, ...]) -> str:
+        for n in range(len(loc), 0, -1):
+            if loc[:n] in self.overrides:
+                return f"override '{self.overrides[loc[:n]]}'"
+        name = str(self.path) if self.path else "<recipe>"
+        for n in range(len(loc), 0, -1):
+            if loc[:n] in self.lines:
+                return f"{name}:{self.lines[loc[:n]]}"
+        return name
+
+
+def _read_yaml(path: Path, src: _Source, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"recipe not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    if not seen:
+        src.lines = _line_map(text)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    base_path = (path.parent / str(base)).resolve()
+    if base_path in seen or base_path == path.resolve():
+        raise ConfigError(f"{path}: 'base: {base}' makes a cycle")
+    parent = _read_yaml(base_path, src, (*seen, path.resolve()))
+    return _deep_merge(parent, data)
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in top.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            # a section that selects a different component starts from that component's defaults
+            disc = {"data": "source", "model": "name", "loss": "name"}.get(k)
+            if disc and disc in v and v[disc] != out[k].get(disc):
+                out[k] = copy.deepcopy(v)
+            else:
+                out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+# ---------------------------------------------------------------------------------- overrides
+
+
+def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
+    """``'train.steps=20'`` -> ``(('train', 'steps'), 20)``; values are parsed as YAML scalars."""
+    if "=" not in text:
+        raise ConfigError(f"bad override '{text}': expected key.sub=value (e.g. train.steps=20)")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"bad override '{text}': empty key; expected key.sub=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return tuple(key.split(".")), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], src: _Source) -> dict[str, Any]:
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for i, part in enumerate(path[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            elif not isinstance(nxt, dict):
+                dotted = ".".join(path[: i + 1])
+                raise ConfigError(
+                    f"bad override '{text}': '{dotted}' is a value ({nxt!r}), not a section"
+                )
+            node = nxt
+        node[path[-1]] = value
+        src.overrides[path] = text
+    return out
+
+
+# --------------------------------------------------------------------------------- validation
+
+
+def _allowed(model: type[BaseModel]) -> str:
+    return ", ".join(model.model_fields)
+
+
+def _validate_section(
+    model: type[BaseModel], data: Any, prefix: tuple[str, ...], src: _Source
+) -> BaseModel:
+    section = ".".join(prefix)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{src.where(prefix)}: '{section}' must be a mapping of keys, got {data!r}"
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, model, prefix, src)) from None
+
+
+def _submodel(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseModel], str]:
+    """Follow ``loc`` through nested pydantic models; return the innermost model and its path."""
+    cur = model
+    path: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            path[-1] = f"{path[-1]}[{part}]"
+            continue
+        field = cur.model_fields.get(str(part))
+        if field is None:
+            break
+        path.append(str(part))
+        ann = field.annotation
+        inner = _first_model(ann)
+        if inner is None:
+            break
+        cur = inner
+    return cur, ".".join(path)
+
+
+def _first_model(ann: Any) -> type[BaseModel] | None:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in getattr(ann, "__args__", ()) or ():
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _format_error(
+    e: ValidationError, model: type[BaseModel], prefix: tuple[str, ...], src: _Source
+) -> str:
+    msgs = []
+    for err in e.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        full = (*prefix, *loc)
+        dotted = ".".join(full)
+        where = src.where(full)
+        if err["type"] == "extra_forbidden":
+            parent, parent_path = _submodel(model, err["loc"][:-1])
+            section = ".".join(p for p in (".".join(prefix), parent_path) if p)
+            msgs.append(
+                f"{where}: unknown key '{dotted}'; allowed keys in '{section}': {_allowed(parent)}"
+            )
+        elif err["type"] == "missing":
+            msgs.append(f"{where}: missing required key '{dotted}'")
+        else:
+            msgs.append(f"{where}: invalid value {err.get('input')!r} for '{dotted}': {err['msg']}")
+    return "\n".join(msgs)
+
+
+def validate(raw: dict[str, Any], src: _Source | None = None) -> Recipe:
+    """Validate a raw recipe mapping into a :class:`Recipe`."""
+    src = src or _Source(None)
+    unknown = [k for k in raw if k not in TOP_KEYS]
+    if unknown:
+        k = unknown[0]
+        raise ConfigError(
+            f"{src.where((k,))}: unknown section '{k}'; allowed sections: {', '.join(TOP_KEYS[1:])}"
+        )
+    task = raw.get("task", "contrastive")
+    if not isinstance(task, str):
+        raise ConfigError(f"{src.where(('task',))}: 'task' must be a name, got {task!r}")
+    sections: dict[str, Any] = {"task": task}
+    for key, (kind, disc) in DYNAMIC_SECTIONS.items():
+        body = raw.get(key)
+        if body is None:
+            raise ConfigError(f"{src.where(())}: missing section '{key}' (with '{key}.{disc}')")
+        if not isinstance(body, dict):
+            raise ConfigError(f"{src.where((key,))}: '{key}' must be a mapping, got {body!r}")
+        if disc not in body:
+            raise ConfigError(
+                f"{src.where((key,))}: '{key}.{disc}' is required; one of: "
+                f"{', '.join(registry.names(kind))}"
+            )
+        entry = _entry(kind, body[disc], (key, disc), src)
+        schema = entry.schema or (DataBase if key == "data" else NamedBase)
+        sections[key] = _validate_section(schema, body, (key,), src)
+    task_entry = _entry("task", task, ("task",), src)
+    sections["eval"] = _validate_section(task_entry.schema or EvalBase, raw.get("eval"), ("eval",), src)
+    for key, model in FIXED_SECTIONS.items():
+        sections[key] = _validate_section(model, raw.get(key), (key,), src)
+    return Recipe.model_construct(**sections)
+
+
+def _entry(kind: str, name: Any, loc: tuple[str, ...], src: _Source) -> registry.Entry:
+    try:
+        return registry.get(kind, str(name))
+    except registry.RegistryError:
+        raise ConfigError(
+            f"{src.where(loc)}: unknown {kind} '{name}' for '{'.'.join(loc)}'; "
+            f"registered: {', '.join(registry.names(kind))}"
+        ) from None
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load a YAML recipe, apply ``key.sub=value`` overrides and validate everything."""
+    path = Path(path)
+    src = _Source(path)
+    raw = _read_yaml(path, src)
+    raw = apply_overrides(raw, list(overrides or []), src)
+    return validate(raw, src)
+
+
+def from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> Recipe:
+    src = _Source(None)
+    return validate(apply_overrides(raw, list(overrides or []), src), src)

@@ -1,0 +1,69 @@
+"""What a data source returns: train/test datasets plus what evaluation needs to know."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from torch.utils.data import Dataset
+
+from modalab.data.sample import Sample
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, the line and what was expected."""
+
+
+@dataclass
+class DataSplits:
+    """train/test datasets of :class:`Sample`, class names (None without labels), every caption
+    the run will train on (for building a vocabulary), image geometry, and skipped inputs."""
+
+    train: Dataset
+    test: Dataset
+    classnames: list[str] | None
+    texts: list[str]
+    image_size: int
+    channels: int
+    skipped: list[str] = field(default_factory=list)  # "file:line: reason" for each skipped item
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped)
+
+
+class SampleDataset(Dataset):
+    """A dataset over ``n`` items produced by ``make(i) -> Sample``."""
+
+    def __init__(self, n: int, make: Callable[[int], Sample]) -> None:
+        self.n = n
+        self.make = make
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Sample:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.make(i)
+
+
+def stratified_split(
+    labels: Sequence[int] | None, n: int, test_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """Deterministic train/test index split, stratified by label when every class has >= 2 items."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    idx = np.arange(n)
+    stratify = None
+    if labels is not None:
+        counts = np.bincount(np.asarray(labels))
+        if counts[counts > 0].min() >= 2:
+            stratify = np.asarray(labels)
+    train, test = train_test_split(
+        idx, test_size=test_fraction, random_state=seed, stratify=stratify, shuffle=True
+    )
+    return sorted(train.tolist()), sorted(test.tolist())

@@ -1,0 +1,68 @@
+"""The records that flow through the data pipeline: ``Sample`` (one item) and ``Batch``.
+
+A source yields ``Sample`` objects; ``collate`` stacks them into a ``Batch``. Modalities a sample
+does not have are ``None``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Sample:
+    """One example.
+
+    image: (C, H, W) float tensor, normalised; text: caption; label: class index or None;
+    id: stable identifier (file path and line, or source index); meta: anything else.
+    """
+
+    id: str
+    image: Tensor | None = None
+    text: str | None = None
+    label: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """A collated batch.
+
+    images: (B, C, H, W); tokens: (B, L) int64 with 0 = padding; labels: (B,) int64 or None.
+    """
+
+    ids: list[str]
+    images: Tensor | None = None
+    texts: list[str] | None = None
+    tokens: Tensor | None = None
+    labels: Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def to(self, device: torch.device | str) -> "Batch":
+        def mv(t: Tensor | None) -> Tensor | None:
+            return t.to(device, non_blocking=True) if t is not None else None
+
+        return Batch(self.ids, mv(self.images), self.texts, mv(self.tokens), mv(self.labels))
+
+
+def collate(
+    samples: Sequence[Sample], tokenize: Callable[[list[str]], Tensor] | None = None
+) -> Batch:
+    """Stack samples into a :class:`Batch`; ``tokenize`` turns the captions into (B, L) ids."""
+    if not samples:
+        raise ValueError("cannot collate an empty list of samples")
+    images = None
+    if samples[0].image is not None:
+        images = torch.stack([s.image for s in samples])  # (B, C, H, W)
+    texts = [s.text for s in samples] if samples[0].text is not None else None
+    tokens = tokenize(texts) if (texts is not None and tokenize is not None) else None
+    labels = None
+    if all(s.label is not None for s in samples):
+        labels = torch.tensor([s.label for s in samples], dtype=torch.long)
+    return Batch([s.id for s in samples], images, texts, tokens, labels)

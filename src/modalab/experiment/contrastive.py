@@ -1,0 +1,197 @@
+"""The contrastive alignment task (CLIP / SigLIP style) as the runner sees it.
+
+It reads top to bottom: build data, build the tokenizer, build the model, build the objective;
+``step`` computes the loss of one batch; ``evaluate`` embeds the held-out split and reports
+zero-shot accuracy and retrieval in both directions, and saves what the report draws.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from modalab import registry
+from modalab.config import EvalBase, Recipe
+from modalab.data.sample import Batch, collate
+from modalab.eval.retrieval import retrieval_metrics
+from modalab.eval.zeroshot import class_embeddings, zeroshot_accuracy
+from modalab.experiment.rundir import RunDir
+from modalab.registry import register
+from modalab.text.tokenizer import build_tokenizer
+
+TAU_RANGE = (0.01, 0.1)  # the chapter's advice for the temperature
+
+
+class ContrastiveEval(EvalBase):
+    match: Literal["auto", "label", "pair"] = Field(
+        "auto", description="what counts as a correct retrieval; auto = label when labels exist"
+    )
+    prompts: list[str] = Field(
+        default_factory=lambda: ["{label}", "a photo of a {label}", "an image of a {label}"],
+        min_length=1,
+    )
+    ks: list[int] = Field(default_factory=lambda: [1, 5, 10], min_length=1)
+    heatmap_size: int = Field(40, ge=2, description="test items drawn in the similarity heatmap")
+
+
+class ContrastiveTask:
+    """Image-text contrastive alignment on a registered data source."""
+
+    def __init__(self, recipe: Recipe, run: RunDir) -> None:
+        self.recipe = recipe
+        self.run = run
+        self.eval_cfg: ContrastiveEval = recipe.eval  # type: ignore[assignment]
+        # data
+        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.run.seed)
+        prompts = [p.format(label=c) for c in (self.data.classnames or []) for p in self.eval_cfg.prompts]
+        tcfg = recipe.model.text  # type: ignore[attr-defined]
+        self.tokenizer = build_tokenizer(tcfg.tokenizer, [*self.data.texts, *prompts], tcfg.context_length)
+        # model and objective
+        self.model = registry.build(
+            "model",
+            recipe.model.name,
+            recipe.model,
+            image_size=self.data.image_size,
+            in_channels=self.data.channels,
+            vocab_size=self.tokenizer.vocab_size,
+        )
+        self.objective = registry.build("loss", recipe.loss.name, recipe.loss)
+        self.fixed_scale = getattr(recipe.loss, "temperature", None)
+        self._warned: set[str] = set()
+
+    # data ---------------------------------------------------------------------------------
+    def collate(self, samples: list) -> Batch:
+        return collate(samples, self.tokenizer)
+
+    def train_loader(self) -> DataLoader:
+        if len(self.data.train) < self.recipe.train.batch_size:
+            raise ValueError(
+                f"train.batch_size={self.recipe.train.batch_size} exceeds the {len(self.data.train)} "
+                f"training samples; lower train.batch_size"
+            )
+        return DataLoader(
+            self.data.train,
+            batch_size=self.recipe.train.batch_size,
+            shuffle=True,
+            drop_last=True,
+            collate_fn=self.collate,
+            num_workers=self.recipe.data.num_workers,
+        )
+
+    # training -----------------------------------------------------------------------------
+    def logit_scale(self) -> Tensor:
+        if self.fixed_scale is not None:
+            return torch.tensor(1.0 / self.fixed_scale)
+        return self.model.logit_scale.exp()
+
+    def step(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        out = self.model(batch.images, batch.tokens)
+        loss = self.objective(
+            out["image_emb"],
+            out["text_emb"],
+            logit_scale=self.logit_scale(),
+            logit_bias=out["logit_bias"],
+            labels=batch.labels,
+        )
+        return loss, {}
+
+    def after_step(self, step: int) -> dict[str, float]:
+        self.model.clamp_()
+        scale = float(self.logit_scale().detach())
+        logs = {"logit_scale": scale, "tau": 1.0 / scale}
+        if self.model.logit_bias is not None:
+            logs["logit_bias"] = float(self.model.logit_bias)
+        self._check_temperature(step, scale)
+        return logs
+
+    def _check_temperature(self, step: int, scale: float) -> None:
+        tau = 1.0 / scale
+        if self.fixed_scale is None and self.model.at_clamp and "clamp" not in self._warned:
+            self._warned.add("clamp")
+            self.run.log({"step": step + 1, "warning": f"logit scale reached its clamp ({scale:.1f})"})
+        if not TAU_RANGE[0] <= tau <= TAU_RANGE[1] and "tau" not in self._warned:
+            self._warned.add("tau")
+            self.run.log(
+                {"step": step + 1, "warning": f"tau={tau:.4f} is outside the chapter's range {TAU_RANGE}"}
+            )
+
+    # evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def embed(self, dataset: Any) -> tuple[Tensor, Tensor, Tensor | None]:
+        self.model.eval()
+        loader = DataLoader(dataset, batch_size=self.eval_cfg.batch_size, collate_fn=self.collate)
+        imgs, txts, labels = [], [], []
+        for b in loader:
+            imgs.append(self.model.encode_image(b.images).float())
+            txts.append(self.model.encode_text(b.tokens).float())
+            if b.labels is not None:
+                labels.append(b.labels)
+        lab = torch.cat(labels) if labels and len(labels) == len(imgs) else None
+        return torch.cat(imgs), torch.cat(txts), lab
+
+    @torch.no_grad()
+    def evaluate(self, final: bool = True) -> dict[str, Any]:
+        image_emb, text_emb, labels = self.embed(self.data.test)
+        mode = self.eval_cfg.match
+        if mode == "auto":
+            mode = "label" if labels is not None else "pair"
+        res: dict[str, Any] = {"eval_match": mode}
+        if self.data.classnames and labels is not None:
+            cls = class_embeddings(
+                lambda t: self.model.encode_text(self.tokenizer(t)), self.data.classnames, self.eval_cfg.prompts
+            )
+            res.update(zeroshot_accuracy(image_emb, cls, labels, ks=(1, min(5, len(self.data.classnames)))))
+            if len(self.data.classnames) < 5:
+                res["zeroshot_top5"] = 1.0
+        res.update(retrieval_metrics(image_emb, text_emb, labels, mode, self.eval_cfg.ks))
+        if final:
+            self._save_artifacts(image_emb, text_emb, labels)
+        return res
+
+    def _save_artifacts(self, image_emb: Tensor, text_emb: Tensor, labels: Tensor | None) -> None:
+        n = min(self.eval_cfg.heatmap_size, image_emb.shape[0])
+        # a deterministic, label-sorted subset so the block structure is visible
+        idx = torch.arange(image_emb.shape[0])[:: max(1, image_emb.shape[0] // n)][:n]
+        if labels is not None:
+            idx = idx[torch.argsort(labels[idx], stable=True)]
+        sim = image_emb[idx] @ text_emb[idx].T  # (n, n)
+        self.run.write_artifact(
+            "similarity_heatmap",
+            {
+                "sim": sim.tolist(),
+                "labels": labels[idx].tolist() if labels is not None else None,
+                "classnames": self.data.classnames,
+            },
+        )
+        full = image_emb @ text_emb.T  # (N, N)
+        eye = torch.eye(full.shape[0], dtype=torch.bool)
+        self.run.write_artifact(
+            "similarity_distribution",
+            {"positive": full[eye].tolist(), "negative": full[~eye][:: max(1, full.numel() // 20000)].tolist()},
+        )
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "num_train": len(self.data.train),
+            "num_test": len(self.data.test),
+            "num_skipped": self.data.num_skipped,
+            "skipped": self.data.skipped,
+            "num_params": sum(p.numel() for p in self.model.parameters()),
+            "tau_final": 1.0 / float(self.logit_scale().detach()),
+            "logit_scale_final": float(self.logit_scale().detach()),
+            "logit_scale_at_clamp": bool(self.fixed_scale is None and self.model.at_clamp),
+        }
+
+    def state(self) -> dict[str, Any]:
+        """JSON state kept with checkpoints (the tokenizer's vocabulary)."""
+        return {"tokenizer": self.tokenizer.to_dict()}
+
+
+@register("task", "contrastive", schema=ContrastiveEval)
+def build_contrastive(recipe: Recipe, run: RunDir) -> ContrastiveTask:
+    """Contrastive alignment of images and captions; zero-shot and retrieval evaluation."""
+    return ContrastiveTask(recipe, run)

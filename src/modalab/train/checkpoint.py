@@ -1,0 +1,111 @@
+"""Checkpoints that lose nothing and load safely.
+
+A checkpoint is a folder ``checkpoints/step_<N>/`` with
+- ``model.safetensors``: the weights (no pickle);
+- ``trainer_state.pt``: optimizer state and RNG states, loadable with ``weights_only=True``;
+- ``trainer_state.json``: step and anything JSON-serialisable the trainer wants to keep;
+- ``manifest.json``: sha256 of every file, written last, so a partial checkpoint is detectable.
+Each file is written to a temporary name, fsync'd and renamed; the folder is renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    _fsync_write(Path(path), text.encode("utf-8"))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Contiguous, de-duplicated tensors for safetensors (tied weights are stored once each)."""
+    return {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(
+    ckpt_dir: Path,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    state: dict[str, Any],
+    keep: int = 2,
+) -> Path:
+    """Write ``ckpt_dir/step_<step>`` atomically and keep only the newest ``keep`` checkpoints."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    final = ckpt_dir / f"step_{step:08d}"
+    tmp = ckpt_dir / f".tmp_step_{step:08d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file(model_state(model), str(tmp / "model.safetensors"))
+    payload = {"rng": {"torch": torch.get_rng_state()}}
+    if optimizer is not None:
+        payload["optimizer"] = optimizer.state_dict()
+    torch.save(payload, tmp / "trainer_state.pt")
+    _fsync_write(tmp / "trainer_state.json", json.dumps({"step": step, **state}, indent=2).encode())
+    files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+    _fsync_write(tmp / "manifest.json", json.dumps({"step": step, "sha256": files}).encode())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in list_checkpoints(ckpt_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Checkpoint folders, oldest first."""
+    if not ckpt_dir.is_dir():
+        return []
+    return sorted(p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith("step_"))
+
+
+def verify(path: Path) -> bool:
+    """True when every file listed in the manifest exists with the recorded checksum."""
+    man = path / "manifest.json"
+    try:
+        files = json.loads(man.read_text())["sha256"]
+        return all((path / n).is_file() and _sha256(path / n) == h for n, h in files.items())
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def load_weights(path: Path, model: nn.Module, strict: bool = True) -> None:
+    """Load ``model.safetensors`` from a checkpoint folder (or a .safetensors file)."""
+    file = path if path.suffix == ".safetensors" else path / "model.safetensors"
+    missing, unexpected = model.load_state_dict(load_file(str(file)), strict=strict)
+    if strict and (missing or unexpected):  # pragma: no cover - load_state_dict raises first
+        raise RuntimeError(f"{file}: missing {missing}, unexpected {unexpected}")
+
+
+def load_trainer_state(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(torch payload loaded with weights_only=True, JSON state)."""
+    payload = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True)
+    state = json.loads((path / "trainer_state.json").read_text())
+    return payload, state

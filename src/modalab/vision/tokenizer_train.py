@@ -1,0 +1,195 @@
+"""Train an image tokenizer on the sklearn digits and report reconstruction metrics.
+
+``train_tokenizer(...)`` is the function a recipe task calls: it builds the quantizer and the
+tokenizer, trains with the VQGAN objective (GAN and perceptual terms optional), evaluates on the
+held-out digits and returns ``psnr``, ``ssim``, ``codebook_usage``, ``perplexity`` and
+``tokens_per_image`` (plus a few extras: ``codebook_size``, ``final_rec_loss``, ``train_seconds``).
+
+Data: ``sklearn.datasets.load_digits`` (1797 images of 8x8, values 0-16), scaled to [0, 1] and
+upsampled bilinearly to ``image_size``; the first 1500 images train, the last 297 evaluate.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from modalab.eval.reconstruction import reconstruction_metrics
+from modalab.vision.quantizers import FSQ, ContinuousQuantizer, VectorQuantizer
+from modalab.vision.tokenizer import ImageTokenizer
+from modalab.vision.vqgan import PatchDiscriminator, StructuralLoss, VQGANLoss
+
+# FSQ levels per (approximate) codebook size, from Mentzer et al. 2023, table 1 (64 is ours).
+FSQ_LEVELS: dict[int, list[int]] = {
+    64: [4, 4, 4], 256: [8, 6, 5], 1024: [8, 5, 5, 5], 4096: [7, 5, 5, 5, 5],
+    16384: [8, 8, 8, 6, 5], 65536: [8, 8, 8, 5, 5, 5],
+}
+NUM_TRAIN = 1500
+
+
+def digits_images(image_size: int = 16) -> Tensor:
+    """All 1797 digits as (N, 1, image_size, image_size) float32 in [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    x = torch.tensor(load_digits().images, dtype=torch.float32)[:, None] / 16.0  # (N, 1, 8, 8)
+    if image_size != 8:
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    return x.clamp(0, 1)
+
+
+def build_quantizer(
+    kind: str,
+    latent_dim: int,
+    codebook_size: int = 256,
+    fsq_levels: list[int] | None = None,
+    **vq_kwargs,
+) -> nn.Module:
+    """``vq`` | ``fsq`` | ``continuous`` quantizer for ``latent_dim`` features."""
+    if kind == "vq":
+        return VectorQuantizer(codebook_size, latent_dim, **vq_kwargs)
+    if kind == "fsq":
+        levels = fsq_levels or FSQ_LEVELS.get(codebook_size)
+        if levels is None:
+            raise ValueError(
+                f"build_quantizer: no default FSQ levels for codebook_size={codebook_size}; "
+                f"pass fsq_levels or use one of {sorted(FSQ_LEVELS)}"
+            )
+        return FSQ(levels, dim=latent_dim)
+    if kind == "continuous":
+        return ContinuousQuantizer(latent_dim)
+    raise ValueError(f"build_quantizer: kind='{kind}'; expected 'vq', 'fsq' or 'continuous'")
+
+
+@torch.no_grad()
+def evaluate_tokenizer(tok: ImageTokenizer, images: Tensor, batch_size: int = 256) -> dict:
+    """Reconstruction metrics of ``tok`` on images (N, C, H, W) in [0, 1].
+
+    SSIM uses the standard 11x11 window, shrunk to the largest odd size that fits smaller images.
+    """
+    was_training = tok.training
+    tok.eval()
+    recons, indices = [], []
+    for i in range(0, len(images), batch_size):
+        r, idx, _ = tok(images[i : i + batch_size])
+        recons.append(r)
+        if idx is not None:
+            indices.append(idx)
+    tok.train(was_training)
+    idx_all = torch.cat(indices) if indices else None
+    n_tok = tok.tokens_per_image(images.shape[-2], images.shape[-1])
+    side = min(images.shape[-2:])
+    window = min(11, side if side % 2 else side - 1)
+    return reconstruction_metrics(images, torch.cat(recons), idx_all, tok.codebook_size,
+                                  num_tokens=n_tok, ssim_window=window)
+
+
+def train_tokenizer(
+    quantizer: str = "vq",
+    codebook_size: int = 256,
+    fsq_levels: list[int] | None = None,
+    image_size: int = 16,
+    num_down: int = 2,
+    channels: int = 16,
+    latent_dim: int = 16,
+    code_dim: int | None = None,
+    l2_normalize: bool = False,
+    use_ema: bool = True,
+    kmeans_init: bool = True,
+    dead_code_threshold: float = 1.0,
+    steps: int = 500,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    rec_loss: str = "l1",
+    perceptual_weight: float = 0.0,
+    use_gan: bool = False,
+    disc_start: int = 250,
+    disc_weight: float = 0.5,
+    seed: int = 0,
+    num_threads: int | None = None,
+    log: Callable[[int, dict], None] | None = None,
+    log_every: int = 50,
+) -> dict[str, float]:
+    """Train a tokenizer on the digits for ``steps`` steps and return its evaluation metrics.
+
+    ``log(step, logs)`` is called every ``log_every`` steps with the loss terms.
+    """
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    torch.manual_seed(seed)
+    images = digits_images(image_size)
+    train, held_out = images[:NUM_TRAIN], images[NUM_TRAIN:]
+    vq_kwargs = {}
+    if quantizer == "vq":
+        vq_kwargs = dict(code_dim=code_dim, l2_normalize=l2_normalize, use_ema=use_ema,
+                         kmeans_init=kmeans_init, dead_code_threshold=dead_code_threshold)
+    q = build_quantizer(quantizer, latent_dim, codebook_size, fsq_levels, **vq_kwargs)
+    tok = ImageTokenizer(q, in_channels=1, channels=channels, num_down=num_down,
+                         latent_dim=latent_dim)
+    disc = PatchDiscriminator(1, channels, n_layers=2) if use_gan else None
+    perceptual = StructuralLoss() if perceptual_weight > 0 else None
+    objective = VQGANLoss(disc, perceptual, rec_loss=rec_loss, perceptual_weight=perceptual_weight,
+                          disc_weight=disc_weight, disc_start=disc_start)
+    opt = torch.optim.AdamW(tok.parameters(), lr=lr, betas=(0.5, 0.9), weight_decay=0.0)
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=lr, betas=(0.5, 0.9)) if disc else None
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 0.05)
+
+    gen = torch.Generator().manual_seed(seed)
+    tok.train()
+    start, logs = time.perf_counter(), {}
+    for step in range(steps):
+        x = train[torch.randint(0, len(train), (batch_size,), generator=gen)]
+        recon, _, aux = tok(x)
+        loss, logs = objective.generator_loss(x, recon, aux["loss"], step, tok.last_layer)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if opt_d is not None and objective.disc_active(step):
+            d_loss, d_logs = objective.discriminator_loss(x, recon, step)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            logs.update(d_logs)
+        if "usage" in aux:
+            logs.update(batch_usage=float(aux["usage"]), batch_perplexity=float(aux["perplexity"]))
+        if log is not None and (step % log_every == 0 or step == steps - 1):
+            log(step, logs)
+    seconds = time.perf_counter() - start
+
+    metrics = evaluate_tokenizer(tok, held_out)
+    metrics.update(codebook_size=tok.codebook_size or 0, final_rec_loss=logs.get("rec", float("nan")),
+                   train_seconds=seconds)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Sweep codebook sizes from the command line and print a markdown table of the metrics."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quantizer", default="vq", choices=["vq", "fsq", "continuous"])
+    p.add_argument("--codebook-sizes", type=int, nargs="+", default=[64, 256, 1024])
+    p.add_argument("--image-size", type=int, default=16)
+    p.add_argument("--num-down", type=int, default=2)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    a = p.parse_args(argv)
+    print("| quantizer | K | tokens/img | PSNR | SSIM | usage | perplexity | train s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for k in a.codebook_sizes:
+        m = train_tokenizer(quantizer=a.quantizer, codebook_size=k, image_size=a.image_size,
+                            num_down=a.num_down, steps=a.steps, batch_size=a.batch_size,
+                            seed=a.seed, num_threads=a.threads)
+        print(f"| {a.quantizer} | {m['codebook_size']} | {m['tokens_per_image']} | "
+              f"{m['psnr']:.2f} | {m['ssim']:.4f} | {m['codebook_usage']:.3f} | "
+              f"{m['perplexity']:.1f} | {m['train_seconds']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
