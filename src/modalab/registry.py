@@ -33,8 +33,15 @@ BUILDER_MODULES: tuple[str, ...] = (
     "modalab.data.sources.digits",
     "modalab.data.sources.manifest",
     "modalab.align.builders",
+    "modalab.align.negatives",
+    "modalab.align.objectives",
+    "modalab.align.tiled_builders",
     "modalab.models.two_tower",
     "modalab.experiment.contrastive",
+    "modalab.data.sources.moving_digits",
+    "modalab.fusion.connectors",
+    "modalab.fusion.resampler",
+    "modalab.fusion.qformer",
 )
 
 

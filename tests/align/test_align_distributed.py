@@ -21,7 +21,7 @@ from modalab.align.distributed import (
 )
 from modalab.align.losses import info_nce, siglip
 
-WORLD, B, D = 2, 6, 5
+B, D = 6, 5
 VARIANTS = {
     "gather_info_nce": gather_info_nce,
     "ring_info_nce": ring_info_nce,
@@ -30,11 +30,11 @@ VARIANTS = {
 }
 
 
-def _data() -> tuple[torch.Tensor, ...]:
+def _data(world: int) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(0)
-    x = torch.nn.functional.normalize(torch.randn(WORLD * B, D, generator=g, dtype=torch.float64), dim=1)
-    y = torch.nn.functional.normalize(torch.randn(WORLD * B, D, generator=g, dtype=torch.float64), dim=1)
-    labels = torch.randint(0, 4, (WORLD * B,), generator=g)
+    x, y = (torch.nn.functional.normalize(
+        torch.randn(world * B, D, generator=g, dtype=torch.float64), dim=1) for _ in range(2))
+    labels = torch.randint(0, 4, (world * B,), generator=g)
     return x, y, labels
 
 
@@ -44,18 +44,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
     torch.set_num_threads(1)
     try:
-        x, y, labels = _data()
+        x, y, labels = _data(world)
         sl = slice(rank * B, (rank + 1) * B)
         results = {"world_info": world_info(), "is_dist": is_dist()}
         # all-gather with gradient: d(sum of gathered * w)/dx = sum over ranks' w for my rows
         xl = x[sl].clone().requires_grad_()
-        w = torch.arange(WORLD * B * D, dtype=torch.float64).view(WORLD * B, D) * (rank + 1)
+        w = torch.arange(world * B * D, dtype=torch.float64).view(world * B, D) * (rank + 1)
         (all_gather_with_grad(xl) * w).sum().backward()
         results["gather_grad"] = xl.grad
         for name, fn in VARIANTS.items():
@@ -92,17 +92,19 @@ def _masked_reference(x, y, s, bias, labels, siglip_loss: bool) -> torch.Tensor:
 
 
 @pytest.mark.distributed
-def test_global_batch_losses_match_single_process(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
-    res = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
-    assert [r["world_info"] for r in res] == [(0, WORLD), (1, WORLD)]
+@pytest.mark.parametrize("world", [2, pytest.param(3, marks=pytest.mark.slow)])
+def test_global_batch_losses_match_single_process(tmp_path, world):
+    """2 ranks by default; 3 (a ring whose neighbours differ) with -m slow."""
+    mp.spawn(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    res = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    assert [r["world_info"] for r in res] == [(r, world) for r in range(world)]
     assert all(r["is_dist"] for r in res)
-    x, y, labels = _data()
+    x, y, labels = _data(world)
 
     # all-gather with gradient: rank r's rows get the sum over ranks of the upstream weights
-    w_sum = sum(torch.arange(WORLD * B * D, dtype=torch.float64).view(WORLD * B, D) * (k + 1)
-                for k in range(WORLD))
-    for r in range(WORLD):
+    w_sum = sum(torch.arange(world * B * D, dtype=torch.float64).view(world * B, D) * (k + 1)
+                for k in range(world))
+    for r in range(world):
         torch.testing.assert_close(res[r]["gather_grad"], w_sum[r * B : (r + 1) * B])
 
     for name in VARIANTS:
@@ -117,25 +119,26 @@ def test_global_batch_losses_match_single_process(tmp_path):
                 ref = siglip(xg, yg, s, bias) if is_sig else info_nce(xg, yg, s)
             params = [s, bias] if is_sig else [s]
             ref_grads = torch.autograd.grad(ref, [xg, yg, *params])
-            losses = torch.stack([res[r][(name, use_labels)][0] for r in range(WORLD)])
+            losses = torch.stack([res[r][(name, use_labels)][0] for r in range(world)])
             torch.testing.assert_close(losses.mean(), ref.detach(), rtol=1e-10, atol=0)
-            for r in range(WORLD):
+            for r in range(world):
                 _, gx, gy, _ = res[r][(name, use_labels)]
                 sl = slice(r * B, (r + 1) * B)
-                torch.testing.assert_close(gx, WORLD * ref_grads[0][sl], rtol=1e-10, atol=1e-13)
-                torch.testing.assert_close(gy, WORLD * ref_grads[1][sl], rtol=1e-10, atol=1e-13)
+                torch.testing.assert_close(gx, world * ref_grads[0][sl], rtol=1e-10, atol=1e-13)
+                torch.testing.assert_close(gy, world * ref_grads[1][sl], rtol=1e-10, atol=1e-13)
             for i, g_ref in enumerate(ref_grads[2:]):
-                shares = sum(res[r][(name, use_labels)][3][i] for r in range(WORLD))
-                torch.testing.assert_close(shares, WORLD * g_ref, rtol=1e-10, atol=1e-13)
+                shares = sum(res[r][(name, use_labels)][3][i] for r in range(world))
+                torch.testing.assert_close(shares, world * g_ref, rtol=1e-10, atol=1e-13)
 
 
 def test_single_process_fallbacks_equal_plain_losses():
     """Without a process group every variant is the plain (tiled) loss."""
     assert not is_dist() and world_info() == (0, 1)
-    x, y, _ = _data()
+    x, y, _ = _data(2)
     s, bias = torch.tensor(5.0, dtype=torch.float64), torch.tensor(-1.0, dtype=torch.float64)
-    torch.testing.assert_close(gather_info_nce(x, y, s, tile=5), info_nce(x, y, s), rtol=1e-12, atol=0)
-    torch.testing.assert_close(ring_info_nce(x, y, s, tile=5), info_nce(x, y, s), rtol=1e-12, atol=0)
+    ref = info_nce(x, y, s)
+    torch.testing.assert_close(gather_info_nce(x, y, s, tile=5), ref, rtol=1e-12, atol=0)
+    torch.testing.assert_close(ring_info_nce(x, y, s, tile=5), ref, rtol=1e-12, atol=0)
     torch.testing.assert_close(gather_siglip(x, y, s, bias, tile=5), siglip(x, y, s, bias),
                                rtol=1e-12, atol=0)
     torch.testing.assert_close(ring_siglip(x, y, s, bias, tile=5), siglip(x, y, s, bias),

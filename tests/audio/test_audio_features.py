@@ -95,8 +95,9 @@ def test_audio_feature_bundle_equals_single_features():
 
 
 def test_audio_mel_gradient_matches_float64_finite_differences():
-    y = torch.randn(2, 256, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x: A.mel_spectrogram(x, SR, n_fft=64, hop_length=32, n_mels=8), (y,))
+    y = torch.randn(1, 96, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: A.mel_spectrogram(x, SR, n_fft=32, hop_length=16, n_mels=4), (y,),
+                                      fast_mode=True)
 
 
 def test_audio_yin_matches_librosa():

@@ -199,3 +199,17 @@ def test_code_stats_hand_values():
     usage, ppl = code_stats(torch.tensor([0, 0, 0, 1]), 4)
     h = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
     assert float(usage) == 0.5 and math.isclose(float(ppl), math.exp(h), rel_tol=1e-6)
+
+
+def test_bf16_autocast_keeps_full_precision_lookup():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(64, 8, kmeans_init=False).eval()
+    z = torch.randn(4, 16, 8)
+    _, idx32, _ = vq(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q, idx16, _ = vq(z)
+    assert torch.equal(idx16, idx32) and q.dtype == torch.float32
+    fsq = FSQ([8, 5, 5, 5])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, idx, _ = fsq(z[..., :4].bfloat16())
+    assert torch.equal(idx, fsq(z[..., :4].bfloat16().float())[1])

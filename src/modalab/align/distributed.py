@@ -61,7 +61,7 @@ class _AllGather(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
-        g = g.contiguous()
+        g = g.clone(memory_format=torch.contiguous_format)  # all_reduce works in place
         dist.all_reduce(g, op=dist.ReduceOp.SUM, group=ctx.group)  # every rank's use of block k
         rank = world_info(ctx.group)[0]
         return g[rank * ctx.n : (rank + 1) * ctx.n], None
@@ -142,7 +142,8 @@ class _Ring:
     def __init__(self, group: dist.ProcessGroup | None) -> None:
         self.rank, self.world = world_info(group)
         glob = (lambda r: r) if group is None else (lambda r: dist.get_global_rank(group, r))
-        self.next, self.prev = glob((self.rank + 1) % self.world), glob((self.rank - 1) % self.world)
+        self.next = glob((self.rank + 1) % self.world)
+        self.prev = glob((self.rank - 1) % self.world)
         self.group = group
 
     def start(self, tensors: list[Tensor]) -> tuple[list, list[Tensor]]:
@@ -204,8 +205,8 @@ class _RingInfoNCE(torch.autograd.Function):
         c = 0.5 * g / n
         ya = y.to(acc)
         ds = c * (xa * gx).sum() - g * diag.sum() / n
-        dx = (c * s) * gx - (g * s / n) * ya
-        dy = (c * s) * gy - (g * s / n) * xa
+        dx = gx.mul_(c * s).addcmul_(ya, -g * s / n)  # in place, as in tiled.py
+        dy = gy.mul_(c * s).addcmul_(xa, -g * s / n)
         return (dx.to(x.dtype), dy.to(y.dtype), ds.to(scale.dtype).reshape(scale.shape),
                 None, None, None)
 
@@ -238,9 +239,9 @@ class _RingSigLIP(torch.autograd.Function):
         if want:
             gd = -torch.sigmoid(-zd)  # (B,)
             ds = (xa * gx).sum() + (gd * diag).sum()
-            gx = s * gx + (s * gd)[:, None] * ya
-            gy = s * gy + (s * gd)[:, None] * xa
-            ctx.save_for_backward(gx / n, gy / n, ds / n, (gsum + gd.sum()) / n)
+            gx.mul_(s / n).addcmul_(ya, (s * gd / n)[:, None])
+            gy.mul_(s / n).addcmul_(xa, (s * gd / n)[:, None])
+            ctx.save_for_backward(gx, gy, ds / n, (gsum + gd.sum()) / n)
         ctx.meta = (x.dtype, y.dtype, scale, bias)
         return loss
 

@@ -95,6 +95,8 @@ class SoftLabelInfoNCE(_Objective):
 class MultiGranularity(_Objective):
     """Weighted global + regional + token-level (FILIP) contrastive loss."""
 
+    needs_tokens = True  # the task passes image/text token embeddings
+
     def __init__(self, weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
                  mask_same_label: bool = False) -> None:
         super().__init__(mask_same_label)
@@ -166,8 +168,10 @@ class QueueInfoNCE(_Objective):
         assert self.image_queue is not None and self.text_queue is not None
         q_labels = labels if self.mask_same_label else None
         q_mask = self.image_queue.exclusion_mask(ids=ids, labels=q_labels)
-        loss = queue_info_nce(image_emb, text_emb, logit_scale, self.text_queue.features(),
-                              self.image_queue.features(), mask=self._mask(labels), queue_mask=q_mask)
+        # snapshot the queues: the enqueue below writes into the same storage that backward reads
+        loss = queue_info_nce(image_emb, text_emb, logit_scale, self.text_queue.features().clone(),
+                              self.image_queue.features().clone(), mask=self._mask(labels),
+                              queue_mask=q_mask)
         if self.training:
             keys_i = image_emb if image_keys is None else image_keys
             keys_t = text_emb if text_keys is None else text_keys

@@ -5,19 +5,49 @@ Kept apart from ``tiled.py`` so that the distributed losses share the same choic
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from torch import Tensor
 
 MiB = 1 << 20
-DEFAULT_BUDGET = 256 * MiB  # logit buffers per loss call; the rest of the step needs the memory
+DEFAULT_BUDGET = 160 * MiB  # logit buffers per loss call (4096 x 4096 x 2 in fp32 at D = 512)
 MAX_EDGE = 8192
 
 
 def acc_dtype(*tensors: Tensor) -> torch.dtype:
-    """float64 if any input is float64, else float32 (bfloat16 / float16 inputs accumulate in fp32)."""
+    """float64 if any input is float64, else float32 (bfloat16 / float16 accumulate in fp32)."""
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+# None: bfloat16 / float16 inputs use low-precision GEMMs where the hardware is fast at them
+# (CUDA, or a CPU with AMX); True / False forces the choice (tests, benchmarks).
+LOWP_MATMUL: bool | None = None
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        return False
+    return False
+
+
+def lowp_matmul(dtype: torch.dtype, device: torch.device) -> torch.dtype | None:
+    """The GEMM dtype for ``dtype`` inputs: ``dtype`` itself if bfloat16/float16 GEMMs are fast
+    here (their output is rounded to that dtype, then accumulated in float32), else None (GEMMs
+    in the float32 accumulation dtype: on AVX2-only CPUs bfloat16 GEMMs are ~10x slower)."""
+    if dtype not in (torch.bfloat16, torch.float16):
+        return None
+    use = LOWP_MATMUL
+    if use is None:
+        use = device.type == "cuda" or (device.type == "cpu" and _cpu_has_amx())
+    return dtype if use else None
 
 
 def mem_available_bytes() -> int | None:
@@ -39,7 +69,7 @@ def auto_tile(
     """Block shape (rows, cols) for a tiled pass over an (n_rows x n_cols) logit matrix.
 
     Two (rows x cols) buffers plus the (rows + cols, dim) converted input blocks must fit in
-    ``budget_bytes`` (default: 256 MiB, or 1/16 of the available memory if that is less). Edges are
+    ``budget_bytes`` (default: 160 MiB, or 1/16 of the available memory if that is less). Edges are
     multiples of 256 in [256, 8192], so each block is a large, efficient matrix product.
     """
     if budget_bytes is None:

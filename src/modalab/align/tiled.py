@@ -9,7 +9,8 @@ in ``docs/align_tiled.md``; in short:
   row maxima; row sums merge into the running row log-sum-exp (LSE) and a matrix-vector product
   gives the column sums, merged into the column LSE (``logaddexp``). Only the inputs and the two
   LSE vectors are saved. Backward recomputes each block and forms
-  ``G = exp(S - a_i) + exp(S - b_j)`` (the two softmaxes) in place, then ``dX += G Y``, ``dY += G^T X``.
+  ``G = exp(S - a_i) + exp(S - b_j)`` (the two softmaxes) in place, then ``dX += G Y`` and
+  ``dY += G^T X``.
 - SigLIP has no normaliser, so its gradient ``sigmoid(z)`` is known block by block: the forward
   computes loss and gradients in the same sweep (6 B^2 D flops instead of 8) and backward only
   scales them by the incoming gradient.
@@ -27,7 +28,7 @@ import math
 import torch
 from torch import Tensor
 
-from modalab.align.tile_plan import PairMask, acc_dtype, auto_tile, make_mask
+from modalab.align.tile_plan import PairMask, acc_dtype, auto_tile, lowp_matmul, make_mask
 
 __all__ = [
     "tiled_info_nce", "tiled_siglip", "TiledInfoNCEFn", "TiledSigLIPFn",
@@ -41,11 +42,23 @@ def _blocks(n: int, size: int) -> list[tuple[int, int]]:
     return [(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def _logits(out: Tensor, xs: Tensor, y_blk: Tensor) -> Tensor:
-    """``out = xs @ y_blk.T`` in the accumulation dtype of ``out`` (no temporary for fp32/fp64)."""
-    if y_blk.dtype != out.dtype:
-        y_blk = y_blk.to(out.dtype)
-    return torch.mm(xs, y_blk.T, out=out)
+def _logits(out: Tensor, xs: Tensor, y_blk: Tensor, lp: torch.dtype | None) -> Tensor:
+    """``out = xs @ y_blk.T``: in ``out``'s dtype, or as a ``lp`` (bfloat16) GEMM copied into it."""
+    if lp is not None:
+        return out.copy_(torch.mm(xs.to(lp), y_blk.to(lp).T))
+    return torch.mm(xs, y_blk.to(out.dtype).T, out=out)
+
+
+def _accumulate(gx: Tensor, gy: Tensor, g: Tensor, xb: Tensor, yb: Tensor,
+                lp: torch.dtype | None) -> None:
+    """``gx += g @ yb``, ``gy += g.T @ xb`` (fp32/fp64 ``addmm_``, or ``lp`` GEMMs)."""
+    if lp is None:
+        gx.addmm_(g, yb)
+        gy.addmm_(g.T, xb)
+        return
+    g = g.to(lp)
+    gx.add_(torch.mm(g, yb.to(lp)))
+    gy.add_(torch.mm(g.T, xb.to(lp)))
 
 
 def lse_pass(
@@ -62,13 +75,14 @@ def lse_pass(
             positives (never masked).
     """
     acc = (row_lse if row_lse is not None else col_lse).dtype
+    lp = lowp_matmul(x.dtype, x.device)
     tr, tc = tile or auto_tile(x.shape[0], y.shape[0], x.shape[1], acc)
     buf = torch.empty(min(tr, x.shape[0]) * min(tc, y.shape[0]), dtype=acc, device=x.device)
     log_thr = 0.5 * math.log(torch.finfo(acc).tiny)  # column sums below exp(this) are redone
     for r0, r1 in _blocks(x.shape[0], tr):
         xs = x[r0:r1].to(acc) * scale  # (r, D)
         for c0, c1 in _blocks(y.shape[0], tc):
-            s_blk = _logits(buf[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0), xs, y[c0:c1])
+            s_blk = _logits(buf[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0), xs, y[c0:c1], lp)
             m = mask.block(row_offset + r0, row_offset + r1, col_offset + c0, col_offset + c1) \
                 if mask is not None else None
             if m is not None:
@@ -108,16 +122,17 @@ def grad_pass(
         gx: (R, D), gy: (C, D) accumulators in the accumulation dtype.
     """
     acc = gx.dtype
+    lp = lowp_matmul(x.dtype, x.device)
     tr, tc = tile or auto_tile(x.shape[0], y.shape[0], x.shape[1], acc)
     n = min(tr, x.shape[0]) * min(tc, y.shape[0])
     buf = torch.empty(n, dtype=acc, device=x.device)
     buf2 = torch.empty(n, dtype=acc, device=x.device) if row_lse is not None else None
     for r0, r1 in _blocks(x.shape[0], tr):
-        xa = x[r0:r1].to(acc)
-        xs = xa * scale  # (r, D)
+        xa = x[r0:r1] if lp else x[r0:r1].to(acc)
+        xs = x[r0:r1].to(acc) * scale  # (r, D)
         for c0, c1 in _blocks(y.shape[0], tc):
-            ya = y[c0:c1].to(acc)
-            s_blk = _logits(buf[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0), xs, ya)
+            ya = y[c0:c1] if lp else y[c0:c1].to(acc)
+            s_blk = _logits(buf[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0), xs, ya, lp)
             m = mask.block(row_offset + r0, row_offset + r1, col_offset + c0, col_offset + c1) \
                 if mask is not None else None
             if m is not None:
@@ -131,8 +146,7 @@ def grad_pass(
                 g_blk = s_blk.add_(p) if p is not None else s_blk
             else:
                 g_blk = p
-            gx[r0:r1].addmm_(g_blk, ya)
-            gy[c0:c1].addmm_(g_blk.T, xa)
+            _accumulate(gx[r0:r1], gy[c0:c1], g_blk, xa, ya, lp)
 
 
 def siglip_pass(
@@ -150,6 +164,7 @@ def siglip_pass(
         (loss_sum, g_sum): 0-dim tensors; g_sum = sum(G) (the bias gradient, unscaled).
     """
     acc = scale.dtype
+    lp = lowp_matmul(x.dtype, x.device)
     tr, tc = tile or auto_tile(x.shape[0], y.shape[0], x.shape[1], acc)
     n = min(tr, x.shape[0]) * min(tc, y.shape[0])
     buf, buf2 = (torch.empty(n, dtype=acc, device=x.device) for _ in range(2))
@@ -157,24 +172,24 @@ def siglip_pass(
     gsum = torch.zeros((), dtype=torch.float64, device=x.device)
     zero = torch.zeros((), dtype=acc, device=x.device)
     for r0, r1 in _blocks(x.shape[0], tr):
-        xa = x[r0:r1].to(acc)
-        xs = xa * scale  # (r, D)
+        xa = x[r0:r1] if lp else x[r0:r1].to(acc)
+        xs = x[r0:r1].to(acc) * scale  # (r, D)
         for c0, c1 in _blocks(y.shape[0], tc):
-            ya = y[c0:c1].to(acc)
-            z = _logits(buf[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0), xs, ya).add_(bias)
+            ya = y[c0:c1] if lp else y[c0:c1].to(acc)
+            z = _logits(buf[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0), xs, ya, lp)
+            z.add_(bias)
             gr0, gc0 = row_offset + r0, col_offset + c0
             if mask is not None and (m := mask.block(gr0, row_offset + r1, gc0, col_offset + c1)) \
                     is not None:
                 z.masked_fill_(m, _NEG_INF)
             z.diagonal(gr0 - gc0).fill_(_NEG_INF)  # positives: handled by the caller
             sp = torch.logaddexp(z, zero, out=buf2[: z.numel()].view_as(z))  # softplus(z)
-            loss += sp.sum(dtype=torch.float64)
+            loss += sp.sum()  # float32 block sum (pairwise), float64 across blocks
             if gx is None:
                 continue
             g_blk = z.sigmoid_()
-            gsum += g_blk.sum(dtype=torch.float64)
-            gx[r0:r1].addmm_(g_blk, ya)
-            gy[c0:c1].addmm_(g_blk.T, xa)
+            gsum += g_blk.sum()
+            _accumulate(gx[r0:r1], gy[c0:c1], g_blk, xa, ya, lp)
     return loss.to(acc), gsum.to(acc)
 
 
@@ -182,7 +197,9 @@ def siglip_pass(
 
 
 def _as_tensor(v: Tensor | float, like: Tensor) -> Tensor:
-    return v if isinstance(v, Tensor) else torch.tensor(float(v), dtype=torch.float64, device=like.device)
+    if isinstance(v, Tensor):
+        return v
+    return torch.tensor(float(v), dtype=torch.float64, device=like.device)
 
 
 def _check(name: str, image_emb: Tensor, text_emb: Tensor) -> None:
@@ -233,9 +250,10 @@ class TiledInfoNCEFn(torch.autograd.Function):
         g = g.to(acc)
         c = 0.5 * g / n
         ds = c * (xa * gx).sum() - g * diag.sum() / n
-        dx = (c * s) * gx - (g * s / n) * ya[off : off + n]
-        dy = (c * s) * gy
-        dy[off : off + n] -= (g * s / n) * xa
+        # in place: dX = c s gX - (g s / n) Y_pos, dY = c s gY - (g s / n) X at the positives
+        dx = gx.mul_(c * s).addcmul_(ya[off : off + n], -g * s / n)
+        dy = gy.mul_(c * s)
+        dy[off : off + n].addcmul_(xa, -g * s / n)
         ds = ds.to(scale.dtype).reshape(scale.shape)
         return dx.to(x.dtype), dy.to(y.dtype), ds, None, None, None, None
 
@@ -260,10 +278,9 @@ class TiledSigLIPFn(torch.autograd.Function):
         if want:  # d softplus(-z)/dz = -sigmoid(-z)
             gd = -torch.sigmoid(-zd)  # (B,)
             ds = (xa * gx).sum() + (gd * diag).sum()
-            gx = s * gx + (s * gd)[:, None] * yd
-            gy = s * gy
-            gy[offset : offset + n] += (s * gd)[:, None] * xa
-            ctx.save_for_backward(gx / n, gy / n, ds / n, (gsum + gd.sum()) / n)
+            gx.mul_(s / n).addcmul_(yd, (s * gd / n)[:, None])  # in place, no (B, D) temporaries
+            gy.mul_(s / n)[offset : offset + n].addcmul_(xa, (s * gd / n)[:, None])
+            ctx.save_for_backward(gx, gy, ds / n, (gsum + gd.sum()) / n)
         ctx.meta = (x.dtype, y.dtype, scale, bias)
         return loss
 

@@ -48,7 +48,8 @@ class TiledContrastive(nn.Module):
         if self.uses_bias:
             if logit_bias is None:
                 raise ValueError(
-                    "the siglip_tiled loss needs a logit bias: set model.init_logit_bias (e.g. -10.0)"
+                    "the siglip_tiled loss needs a logit bias: set model.init_logit_bias "
+                    "(e.g. -10.0)"
                 )
             args.append(logit_bias)
         labels = labels if self.mask_same_label else None

@@ -461,8 +461,9 @@ def feature_bundle(y: Tensor, sr: float = 22050, n_fft: int = 2048, hop_length: 
     """
     frames = frame(y, n_fft, hop_length)  # (B, T, L), zero-padded as librosa's stft / rms / yin
     spec = stft_from_frames(frames, n_fft)  # (B, F, T) complex
-    mag = spec.abs()
-    mel = mel_from_power(mag.pow(2), sr, n_mels, fmax=None)
+    power = torch.view_as_real(spec).square().sum(-1)  # |X|^2 without a complex abs
+    mag = power.sqrt()
+    mel = mel_from_power(power, sr, n_mels, fmax=None)
     mel_db = power_to_db(mel, top_db=top_db)
     return {
         "mel": mel,

@@ -7,6 +7,7 @@ zero-shot accuracy and retrieval in both directions, and saves what the report d
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Literal
 
 import torch
@@ -15,8 +16,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from modalab import registry
+from modalab.align.queue import sample_ids
 from modalab.config import EvalBase, Recipe
 from modalab.data.sample import Batch, collate
+from modalab.eval.monitors import AlignmentMonitor
 from modalab.eval.retrieval import retrieval_metrics
 from modalab.eval.zeroshot import class_embeddings, zeroshot_accuracy
 from modalab.experiment.rundir import RunDir
@@ -60,6 +63,10 @@ class ContrastiveTask:
             vocab_size=self.tokenizer.vocab_size,
         )
         self.objective = registry.build("loss", recipe.loss.name, recipe.loss)
+        params = inspect.signature(self.objective.forward).parameters
+        self.needs_tokens = "text_tokens" in params or getattr(self.objective, "needs_tokens", False)
+        self.wants_ids = "ids" in params
+        self.monitor = AlignmentMonitor(max_logit_scale=recipe.model.max_logit_scale)  # type: ignore[attr-defined]
         self.fixed_scale = getattr(recipe.loss, "temperature", None)
         self._warned: set[str] = set()
 
@@ -89,22 +96,30 @@ class ContrastiveTask:
         return self.model.logit_scale.exp()
 
     def step(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-        out = self.model(batch.images, batch.tokens)
+        out = self.model(batch.images, batch.tokens, return_tokens=self.needs_tokens)
+        extra: dict[str, Any] = {}
+        if self.needs_tokens:
+            extra = {k: out[k] for k in ("image_tokens", "text_tokens", "text_token_mask")}
+        if self.wants_ids:
+            extra["ids"] = sample_ids(batch.ids)
         loss = self.objective(
             out["image_emb"],
             out["text_emb"],
             logit_scale=self.logit_scale(),
             logit_bias=out["logit_bias"],
             labels=batch.labels,
+            **extra,
         )
         return loss, {}
 
     def after_step(self, step: int) -> dict[str, float]:
         self.model.clamp_()
+        if hasattr(self.objective, "set_progress"):  # curriculum samplers read the progress
+            self.objective.set_progress((step + 1) / self.recipe.train.steps)
         scale = float(self.logit_scale().detach())
         logs = {"logit_scale": scale, "tau": 1.0 / scale}
         if self.model.logit_bias is not None:
-            logs["logit_bias"] = float(self.model.logit_bias)
+            logs["logit_bias"] = float(self.model.logit_bias.detach())
         self._check_temperature(step, scale)
         return logs
 
@@ -148,7 +163,14 @@ class ContrastiveTask:
             if len(self.data.classnames) < 5:
                 res["zeroshot_top5"] = 1.0
         res.update(retrieval_metrics(image_emb, text_emb, labels, mode, self.eval_cfg.ks))
+        monitor, warnings = self.monitor(
+            image_emb, text_emb, labels, logit_scale=float(self.logit_scale().detach())
+        )
+        res.update(monitor)
+        for w in warnings:
+            self.run.log({"warning": w, "final": final})
         if final:
+            res["monitor_warnings"] = warnings
             self._save_artifacts(image_emb, text_emb, labels)
         return res
 
@@ -187,8 +209,12 @@ class ContrastiveTask:
         }
 
     def state(self) -> dict[str, Any]:
-        """JSON state kept with checkpoints (the tokenizer's vocabulary)."""
-        return {"tokenizer": self.tokenizer.to_dict()}
+        """JSON state kept with checkpoints (the tokenizer's vocabulary, the monitor's reference)."""
+        return {"tokenizer": self.tokenizer.to_dict(), "monitor": self.monitor.state_dict()}
+
+    def extra_modules(self) -> dict[str, torch.nn.Module]:
+        """Modules with state outside the model (e.g. negative queues), saved with checkpoints."""
+        return {"objective": self.objective} if self.objective.state_dict() else {}
 
 
 @register("task", "contrastive", schema=ContrastiveEval)

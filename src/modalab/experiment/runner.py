@@ -95,7 +95,9 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir) -> dict:
     )
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(rd.checkpoints, step, model, optimizer, task.state(), keep=tr.keep_checkpoints)
+        save_checkpoint(
+            rd.checkpoints, step, model, optimizer, task.state(), tr.keep_checkpoints, task.extra_modules()
+        )
 
     summary = fit(
         model,

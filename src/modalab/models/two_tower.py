@@ -68,13 +68,32 @@ class TwoTower(nn.Module):
         """(B, L) -> (B, E), unit norm."""
         return F.normalize(self.text_proj(self.text_encoder(tokens)), dim=-1)
 
-    def forward(self, images: Tensor, tokens: Tensor) -> dict[str, Tensor | None]:
-        return {
-            "image_emb": self.encode_image(images),
-            "text_emb": self.encode_text(tokens),
+    def forward(
+        self, images: Tensor, tokens: Tensor, return_tokens: bool = False
+    ) -> dict[str, Tensor | None]:
+        """Embeddings (B, E) of both towers, 1/tau and the bias.
+
+        With ``return_tokens`` (FILIP-style token-level losses) also ``image_tokens`` (B, N, E),
+        ``text_tokens`` (B, L, E), both unit norm, and ``text_token_mask`` (B, L); the towers must
+        expose ``forward_tokens`` and ``pool_tokens`` (the ViT and the text transformer do).
+        """
+        out: dict[str, Tensor | None] = {
             "logit_scale": self.logit_scale.exp(),
             "logit_bias": self.logit_bias,
         }
+        if not return_tokens:
+            out["image_emb"] = self.encode_image(images)
+            out["text_emb"] = self.encode_text(tokens)
+            return out
+        img_tok = self.image_encoder.forward_tokens(images)  # (B, 1 + N, Wi)
+        txt_tok = self.text_encoder.forward_tokens(tokens)  # (B, L, Wt)
+        valid = tokens != 0  # (B, L)
+        out["image_emb"] = F.normalize(self.image_proj(self.image_encoder.pool_tokens(img_tok)), dim=-1)
+        out["text_emb"] = F.normalize(self.text_proj(self.text_encoder.pool_tokens(txt_tok, valid)), dim=-1)
+        out["image_tokens"] = F.normalize(self.image_proj(img_tok[:, 1:]), dim=-1)  # (B, N, E)
+        out["text_tokens"] = F.normalize(self.text_proj(txt_tok), dim=-1)  # (B, L, E)
+        out["text_token_mask"] = valid
+        return out
 
     @torch.no_grad()
     def clamp_(self) -> None:
@@ -95,7 +114,10 @@ class VisionTowerConfig(Section):
     depth: int = Field(4, gt=0)
     heads: int = Field(4, gt=0)
     mlp_ratio: float = Field(4.0, gt=0)
-    pool: Literal["cls", "mean"] = "cls"
+    pool: Literal["cls", "mean", "attn"] = "cls"
+    pos_encoding: Literal["learned", "sincos", "factorized", "rope", "none"] = "learned"
+    dynamic_size: bool = Field(False, description="accept other grids (learned positions resampled)")
+    patch_dropout: float = Field(0.0, ge=0, lt=1, description="FLIP masking ratio in training")
 
 
 class TextTowerConfig(Section):
@@ -133,6 +155,9 @@ def build_two_tower(
         heads=v.heads,
         mlp_ratio=v.mlp_ratio,
         pool=v.pool,
+        pos_encoding=v.pos_encoding,
+        dynamic_size=v.dynamic_size,
+        patch_dropout=v.patch_dropout,
     )
     txt = TextTransformer(
         vocab_size=vocab_size,

@@ -178,6 +178,8 @@ class Denoiser(nn.Module):
 
     def __init__(self, in_channels: int, cond_dim: int, channels: int = 32, heads: int = 4) -> None:
         super().__init__()
+        if channels % 8:
+            raise ValueError(f"Denoiser: channels={channels}; expected a multiple of 8 (GroupNorm)")
         c, e = channels, channels * 4
         self.t_mlp = nn.Sequential(nn.Linear(c, e), nn.SiLU(), nn.Linear(e, e))
         self.c_proj = nn.Linear(cond_dim, e)

@@ -40,6 +40,10 @@ class TextTransformer(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         """(B, L) int64 (0 = padding) -> (B, width)."""
+        return self.pool_tokens(self.forward_tokens(tokens), tokens != 0)
+
+    def forward_tokens(self, tokens: Tensor) -> Tensor:
+        """(B, L) int64 (0 = padding) -> (B, L, width) contextual token features."""
         b, n = tokens.shape
         if n > self.context_length:
             raise ValueError(f"token length {n} exceeds context_length {self.context_length}")
@@ -52,9 +56,12 @@ class TextTransformer(nn.Module):
             mask = valid[:, None, None, :].expand(b, 1, n, n)  # (B, 1, L, L)
         # a padded query row must still see at least one key: let it see itself
         mask = mask | torch.eye(n, dtype=torch.bool, device=tokens.device)[None, None]
-        x = self.norm(self.transformer(x, attn_mask=mask))
+        return self.norm(self.transformer(x, attn_mask=mask))
+
+    def pool_tokens(self, x: Tensor, valid: Tensor) -> Tensor:
+        """(B, L, width) features and (B, L) bool validity -> (B, width)."""
         if self.pool == "eos":
             last = valid.long().cumsum(1).argmax(1)  # index of the last real token, (B,)
-            return x[torch.arange(b, device=x.device), last]
+            return x[torch.arange(x.shape[0], device=x.device), last]
         w = valid.unsqueeze(-1).to(x.dtype)  # (B, L, 1)
         return (x * w).sum(1) / w.sum(1).clamp_min(1.0)

@@ -1,7 +1,8 @@
 """Checkpoints that lose nothing and load safely.
 
 A checkpoint is a folder ``checkpoints/step_<N>/`` with
-- ``model.safetensors``: the weights (no pickle);
+- ``model.safetensors``: the weights (no pickle); ``<name>.safetensors`` for other stateful modules
+  (e.g. ``objective.safetensors`` holding negative queues);
 - ``trainer_state.pt``: optimizer state and RNG states, loadable with ``weights_only=True``;
 - ``trainer_state.json``: step and anything JSON-serialisable the trainer wants to keep;
 - ``manifest.json``: sha256 of every file, written last, so a partial checkpoint is detectable.
@@ -56,6 +57,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None,
     state: dict[str, Any],
     keep: int = 2,
+    extra: dict[str, nn.Module] | None = None,
 ) -> Path:
     """Write ``ckpt_dir/step_<step>`` atomically and keep only the newest ``keep`` checkpoints."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -64,6 +66,8 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file(model_state(model), str(tmp / "model.safetensors"))
+    for name, module in (extra or {}).items():  # e.g. the objective's negative queues
+        save_file(model_state(module), str(tmp / f"{name}.safetensors"))
     payload = {"rng": {"torch": torch.get_rng_state()}}
     if optimizer is not None:
         payload["optimizer"] = optimizer.state_dict()

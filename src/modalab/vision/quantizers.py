@@ -107,7 +107,9 @@ class VectorQuantizer(nn.Module):
 
     def _nearest(self, x: Tensor, embed: Tensor) -> Tensor:
         """Index of the nearest code for each row of ``x`` (N, C) among ``embed`` (K, C)."""
-        dist2 = x.pow(2).sum(1, keepdim=True) - 2 * x @ embed.t() + embed.pow(2).sum(1)[None]
+        with torch.autocast(x.device.type, enabled=False):  # no bf16 distances under autocast
+            x = x.to(embed.dtype)
+            dist2 = x.pow(2).sum(1, keepdim=True) - 2 * x @ embed.t() + embed.pow(2).sum(1)[None]
         return dist2.argmin(dim=1)
 
     @torch.no_grad()
@@ -169,7 +171,8 @@ class VectorQuantizer(nn.Module):
         if z.shape[-1] != self.dim:
             raise ValueError(f"VectorQuantizer: input last dim {z.shape[-1]}, expected {self.dim}")
         lead = z.shape[:-1]
-        x = self._norm(self.project_in(z)).reshape(-1, self.code_dim)  # (N, C)
+        x = self.project_in(z).reshape(-1, self.code_dim)  # (N, C)
+        x = self._norm(x.to(self.embed_avg.dtype))  # distances and statistics at full precision
         if self.training and not bool(self.initted):
             self._kmeans_init(x.detach())
         embed = self._norm(self.embed)  # (K, C)
@@ -257,7 +260,10 @@ class FSQ(nn.Module):
         """Quantise ``z`` (..., dim) -> quantized (..., dim), indices (...) long, aux dict."""
         if z.shape[-1] != self.dim:
             raise ValueError(f"FSQ: input last dim {z.shape[-1]}, expected {self.dim}")
-        codes = self.quantize(self.project_in(z))  # (..., d)
+        h = self.project_in(z)
+        if h.dtype in (torch.float16, torch.bfloat16):
+            h = h.float()  # the grid and index arithmetic need float32
+        codes = self.quantize(h)  # (..., d)
         indices = self.codes_to_indices(codes.detach())
         usage, perplexity = code_stats(indices, self.codebook_size)
         zero = z.new_zeros(())

@@ -129,7 +129,8 @@ def train_tokenizer(
     q = build_quantizer(quantizer, latent_dim, codebook_size, fsq_levels, **vq_kwargs)
     tok = ImageTokenizer(q, in_channels=1, channels=channels, num_down=num_down,
                          latent_dim=latent_dim)
-    disc = PatchDiscriminator(1, channels, n_layers=2) if use_gan else None
+    n_layers = 1 if image_size < 16 else 2  # 8x8 inputs are too small for two stride-2 layers
+    disc = PatchDiscriminator(1, channels, n_layers=n_layers) if use_gan else None
     perceptual = StructuralLoss() if perceptual_weight > 0 else None
     objective = VQGANLoss(disc, perceptual, rec_loss=rec_loss, perceptual_weight=perceptual_weight,
                           disc_weight=disc_weight, disc_start=disc_start)

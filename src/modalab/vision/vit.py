@@ -181,7 +181,10 @@ class VisionTransformer(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, width) pooled features."""
-        tokens = self.forward_tokens(images)
+        return self.pool_tokens(self.forward_tokens(images))
+
+    def pool_tokens(self, tokens: Tensor) -> Tensor:
+        """(B, 1 + N, width) -> (B, width) by the configured pool."""
         if self.pool == "cls":
             return tokens[:, 0]
         if self.pool == "mean":
