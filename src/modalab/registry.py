@@ -32,10 +32,9 @@ _REGISTRY: dict[str, dict[str, Entry]] = {}
 BUILDER_MODULES: tuple[str, ...] = (
     "modalab.data.sources.digits",
     "modalab.data.sources.manifest",
-    "modalab.align.builders",
     "modalab.align.negatives",
     "modalab.align.objectives",
-    "modalab.align.tiled_builders",
+    "modalab.align.contrastive",
     "modalab.models.two_tower",
     "modalab.experiment.contrastive",
     "modalab.data.sources.moving_digits",

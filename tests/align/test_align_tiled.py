@@ -197,13 +197,13 @@ def test_errors_name_the_problem():
 
 def test_registered_variants_pick_the_implementation():
     from modalab import registry
-    from modalab.align.tiled_builders import TiledLossConfig
+    from modalab.align.contrastive import TiledLossConfig
 
     x, y, labels = _inputs(40, 8, torch.float64, seed=6)
     s, bias = torch.tensor(9.0, dtype=torch.float64), torch.tensor(-2.0, dtype=torch.float64)
     mask = same_label_mask(labels)
-    for name, ref in [("info_nce_tiled", info_nce(x, y, s, mask=mask)),
-                      ("siglip_tiled", siglip(x, y, s, bias, mask=mask))]:
+    for name, ref in [("info_nce", info_nce(x, y, s, mask=mask)),
+                      ("siglip", siglip(x, y, s, bias, mask=mask))]:
         outs = []
         for impl, thr in [("naive", 4096), ("tiled", 4096), ("auto", 16), ("auto", 4096)]:
             cfg = TiledLossConfig(name=name, impl=impl, auto_threshold=thr, tile=16,
@@ -212,8 +212,8 @@ def test_registered_variants_pick_the_implementation():
             outs.append(obj(x, y, logit_scale=s, logit_bias=bias, labels=labels))
         for out in outs:
             torch.testing.assert_close(out, ref, rtol=1e-12, atol=0)
-    obj = registry.build("loss", "siglip_tiled", TiledLossConfig(name="siglip_tiled"))
+    obj = registry.build("loss", "siglip", TiledLossConfig(name="siglip"))
     with pytest.raises(ValueError, match="logit bias"):
         obj(x, y, logit_scale=s)
     with pytest.raises(ValueError):
-        TiledLossConfig(name="info_nce_tiled", impl="fast")
+        TiledLossConfig(name="info_nce", impl="fast")

@@ -1,6 +1,6 @@
 """Registered objectives for the extended losses: thin ``nn.Module`` wrappers.
 
-They share the call of ``align/builders.py``::
+They share the call of ``align/contrastive.py``::
 
     loss = objective(image_emb, text_emb, logit_scale=..., logit_bias=..., labels=...)
 

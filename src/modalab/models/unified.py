@@ -79,7 +79,8 @@ class UnifiedTransformer(nn.Module):
         parts = [self._const(b, self.GEN, dev), text, self._const(b, self.BOI, dev)]
         return torch.cat(parts + ([codes + self.V] if codes is not None else []), dim=1)
 
-    def understand_loss(self, codes: Tensor, text: Tensor, text_pad: Tensor | None = None) -> Tensor:
+    def understand_loss(self, codes: Tensor, text: Tensor,
+                        text_pad: Tensor | None = None) -> Tensor:
         """Cross-entropy of the text (B, T) given image codes (B, N); padded text ignored."""
         ids = self.understand_sequence(codes, text)
         start = self.N + 3  # first text position
@@ -88,7 +89,8 @@ class UnifiedTransformer(nn.Module):
             pad = torch.cat([torch.zeros_like(ids[:, :start], dtype=torch.bool), text_pad], 1)
         logits = self.logits(ids, pad)[:, start - 1 : -1]  # predictions of the text, (B, T, vocab)
         target = text.masked_fill(text_pad, -100) if text_pad is not None else text
-        return F.cross_entropy(logits.reshape(-1, self.vocab), target.reshape(-1), ignore_index=-100)
+        return F.cross_entropy(logits.reshape(-1, self.vocab), target.reshape(-1),
+                               ignore_index=-100)
 
     def generate_loss(self, text: Tensor, codes: Tensor, text_pad: Tensor | None = None) -> Tensor:
         """Cross-entropy of the image codes (B, N) given text (B, T)."""
@@ -192,11 +194,15 @@ class Denoiser(nn.Module):
                                           batch_first=True)
         self.up = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(2 * c, c, 3, padding=1))
         self.up1 = _Res(2 * c, c, e)
-        self.out = nn.Sequential(nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, in_channels, 3, padding=1))
+        self.out = nn.Sequential(nn.GroupNorm(8, c), nn.SiLU(),
+                                 nn.Conv2d(c, in_channels, 3, padding=1))
         self.channels = c
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor, cond_pad: Tensor | None = None) -> Tensor:
-        keep = (~cond_pad).float()[..., None] if cond_pad is not None else torch.ones_like(cond[..., :1])
+        if cond_pad is None:
+            keep = torch.ones_like(cond[..., :1])
+        else:
+            keep = (~cond_pad).to(cond.dtype)[..., None]  # (B, T, 1)
         pooled = (cond * keep).sum(1) / keep.sum(1).clamp_min(1)  # (B, Dc)
         e = self.t_mlp(timestep_embedding(t, self.channels)) + self.c_proj(pooled)
         h0 = self.down1(self.inp(x), e)  # (B, c, H, W)
@@ -305,7 +311,9 @@ class UnifiedModel(nn.Module):
     def _need(self, part: str):
         mod = getattr(self, part)
         if mod is None:
-            raise ValueError(f"UnifiedModel: this task needs a {part}; pass {part}=... when building")
+            raise ValueError(
+                f"UnifiedModel: this task needs a {part}; pass {part}=... when building"
+            )
         return mod
 
     @torch.no_grad()

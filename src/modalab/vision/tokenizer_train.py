@@ -162,8 +162,8 @@ def train_tokenizer(
     seconds = time.perf_counter() - start
 
     metrics = evaluate_tokenizer(tok, held_out)
-    metrics.update(codebook_size=tok.codebook_size or 0, final_rec_loss=logs.get("rec", float("nan")),
-                   train_seconds=seconds)
+    metrics.update(codebook_size=tok.codebook_size or 0,
+                   final_rec_loss=logs.get("rec", float("nan")), train_seconds=seconds)
     return metrics
 
 

@@ -147,7 +147,7 @@ class VQGANLoss(nn.Module):
     def generator_loss(
         self, images: Tensor, recons: Tensor, quant_loss: Tensor, step: int, last_layer: Tensor
     ) -> tuple[Tensor, dict[str, float]]:
-        """Tokenizer loss for images/recons (B, C, H, W); ``last_layer`` the decoder's last weight."""
+        """Tokenizer loss; images/recons (B, C, H, W), ``last_layer`` the decoder's last weight."""
         diff = recons - images
         rec = diff.abs().mean() if self.rec_loss == "l1" else diff.pow(2).mean()
         nll = rec

@@ -1,9 +1,12 @@
-"""Registered loss variants with ``impl: naive | tiled | auto`` and global-batch negatives.
+"""Registered ``info_nce`` and ``siglip`` losses with ``impl: naive | tiled | auto`` and
+global-batch negatives.
 
-    loss: {name: info_nce_tiled, impl: auto, auto_threshold: 4096, global_batch: gather}
+    loss: {name: info_nce, impl: auto, auto_threshold: 4096, global_batch: gather}
 
-Same call as ``align/builders.py``: ``objective(image_emb, text_emb, logit_scale=...,
-logit_bias=..., labels=...)``. ``auto`` uses the full-logits loss below ``auto_threshold`` rows
+Every objective module has the same call, so the training step does not care which one a recipe
+picked: ``objective(image_emb, text_emb, logit_scale=..., logit_bias=..., labels=...)`` with (B, D)
+normalised embeddings, ``logit_scale`` = 1/tau (exponentiated), ``logit_bias`` a scalar or None
+and ``labels`` (B,) or None. ``auto`` uses the full-logits loss below ``auto_threshold`` rows
 (where B x B fits comfortably and is as fast) and the tiled exact loss above. Under an initialised
 process group, ``global_batch`` picks the all-gather or ring variant (negatives from every rank);
 ``off`` keeps the loss per rank.
@@ -48,7 +51,7 @@ class TiledContrastive(nn.Module):
         if self.uses_bias:
             if logit_bias is None:
                 raise ValueError(
-                    "the siglip_tiled loss needs a logit bias: set model.init_logit_bias "
+                    "the siglip loss needs a logit bias: set model.init_logit_bias "
                     "(e.g. -10.0)"
                 )
             args.append(logit_bias)
@@ -71,13 +74,13 @@ def _kwargs(cfg: TiledLossConfig) -> dict:
     return cfg.model_dump(exclude={"name", "temperature"})
 
 
-@register("loss", "info_nce_tiled", schema=TiledLossConfig)
-def build_info_nce_tiled(cfg: TiledLossConfig) -> nn.Module:
-    """Symmetric InfoNCE, exact at any batch: impl naive | tiled | auto, global-batch negatives."""
+@register("loss", "info_nce", schema=TiledLossConfig)
+def build_info_nce(cfg: TiledLossConfig) -> nn.Module:
+    """Symmetric InfoNCE (CLIP); impl naive | tiled (exact, no B x B) | auto; global-batch negatives."""
     return TiledContrastive("info_nce", **_kwargs(cfg))
 
 
-@register("loss", "siglip_tiled", schema=TiledLossConfig)
-def build_siglip_tiled(cfg: TiledLossConfig) -> nn.Module:
-    """Sigmoid loss, exact at any batch: impl naive | tiled | auto, global-batch negatives."""
+@register("loss", "siglip", schema=TiledLossConfig)
+def build_siglip(cfg: TiledLossConfig) -> nn.Module:
+    """Sigmoid pairwise loss (SigLIP); impl naive | tiled | auto; global-batch negatives."""
     return TiledContrastive("siglip", **_kwargs(cfg))
