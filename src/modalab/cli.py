@@ -1,16 +1,18 @@
-"""The ``modalab`` command line: run | list (sweep, compare, report and doctor come with the
-experiment layer)."""
+"""The ``modalab`` command line: run | list, plus the experiment layer's commands
+(``experiment/commands.py``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from modalab import registry
 from modalab.config import ConfigError, load
 from modalab.data.dataset import DataError
+from modalab.experiment.commands import add_commands
 
 HEADLINE_KEYS = (
     "zeroshot_top1",
@@ -40,7 +42,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(recipe.to_yaml(), end="")
         return 0
-    out = run(recipe, Path(args.out) if args.out else None, str(args.recipe), args.overrides)
+    if args.nproc > 1 and "LOCAL_RANK" not in os.environ:  # hand over to torchrun
+        from modalab.train.dist import torchrun_command
+
+        rest = [args.recipe, *args.overrides]
+        rest += ["--out", args.out] if args.out else []
+        rest += ["--resume"] if args.resume else []
+        cmd = torchrun_command(args.nproc, ["run", *rest])
+        print("launching:", " ".join(cmd), file=sys.stderr, flush=True)
+        os.execvp(cmd[0], cmd)
+    out = run(recipe, Path(args.out) if args.out else None, str(args.recipe), args.overrides,
+              resume=args.resume)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 prints
+        return 0
     results = json.loads((out / "results.json").read_text())
     rows = []
     for k in HEADLINE_KEYS:
@@ -50,6 +64,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("\nresults (held-out split):")
     print(_table(rows))
     print(f"\nrun directory: {out}")
+    return 0
+
+
+def cmd_shards_write(args: argparse.Namespace) -> int:
+    from modalab.data.shards import manifest_samples, write_shards
+
+    index = write_shards(manifest_samples(Path(args.manifest), args.root), Path(args.out_dir), args.size)
+    n = sum(s["count"] for s in index["shards"])
+    print(f"wrote {n} samples in {len(index['shards'])} shard(s) to {args.out_dir}")
     return 0
 
 
@@ -72,10 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.steps=20")
     r.add_argument("--out", help="run directory (default: runs/<name>-<timestamp>)")
     r.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    r.add_argument("--nproc", type=int, default=1,
+                   help="processes on this machine: runs `torchrun --nproc-per-node N -m modalab run ...`")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (or the newest runs/<name>-*) from its latest valid checkpoint")
     r.set_defaults(fn=cmd_run)
+    sh = sub.add_parser("shards", help="WebDataset-format tar shards")
+    shs = sh.add_subparsers(dest="shards_command", required=True)
+    sw = shs.add_parser("write", help="write tar shards from a JSONL/CSV manifest")
+    sw.add_argument("manifest", help="manifest with image, text[, label, split] columns")
+    sw.add_argument("out_dir", help="folder for shard-NNNNNN.tar and shards.json")
+    sw.add_argument("--size", type=int, default=1000, help="samples per shard")
+    sw.add_argument("--root", help="folder image paths are relative to (default: the manifest's)")
+    sw.set_defaults(fn=cmd_shards_write)
     ls = sub.add_parser("list", help="list registered components")
     ls.add_argument("kind", nargs="?", help="only this kind (e.g. loss, model, source, task)")
     ls.set_defaults(fn=cmd_list)
+    add_commands(sub)  # sweep | compare | report | doctor (experiment layer)
     return p
 
 
@@ -90,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     try:
         return args.fn(args)
-    except (ConfigError, DataError, registry.RegistryError) as e:
+    except (ConfigError, DataError, registry.RegistryError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

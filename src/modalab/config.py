@@ -63,9 +63,19 @@ class OptimConfig(Section):
     param_groups: list[ParamGroup] = Field(default_factory=list)
 
 
+class StageConfig(Section):
+    """One training stage: ``steps`` optimizer steps with only ``trainable`` parameters (glob
+    patterns over parameter names) updated, and per-pattern learning rates ``lr``."""
+
+    steps: int = Field(gt=0)
+    trainable: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    lr: dict[str, float] = Field(default_factory=dict, description="pattern -> learning rate")
+    name: str | None = None
+
+
 class TrainConfig(Section):
     steps: int = Field(100, gt=0, description="number of optimizer steps")
-    batch_size: int = Field(64, gt=0)
+    batch_size: int = Field(64, gt=0, description="global batch of one optimizer step (all processes)")
     grad_clip: float | None = Field(1.0, gt=0)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     log_every: int = Field(10, gt=0)
@@ -74,6 +84,19 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(2, gt=0)
     max_bad_steps: int = Field(10, gt=0)
     num_threads: int | None = Field(None, gt=0, description="torch intra-op threads")
+    accum_steps: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    accum_mode: Literal["auto", "exact", "naive"] = Field(
+        "auto", description="exact = GradCache (same result as one big batch); naive = per "
+        "micro-batch losses (fewer negatives); auto = exact when the task supports it"
+    )
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="multi-process strategy (torchrun)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    grad_checkpointing: bool | list[str] = Field(
+        False, description="true, or module name patterns (e.g. [image_encoder]) to checkpoint"
+    )
+    stages: list[StageConfig] = Field(default_factory=list)
+    deterministic: bool = Field(False, description="torch.use_deterministic_algorithms")
+    tensorboard: bool = Field(False, description="also log to TensorBoard when it is installed")
 
 
 class RunConfig(Section):

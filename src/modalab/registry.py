@@ -38,9 +38,21 @@ BUILDER_MODULES: tuple[str, ...] = (
     "modalab.models.two_tower",
     "modalab.experiment.contrastive",
     "modalab.data.sources.moving_digits",
+    "modalab.models.video_classifier",
+    "modalab.experiment.video",
+    "modalab.data.sources.varres_digits",
+    "modalab.experiment.varres",
     "modalab.fusion.connectors",
     "modalab.fusion.resampler",
     "modalab.fusion.qformer",
+    "modalab.models.captioner",
+    "modalab.experiment.caption",
+    "modalab.experiment.fusion_ablation",
+    "modalab.data.sources.audio_registry",
+    "modalab.models.event_detector",
+    "modalab.models.clap",
+    "modalab.experiment.audio_events",
+    "modalab.experiment.clap",
 )
 
 

@@ -109,3 +109,24 @@ def test_manifest_csv_and_bad_rows(tmp_path):
     bad.write_text('not json\n')
     with pytest.raises(DataError, match=r"bad.jsonl:1: not valid JSON"):
         parse_rows(bad, tmp_path)
+
+
+def test_existing_run_directory_is_not_reused(tmp_path):
+    from modalab.experiment.rundir import RunDir
+
+    rd = RunDir.create(tmp_path / "r", "runs", "x")
+    rd.write_run_info({"status": "finished"})
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        RunDir.create(tmp_path / "r", "runs", "x")
+    assert RunDir.create(tmp_path / "r", "runs", "x", exist_ok=True).path == tmp_path / "r"
+
+
+def test_heatmap_subset_shows_every_class():
+    import torch
+
+    from modalab.experiment.contrastive import heatmap_subset
+
+    labels = torch.tensor([3, 1, 1, 0, 2, 3, 0, 2, 1, 3])
+    idx = heatmap_subset(labels, 10, 8)
+    assert labels[idx].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert heatmap_subset(None, 10, 5).tolist() == [0, 2, 4, 6, 8]

@@ -6,6 +6,7 @@
 - :class:`ResolutionSchedule`: a curriculum over resolutions by training progress (the chapter's
   stage 1: 100% low; stage 2: 60/30/10 low/mid/high; stage 3: 30/40/30).
 - :func:`multiscale_size`: random multi-scale resize factor in [0.8, 1.2], rounded to the patch.
+- :class:`ResolutionScheduleSpec`, :class:`VarResBatchingSpec`: the strict recipe sections for them.
 
 Everything random takes a seed (and a step or epoch), so results are reproducible.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -192,3 +193,23 @@ class ResolutionScheduleSpec(Section):
     def build(self) -> ResolutionSchedule:
         return ResolutionSchedule(self.resolutions, [(s.end, s.proportions) for s in self.stages])
 
+
+
+class VarResBatchingSpec(Section):
+    """Recipe section (``data.batching``) for training on images of any size.
+
+    ``resize``: ``smart`` keeps the aspect ratio and caps each image at ``max_patches`` patches
+    (Qwen2-VL's smart_resize with factor = the ViT patch); ``fixed`` pads every image into the
+    ``data.image_size`` square (the fixed-resolution baseline). ``layout`` (``smart`` only): ``pack``
+    = NaViT sequences of ``max_seq_len``; ``bucket`` = aspect-ratio buckets, one image per row padded
+    to the batch's longest; ``pad`` = random batches, one image per row. ``schedule``: a resolution
+    curriculum whose ``resolutions`` are patch budgets per image (replacing ``max_patches`` in
+    training) plus optional multi-scale factors; evaluation always uses ``max_patches``.
+    """
+
+    resize: Literal["smart", "fixed"] = "smart"
+    layout: Literal["pack", "bucket", "pad"] = "pack"
+    max_patches: int = Field(64, ge=1, description="patch budget per image (smart resize)")
+    max_seq_len: int = Field(256, ge=2, description="tokens per packed sequence (layout pack)")
+    token_drop: float = Field(0.0, ge=0, lt=1, description="NaViT token dropping rate in training")
+    schedule: ResolutionScheduleSpec | None = None

@@ -92,21 +92,35 @@ class ContrastiveTask:
     # training -----------------------------------------------------------------------------
     def logit_scale(self) -> Tensor:
         if self.fixed_scale is not None:
-            return torch.tensor(1.0 / self.fixed_scale)
+            return torch.tensor(1.0 / self.fixed_scale, device=self.model.logit_scale.device)
         return self.model.logit_scale.exp()
 
     def step(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        return self.loss_from_embeddings(self.embed_batch(batch), batch)
+
+    def embed_batch(self, batch: Batch) -> dict[str, Tensor]:
+        """(B, E) embeddings of both towers (and token embeddings for token-level losses).
+
+        With :meth:`loss_from_embeddings` this is the split GradCache needs (train.accum_mode=exact).
+        """
         out = self.model(batch.images, batch.tokens, return_tokens=self.needs_tokens)
+        keys = ["image_emb", "text_emb"]
+        if self.needs_tokens:
+            keys += ["image_tokens", "text_tokens", "text_token_mask"]
+        return {k: out[k] for k in keys}
+
+    def loss_from_embeddings(self, emb: dict[str, Tensor], batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        """The objective on embeddings of the whole batch (as returned by :meth:`embed_batch`)."""
         extra: dict[str, Any] = {}
         if self.needs_tokens:
-            extra = {k: out[k] for k in ("image_tokens", "text_tokens", "text_token_mask")}
+            extra = {k: emb[k] for k in ("image_tokens", "text_tokens", "text_token_mask")}
         if self.wants_ids:
             extra["ids"] = sample_ids(batch.ids)
         loss = self.objective(
-            out["image_emb"],
-            out["text_emb"],
+            emb["image_emb"],
+            emb["text_emb"],
             logit_scale=self.logit_scale(),
-            logit_bias=out["logit_bias"],
+            logit_bias=self.model.logit_bias,
             labels=batch.labels,
             **extra,
         )
@@ -140,9 +154,10 @@ class ContrastiveTask:
         self.model.eval()
         loader = DataLoader(dataset, batch_size=self.eval_cfg.batch_size, collate_fn=self.collate)
         imgs, txts, labels = [], [], []
+        dev = self.model.logit_scale.device
         for b in loader:
-            imgs.append(self.model.encode_image(b.images).float())
-            txts.append(self.model.encode_text(b.tokens).float())
+            imgs.append(self.model.encode_image(b.images.to(dev)).float().cpu())
+            txts.append(self.model.encode_text(b.tokens.to(dev)).float().cpu())
             if b.labels is not None:
                 labels.append(b.labels)
         lab = torch.cat(labels) if labels and len(labels) == len(imgs) else None
@@ -157,7 +172,8 @@ class ContrastiveTask:
         res: dict[str, Any] = {"eval_match": mode}
         if self.data.classnames and labels is not None:
             cls = class_embeddings(
-                lambda t: self.model.encode_text(self.tokenizer(t)), self.data.classnames, self.eval_cfg.prompts
+                lambda t: self.model.encode_text(self.tokenizer(t).to(self.model.logit_scale.device)).cpu(),
+                self.data.classnames, self.eval_cfg.prompts,
             )
             res.update(zeroshot_accuracy(image_emb, cls, labels, ks=(1, min(5, len(self.data.classnames)))))
             if len(self.data.classnames) < 5:
@@ -175,11 +191,7 @@ class ContrastiveTask:
         return res
 
     def _save_artifacts(self, image_emb: Tensor, text_emb: Tensor, labels: Tensor | None) -> None:
-        n = min(self.eval_cfg.heatmap_size, image_emb.shape[0])
-        # a deterministic, label-sorted subset so the block structure is visible
-        idx = torch.arange(image_emb.shape[0])[:: max(1, image_emb.shape[0] // n)][:n]
-        if labels is not None:
-            idx = idx[torch.argsort(labels[idx], stable=True)]
+        idx = heatmap_subset(labels, image_emb.shape[0], self.eval_cfg.heatmap_size)
         sim = image_emb[idx] @ text_emb[idx].T  # (n, n)
         self.run.write_artifact(
             "similarity_heatmap",
@@ -212,6 +224,11 @@ class ContrastiveTask:
         """JSON state kept with checkpoints (the tokenizer's vocabulary, the monitor's reference)."""
         return {"tokenizer": self.tokenizer.to_dict(), "monitor": self.monitor.state_dict()}
 
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` saved (on resume; the tokenizer is rebuilt identically)."""
+        if "monitor" in state:
+            self.monitor.load_state_dict(state["monitor"])
+
     def extra_modules(self) -> dict[str, torch.nn.Module]:
         """Modules with state outside the model (e.g. negative queues), saved with checkpoints."""
         return {"objective": self.objective} if self.objective.state_dict() else {}
@@ -221,3 +238,15 @@ class ContrastiveTask:
 def build_contrastive(recipe: Recipe, run: RunDir) -> ContrastiveTask:
     """Contrastive alignment of images and captions; zero-shot and retrieval evaluation."""
     return ContrastiveTask(recipe, run)
+
+
+def heatmap_subset(labels: Tensor | None, n_items: int, size: int) -> Tensor:
+    """Indices of at most ``size`` items for the similarity heatmap: without labels, evenly spaced;
+    with labels, the first items of every class in turn, sorted by label, so that each class shows
+    as a block."""
+    if labels is None:
+        return torch.arange(n_items)[:: max(1, n_items // size)][:size]
+    classes = labels.unique()
+    per = max(1, size // len(classes))
+    idx = torch.cat([(labels == c).nonzero().flatten()[:per] for c in classes])
+    return idx[torch.argsort(labels[idx], stable=True)]

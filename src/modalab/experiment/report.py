@@ -54,7 +54,7 @@ def heatmap(art: dict[str, Any]) -> str:
         ticks = [i for i in range(len(labels)) if i == 0 or labels[i] != labels[i - 1]]
         ax.set_yticks(ticks, [names[labels[i]] for i in ticks], fontsize=7)
         ax.set_xticks(ticks, [names[labels[i]] for i in ticks], fontsize=7, rotation=90)
-    ax.set_title("image-text similarity (held-out, sorted by label)")
+    ax.set_title("held-out image-text similarity, by label", fontsize=10)
     return fig_to_data_uri(fig)
 
 
@@ -126,3 +126,167 @@ def write_report(run: RunDir) -> Path:
     atomic_write_text(out, render(run))
     return out
 
+
+
+# ------------------------------------------------------------------------------ sweep reports
+
+
+def _short(arm: str, width: int = 28) -> str:
+    return arm if len(arm) <= width else arm[: width - 1] + "…"
+
+
+def metric_vs_param(comp: Any, grid: dict[str, list[str]], key: str) -> str:
+    """Mean +/- 95% CI of the metric against the values of one swept key (one line per other combo)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    values = grid[key]
+    series: dict[str, list[tuple[int, float, float]]] = {}
+    for a in comp.arms:
+        if key not in a.params:
+            continue
+        rest = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in a.params.items() if k != key) or "all seeds"
+        err = 0.0 if a.hi != a.hi else a.hi - a.mean  # NaN with one seed
+        series.setdefault(rest, []).append((values.index(a.params[key]), a.mean, err))
+    for label, pts in series.items():
+        pts.sort()
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=4,
+                    label=label)
+    ax.set_xticks(range(len(values)), [_short(v, 18) for v in values], fontsize=8)
+    ax.set_xlabel(key)
+    ax.set_ylabel(comp.metric)
+    ax.set_title(f"{comp.metric} vs {key.split('.')[-1]} (mean, 95% CI over seeds)")
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=7)
+    return fig_to_data_uri(fig)
+
+
+def overlaid_curves(curves: dict[str, list[list[tuple[int, float]]]], key: str) -> str | None:
+    """Per arm: the mean over seeds of a logged metric, with a band from min to max over seeds."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    drawn = False
+    for arm, runs in curves.items():
+        runs = [r for r in runs if r]
+        if not runs:
+            continue
+        steps = sorted(set.intersection(*(set(s for s, _ in r) for r in runs)))
+        if not steps:
+            continue
+        ys = np.array([[dict(r)[s] for s in steps] for r in runs])  # (seeds, steps)
+        (line,) = ax.plot(steps, ys.mean(0), label=_short(arm))
+        ax.fill_between(steps, ys.min(0), ys.max(0), alpha=0.15, color=line.get_color())
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("step")
+    ax.set_ylabel(key)
+    ax.set_title(f"{key} per arm (mean over seeds, band = min..max)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig_to_data_uri(fig)
+
+
+def similarity_grid(dists: dict[str, dict[str, Any]]) -> str | None:
+    """One panel per arm: positive vs negative pair similarities on the held-out split."""
+    if not dists:
+        return None
+    n = len(dists)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False, sharex=True)
+    for ax, (arm, d) in zip(axes.flat, dists.items()):
+        ax.hist(d["negative"], bins=50, alpha=0.6, density=True, label="negative")
+        ax.hist(d["positive"], bins=50, alpha=0.6, density=True, label="positive")
+        ax.set_title(_short(arm, 34), fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("held-out similarity distributions (first seed of each arm)", fontsize=9)
+    fig.supxlabel("cosine similarity", fontsize=8)
+    return fig_to_data_uri(fig)
+
+
+def compare_html(comp: Any) -> str:
+    rows = ["<tr><th>arm</th><th>n</th><th>mean</th><th>std</th><th>95% CI</th><th>values by seed</th></tr>"]
+    for a in comp.arms:
+        vals = ", ".join(f"{s}: {v:.4f}" for s, v in zip(a.seeds, a.values))
+        rows.append(f"<tr><td>{html.escape(a.arm)}</td><td>{a.n}</td><td>{a.mean:.4f}</td><td>{a.std:.4f}</td>"
+                    f"<td>[{a.lo:.4f}, {a.hi:.4f}]</td><td>{vals}</td></tr>")
+    drows = ["<tr><th>b - a</th><th>pairs</th><th>difference</th><th>bootstrap 95% CI</th>"
+             "<th>p (bootstrap / paired t)</th><th>verdict</th></tr>"]
+    for d in comp.diffs:
+        verdict = "significant" if d.significant else f"<span class='warn'>not significant at n={d.n_pairs}</span>"
+        drows.append(f"<tr><td>{html.escape(d.b)} − {html.escape(d.a)}</td><td>{d.n_pairs}</td><td>{d.diff:+.4f}</td>"
+                     f"<td>[{d.lo:+.4f}, {d.hi:+.4f}]</td><td>{d.p_boot:.3f} / {d.p_t:.3f}</td><td>{verdict}</td></tr>")
+    return "<table>" + "".join(rows) + "</table><p></p><table>" + "".join(drows) + "</table>"
+
+
+def render_sweep(root: Path, metric: str = "zeroshot_top1") -> str:
+    """HTML of a sweep directory: metric vs parameters, curves, histograms, compare table, configs."""
+    import json
+
+    from modalab.experiment.stats import compare, compare_values, collect
+    from modalab.experiment.store import Store, store_path
+    from modalab.experiment.sweep import load_plan, run_status
+
+    plan = load_plan(root)
+    comp = compare([root], metric)
+    status = [run_status(j.path) for j in plan.jobs]
+    figs = [metric_vs_param(comp, plan.grid, k) for k in plan.grid]
+    curves: dict[str, dict[str, list]] = {"loss": {}, "tau": {}}
+    dists: dict[str, Any] = {}
+    with Store(store_path(root)) as st:
+        st.index_sweep(root)
+        by_arm: dict[str, list[str]] = {}
+        for r in st.runs(str(Path(root).resolve())):
+            if r["status"] == "finished":
+                by_arm.setdefault(r["arm"], []).append(r["run_id"])
+        for arm, ids in by_arm.items():
+            for key in curves:
+                curves[key][arm] = [st.curve(i, key) for i in ids]
+            d = RunDir(Path(ids[0])).read_artifact("similarity_distribution")
+            if d:
+                dists[arm] = d
+    figs += [overlaid_curves(curves["loss"], "loss"), overlaid_curves(curves["tau"], "tau")]
+    figs.append(similarity_grid(dists))
+    others = []
+    for m in ("image_to_text_R@1", "text_to_image_R@1", "monitor/sim_margin", "monitor/modality_gap", "wall_seconds"):
+        if m == metric:
+            continue
+        try:
+            v, p = collect([root], m)
+        except FileNotFoundError:
+            continue
+        c = compare_values(v, m, p, n_boot=1000)
+        others.append("<tr><td>" + html.escape(m) + "</td>" + "".join(
+            f"<td>{a.mean:.4f} ± {(a.hi - a.mean) if a.hi == a.hi else 0:.4f}</td>" for a in c.arms) + "</tr>")
+    head = "<tr><th>metric</th>" + "".join(f"<th>{html.escape(a.arm)}</th>" for a in comp.arms) + "</tr>"
+    imgs = "".join(f'<img src="{f}" alt="plot">' for f in figs if f)
+    snap = plan.root / "recipe.yaml"
+    config = snap.read_text() if snap.is_file() else ""
+    arms = "".join(f"<li><b>{html.escape(a.name)}</b>: {html.escape(' '.join(a.overrides) or '(no override)')}</li>"
+                   for a in plan.arms)
+    counts = ", ".join(f"{status.count(s)} {s}" for s in ("finished", "failed", "incomplete", "pending") if status.count(s))
+    title = html.escape(plan.root.name)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>modalab sweep: {title}</title>
+<style>{CSS} th{{border:1px solid #ccc;padding:3px 8px;font-size:.85em;background:#f3f3f3}}</style></head><body>
+<h1>modalab sweep: {title}</h1>
+<p>recipe: {html.escape(str(plan.recipe))} · grid: {html.escape(json.dumps(plan.grid))} · seeds {plan.seeds}
+ · runs: {counts} · common overrides: {html.escape(' '.join(plan.overrides) or 'none')}</p>
+<h2>{html.escape(metric)} per arm (held-out split)</h2>{compare_html(comp)}
+<p>Differences are paired by seed. "significant" needs the bootstrap 95% CI to exclude 0 and the paired
+t-test p &lt; 0.05; with 3 seeds only large, consistent differences pass.</p>
+<h2>Other metrics (mean ± 95% CI half-width)</h2><table>{head}{''.join(others)}</table>
+<h2>Plots</h2><div class="figs">{imgs}</div>
+<h2>Arms</h2><ul>{arms}</ul>
+<h2>Resolved base config (every arm = this + its overrides + run.seed)</h2><pre>{html.escape(config)}</pre>
+</body></html>"""
+
+
+def write_sweep_report(root: Path, metric: str = "zeroshot_top1") -> Path:
+    out = Path(root) / "report.html"
+    atomic_write_text(out, render_sweep(Path(root), metric))
+    return out

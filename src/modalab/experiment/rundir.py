@@ -60,7 +60,17 @@ class RunDir:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, out: Path | None, out_dir: str, name: str) -> "RunDir":
+    def create(cls, out: Path | None, out_dir: str, name: str, exist_ok: bool = False) -> "RunDir":
+        """A new run directory: ``out``, or ``out_dir/<name>-<timestamp>``.
+
+        An existing ``out`` that already holds a run is an error unless ``exist_ok`` (resuming),
+        so two runs never interleave their metrics.
+        """
+        if out is not None and (Path(out) / "run.json").exists() and not exist_ok:
+            raise FileExistsError(
+                f"{out} already holds a run (run.json exists); choose another --out, delete it, "
+                f"or resume it"
+            )
         if out is None:
             stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             out = Path(out_dir) / f"{name}-{stamp}"

@@ -1,28 +1,40 @@
 """``modalab run``: one recipe, one run directory, read top to bottom.
 
-seed -> run directory -> task (data, tokenizer, model, objective) -> optimizer -> training loop
-(metrics.jsonl, periodic evaluation, checkpoints) -> final checkpoint -> evaluation ->
-results.json -> report.html.
+processes (torchrun env, if any) -> seed -> run directory (rank 0 decides) -> task (data,
+tokenizer, model, objective) -> device, gradient checkpointing, same start on every rank ->
+stage 0 and its optimizer -> resume from the latest valid checkpoint (``resume=True``) ->
+training loop (metrics.jsonl, periodic evaluation, checkpoints) -> final checkpoint ->
+evaluation -> results.json -> report.html. Only rank 0 writes files or shows progress.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sys
 import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from modalab import registry
-from modalab.config import Recipe
+from modalab.config import ConfigError, Recipe
 from modalab.experiment.report import write_report
 from modalab.experiment.rundir import RunDir, git_commit, machine_info, now_iso, text_hash
-from modalab.train.checkpoint import save_checkpoint
-from modalab.train.engine import LoopConfig, fit, infinite
+from modalab.train import dist as D
+from modalab.train.checkpoint import (
+    latest_valid, load_trainer_state, load_weights, rng_state, save_checkpoint, set_rng_state,
+)
+from modalab.train.engine import LoopConfig, LoopState, fit
+from modalab.train.gradcache import gradcache_accumulate, naive_accumulate, split_batch, supports_exact
+from modalab.train.loader import TrainStream
 from modalab.train.optim import GroupRule, build_optimizer, param_groups
+from modalab.train.precision import autocast, enable_grad_checkpointing, make_scaler
+from modalab.train.stages import Stage, rebuild_optimizer, set_trainable, stage_index
 
 
 def seed_everything(seed: int) -> None:
@@ -31,55 +43,200 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class _QuietRunDir(RunDir):
+    """The run directory as ranks other than 0 see it: readable, never written."""
+
+    def log(self, record: dict[str, Any]) -> None:
+        pass
+
+    def write_artifact(self, name: str, data: Any) -> None:
+        pass
+
+    def write_results(self, results: dict[str, Any]) -> None:
+        pass
+
+    def write_run_info(self, info: dict[str, Any]) -> None:
+        pass
+
+    def write_config(self, yaml_text: str) -> None:
+        pass
+
+
+def find_run_dir(out_dir: str, name: str) -> Path | None:
+    """The newest ``<out_dir>/<name>-*`` run directory (for ``--resume`` without ``--out``)."""
+    runs = [p for p in Path(out_dir).glob(f"{name}-*") if (p / "run.json").is_file()]
+    return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
+
+
 def run(
     recipe: Recipe,
     out: Path | None = None,
     recipe_path: str | None = None,
     overrides: list[str] | None = None,
+    resume: bool = False,
 ) -> Path:
-    """Train and evaluate ``recipe``; return the run directory."""
-    if recipe.train.num_threads:
-        torch.set_num_threads(recipe.train.num_threads)
-    seed_everything(recipe.run.seed)
-    rd = RunDir.create(out, recipe.run.out_dir, recipe.run.name)
-    yaml_text = recipe.to_yaml()
-    rd.write_config(yaml_text)
-    rd.write_run_info(
-        {
-            "name": recipe.run.name,
-            "recipe": recipe_path,
-            "recipe_hash": text_hash(yaml_text),
-            "overrides": list(overrides or []),
-            "seed": recipe.run.seed,
-            "task": recipe.task,
-            "command": " ".join(sys.argv),
-            "git_commit": git_commit(Path(recipe_path).parent if recipe_path else None),
-            "machine": machine_info(),
-            "pid": os.getpid(),
-            "started": now_iso(),
-            "status": "running",
-        }
-    )
+    """Train and evaluate ``recipe``; return the run directory.
+
+    Under torchrun every process calls this; they join one process group. With ``resume`` the run
+    continues in ``out`` (or the newest ``run.out_dir/run.name-*``) from its latest valid
+    checkpoint; without a checkpoint it starts from step 0.
+    """
+    tr = recipe.train
+    if tr.num_threads:
+        torch.set_num_threads(tr.num_threads)
+    if tr.deterministic:
+        torch.use_deterministic_algorithms(True)
+    owns_group = not D.dist.is_initialized()
+    env = D.init_distributed(tr.device)
     try:
-        results = _train_and_evaluate(recipe, rd)
+        return _run(recipe, env, out, recipe_path, overrides, resume)
+    finally:
+        if owns_group:
+            D.shutdown()
+
+
+def _run(recipe: Recipe, env: D.DistEnv, out: Path | None, recipe_path: str | None,
+         overrides: list[str] | None, resume: bool) -> Path:
+    seed_everything(recipe.run.seed)
+    path = None
+    if env.main:
+        if resume and out is None:
+            out = find_run_dir(recipe.run.out_dir, recipe.run.name)
+        path = RunDir.create(out, recipe.run.out_dir, recipe.run.name).path
+    rd = RunDir(D.broadcast_object(path, env)) if env.main else _QuietRunDir(D.broadcast_object(path, env))
+    yaml_text = recipe.to_yaml()
+    start = latest_valid(rd.checkpoints) if resume else None
+    if start is not None:
+        old = rd.path / "config.yaml"
+        if old.is_file() and old.read_text() != yaml_text and env.main:
+            warnings.warn(f"{rd.path}: resuming with a recipe that differs from its config.yaml", stacklevel=2)
+        rd.update_run_info(status="running", resumed=now_iso(), resumed_from=start.name, pid=os.getpid())
+    else:
+        rd.write_config(yaml_text)
+        rd.write_run_info(
+            {
+                "name": recipe.run.name,
+                "recipe": recipe_path,
+                "recipe_hash": text_hash(yaml_text),
+                "overrides": list(overrides or []),
+                "seed": recipe.run.seed,
+                "task": recipe.task,
+                "command": " ".join(sys.argv),
+                "git_commit": git_commit(Path(recipe_path).parent if recipe_path else None),
+                "machine": machine_info(),
+                "processes": env.world,
+                "pid": os.getpid(),
+                "started": now_iso(),
+                "status": "running",
+            }
+        )
+    try:
+        _train_and_evaluate(recipe, rd, env, start)
     except BaseException as e:
         rd.update_run_info(status="failed", ended=now_iso(), error=f"{type(e).__name__}: {e}")
         raise
     rd.update_run_info(status="finished", ended=now_iso())
-    write_report(rd)
+    if env.main:
+        write_report(rd)
+    D.barrier(env)
     return rd.path
 
 
-def _train_and_evaluate(recipe: Recipe, rd: RunDir) -> dict:
+def _stages(recipe: Recipe) -> list[Stage]:
+    return [Stage(s.steps, tuple(s.trainable), dict(s.lr), s.name) for s in recipe.train.stages]
+
+
+def _batches(stream: TrainStream, device: torch.device):
+    for b in stream:
+        yield b.to(device) if device.type != "cpu" and hasattr(b, "to") else b
+
+
+def _grad_fn(task: Any, recipe: Recipe, env: D.DistEnv, rd: RunDir):
+    """The per-step gradient computation for ``train.accum_steps`` / ``accum_mode``."""
+    tr = recipe.train
+    n, mode = tr.accum_steps, tr.accum_mode
+    if mode == "exact" and not supports_exact(task):
+        raise ConfigError(
+            f"train.accum_mode=exact: task '{recipe.task}' does not define embed_batch(batch) and "
+            f"loss_from_embeddings(embeddings, batch), which GradCache needs; use "
+            f"train.accum_mode=naive (each micro-batch then sees only its own negatives)"
+        )
+    if n == 1:
+        return None  # the engine's plain forward + backward
+    amp = lambda: autocast(tr.precision, env.device)  # noqa: E731
+    if mode == "naive" or (mode == "auto" and not supports_exact(task)):
+        rd.log({"event": "accumulation", "mode": "naive", "accum_steps": n})
+        return lambda batch, bw: naive_accumulate(task.step, split_batch(batch, n), bw, amp)
+    rd.log({"event": "accumulation", "mode": "exact", "accum_steps": n})
+    return lambda batch, bw: gradcache_accumulate(
+        task.embed_batch, task.loss_from_embeddings, batch, split_batch(batch, n), bw, amp, env.device
+    )
+
+
+def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path | None) -> dict:
     t0 = time.perf_counter()
+    tr, o = recipe.train, recipe.optim
+    if tr.batch_size % (env.world * tr.accum_steps):
+        raise ConfigError(
+            f"train.batch_size={tr.batch_size} must be divisible by processes x accum_steps = "
+            f"{env.world} x {tr.accum_steps}"
+        )
     task = registry.build("task", recipe.task, recipe, rd)
     model = task.model
-    o = recipe.optim
-    rules = [GroupRule(g.pattern, g.lr, g.weight_decay) for g in o.param_groups]
-    optimizer = build_optimizer(
-        o.name, param_groups(model, o.lr, o.weight_decay, rules), o.betas, o.eps, o.momentum
-    )
-    tr = recipe.train
+    if tr.grad_checkpointing:
+        enable_grad_checkpointing(model, tr.grad_checkpointing)
+    model.to(env.device)
+    for m in task.extra_modules().values():
+        m.to(env.device)
+    D.broadcast_parameters(model, env)
+    if env.enabled:
+        seed_everything(recipe.run.seed + 1_000 * env.rank)  # per-rank randomness (augmentation)
+    if tr.strategy == "fsdp" and env.enabled:
+        from modalab.layers import Block
+
+        D.shard_model(model, (Block,))
+    sync = (lambda ps: D.average_gradients(ps, env)) if env.enabled and tr.strategy == "ddp" else None
+
+    # stages and the optimizer ------------------------------------------------------------
+    stages = _stages(recipe)
+    base_rules = [GroupRule(g.pattern, g.lr, g.weight_decay) for g in o.param_groups]
+
+    def make_optimizer(stage: Stage | None) -> torch.optim.Optimizer:
+        rules = [GroupRule(p, lr) for p, lr in (stage.lr.items() if stage else ())] + base_rules
+        return build_optimizer(o.name, param_groups(model, o.lr, o.weight_decay, rules), o.betas, o.eps, o.momentum)
+
+    holder: dict[str, Any] = {"stage": None, "opt": None}
+
+    def enter_stage(step: int) -> torch.optim.Optimizer | None:
+        if not stages:
+            return None
+        i = stage_index(stages, step)
+        if i == holder["stage"]:
+            return None
+        n = set_trainable(model, stages[i].trainable)
+        holder["opt"] = rebuild_optimizer(holder["opt"], lambda: make_optimizer(stages[i]))
+        holder["stage"] = i
+        rd.log({"step": step, "event": "stage", "stage": i, "name": stages[i].name, "trainable_params": n})
+        return holder["opt"]
+
+    start_step = 0
+    payload: dict[str, Any] = {}
+    state: dict[str, Any] = {}
+    if start is not None:
+        payload, state = load_trainer_state(start)
+        start_step = int(state["step"])
+    if stages:  # a resumed run re-enters the stage its optimizer state was saved in
+        enter_stage(max(start_step - 1, 0) if start is not None else 0)
+    else:
+        holder["opt"] = make_optimizer(None)
+    scaler = make_scaler(tr.precision, env.device)
+    stream = TrainStream(task.train_loader(), local_batch=tr.batch_size // env.world,
+                         seed=recipe.run.seed, rank=env.rank, world=env.world)
+    loop_state = LoopState()
+    if start is not None:
+        _restore(start, payload, state, model, task, holder["opt"], scaler, stream, env, rd)
+        loop_state = LoopState.from_dict(state.get("trainer", {}).get("loop", {}))
+
     loop = LoopConfig(
         steps=tr.steps,
         warmup_steps=o.warmup_steps,
@@ -91,26 +248,51 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir) -> dict:
         eval_every=tr.eval_every,
         checkpoint_every=tr.checkpoint_every,
         max_bad_steps=tr.max_bad_steps,
-        progress=recipe.run.progress,
+        progress=recipe.run.progress and env.main,
+        start_step=start_step,
     )
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(
-            rd.checkpoints, step, model, optimizer, task.state(), tr.keep_checkpoints, task.extra_modules()
-        )
+        rngs = D.gather_objects(rng_state(), env)
+        if env.main:
+            trainer = {"data": stream.state(), "loop": loop_state.to_dict(), "stage": holder["stage"],
+                       "world": env.world}
+            save_checkpoint(
+                rd.checkpoints, step, model, holder["opt"], {**task.state(), "trainer": trainer},
+                tr.keep_checkpoints, task.extra_modules(),
+                trainer={"rng": rngs, **({"scaler": scaler.state_dict()} if scaler else {})},
+            )
+        D.barrier(env)
+
+    def evaluate(step: int) -> dict[str, Any]:
+        res = {f"val_{k}": v for k, v in task.evaluate(final=False).items()} if env.main else {}
+        D.barrier(env)
+        return res
+
+    def before_step(step: int) -> torch.optim.Optimizer | None:
+        return enter_stage(step)
 
     summary = fit(
         model,
-        infinite(task.train_loader()),
+        _batches(stream, env.device),
         task.step,
-        optimizer,
+        holder["opt"],
         loop,
         log=rd.log,
-        evaluate=lambda step: {f"val_{k}": v for k, v in task.evaluate(final=False).items()},
+        evaluate=evaluate,
         checkpoint=checkpoint,
         after_step=task.after_step,
+        grad_fn=_grad_fn(task, recipe, env, rd),
+        scaler=scaler,
+        sync_grads=sync,
+        reduce=(lambda v: D.all_mean(v, env)) if env.enabled else None,
+        before_step=before_step if stages else None,
+        state=loop_state,
+        samples_per_batch=env.world,
     )
     checkpoint(tr.steps)
+    if not env.main:
+        return {}
     results = task.evaluate(final=True)
     results.update(task.counts())
     results.update(summary)
@@ -118,3 +300,55 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir) -> dict:
     rd.write_results(results)
     rd.log({"step": tr.steps, "event": "final", **{k: v for k, v in results.items() if isinstance(v, (int, float))}})
     return results
+
+
+def _restore(path: Path, payload: dict, state: dict, model: torch.nn.Module, task: Any,
+             optimizer: torch.optim.Optimizer, scaler: Any, stream: TrainStream, env: D.DistEnv,
+             rd: RunDir) -> None:
+    """Put model, optimizer, scaler, RNGs, data position and task state back as they were."""
+    from safetensors.torch import load_file
+
+    load_weights(path, model)
+    for name, module in task.extra_modules().items():
+        f = path / f"{name}.safetensors"
+        if f.is_file():
+            module.load_state_dict(load_file(str(f)))
+    if "optimizer" in payload:
+        optimizer.load_state_dict(payload["optimizer"])
+    if scaler is not None and "scaler" in payload:
+        scaler.load_state_dict(payload["scaler"])
+    trainer = state.get("trainer", {})
+    rngs = payload.get("rng", [])
+    if len(rngs) == env.world:
+        set_rng_state(rngs[env.rank])
+    else:
+        rd.log({"warning": f"{path.name} holds RNG states of {len(rngs)} process(es), this run has "
+                           f"{env.world}; random streams restart from the seed"})
+    if "data" in trainer:
+        stream.load_state(trainer["data"])
+    if hasattr(task, "load_state"):
+        task.load_state(state)
+    step = int(state["step"])
+    if step > 0:
+        task.after_step(step - 1)  # step-dependent task state (e.g. curriculum progress)
+    if env.main:
+        _truncate_metrics(rd, step)
+        rd.log({"step": step, "event": "resumed", "checkpoint": path.name})
+
+
+def _truncate_metrics(rd: RunDir, step: int) -> None:
+    """Drop records logged after the checkpoint (they will be logged again)."""
+    from modalab.train.checkpoint import atomic_write_text
+
+    f = rd.metrics_file
+    if not f.is_file():
+        return
+    keep = []
+    for line in f.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line
+        if not isinstance(rec.get("step"), int) or rec["step"] <= step:
+            keep.append(line)
+    atomic_write_text(f, "".join(k + "\n" for k in keep))

@@ -14,8 +14,11 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
+from modalab.config import NamedBase
+from modalab.registry import register
 from modalab.video.localization import nms, soft_nms
 from modalab.video.merging import ToMeEncoder
 from modalab.video.temporal import (
@@ -49,7 +52,7 @@ class PatchFrameEncoder(nn.Module):
 
 
 class CNNFrameEncoder(nn.Module):
-    """Small per-frame CNN (3 stride-2 conv stages, pooled to grid x grid cells).
+    """Small per-frame CNN (3 stride-2 conv + BatchNorm stages, pooled to grid x grid cells).
 
     (B, T, C, H, W) -> (B, T, grid*grid, D) plus a learned time embedding.
     """
@@ -58,9 +61,9 @@ class CNNFrameEncoder(nn.Module):
         super().__init__()
         w = dim // 2
         self.net = nn.Sequential(
-            nn.Conv2d(channels, w // 2, 3, 2, 1), nn.GELU(),
-            nn.Conv2d(w // 2, w, 3, 2, 1), nn.GELU(),
-            nn.Conv2d(w, dim, 3, 2, 1), nn.GELU(),
+            nn.Conv2d(channels, w // 2, 3, 2, 1), nn.BatchNorm2d(w // 2), nn.GELU(),
+            nn.Conv2d(w // 2, w, 3, 2, 1), nn.BatchNorm2d(w), nn.GELU(),
+            nn.Conv2d(w, dim, 3, 2, 1), nn.BatchNorm2d(dim), nn.GELU(),
             nn.AdaptiveAvgPool2d(grid),
         )
         self.time = nn.Parameter(torch.randn(1, max_frames, 1, dim) * 0.02)
@@ -113,18 +116,37 @@ def temporal_module(kind: Temporal, dim: int, depth: int = 2, heads: int = 4,
     )
 
 
+def frame_encoder(
+    kind: Literal["patch", "cnn"], dim: int, image_size: int, patch: int = 16, channels: int = 3,
+    grid: int = 4, max_frames: int = 64,
+) -> nn.Module:
+    """(B, T, C, H, W) -> (B, T, N, D): patch embedding (N = (H/patch)^2) or CNN (N = grid^2)."""
+    if kind == "patch":
+        return PatchFrameEncoder(dim, image_size, patch, channels, max_frames)
+    if kind == "cnn":
+        return CNNFrameEncoder(dim, channels, grid, max_frames)
+    raise ValueError(f"unknown frame encoder '{kind}'; choose patch or cnn")
+
+
 def build_video_classifier(
     num_classes: int, temporal: Temporal = "mean", encoder: Literal["patch", "cnn"] = "patch",
     dim: int = 64, depth: int = 2, heads: int = 4, r: int = 0, image_size: int = 64,
-    patch: int = 16, channels: int = 3, max_frames: int = 64,
+    patch: int = 16, channels: int = 3, max_frames: int = 64, grid: int = 4,
 ) -> VideoClassifier:
     """A VideoClassifier from plain numbers (what a registered model builder would call)."""
-    if encoder == "patch":
-        enc: nn.Module = PatchFrameEncoder(dim, image_size, patch, channels, max_frames)
-    else:
-        enc = CNNFrameEncoder(dim, channels, max_frames=max_frames)
+    enc = frame_encoder(encoder, dim, image_size, patch, channels, grid, max_frames)
     head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))
     return VideoClassifier(enc, temporal_module(temporal, dim, depth, heads, r), head)
+
+
+def build_temporal_localizer(
+    num_classes: int, encoder: Literal["patch", "cnn"] = "cnn", dim: int = 64, depth: int = 2,
+    heads: int = 4, kernel: int = 3, image_size: int = 32, patch: int = 8, channels: int = 3,
+    max_frames: int = 256, grid: int = 4,
+) -> TemporalLocalizer:
+    """frame encoder -> transformer over time (depth blocks) -> LocalizationHead."""
+    enc = frame_encoder(encoder, dim, image_size, patch, channels, grid, max_frames)
+    return TemporalLocalizer(enc, transformer(dim, depth, heads), LocalizationHead(dim, num_classes, kernel))
 
 
 # ------------------------------------------------------------------------------ localisation
@@ -240,3 +262,50 @@ def decode_segments(
                           "end": float(segs[k, 1]), "score": float(s)})
     preds.sort(key=lambda p: -p["score"])
     return preds[:max_segments]
+
+
+# ---------------------------------------------------------------------------- registered builders
+
+
+class VideoClassifierConfig(NamedBase):
+    temporal: Temporal = "divided"
+    encoder: Literal["patch", "cnn"] = "cnn"
+    dim: int = Field(64, gt=0)
+    depth: int = Field(2, gt=0, description="blocks of the temporal module (mean/attention: unused)")
+    heads: int = Field(4, gt=0)
+    r: int = Field(0, ge=0, description="ToMe tokens merged per layer (temporal=tome)")
+    patch: int = Field(8, gt=0, description="patch size (encoder=patch)")
+    grid: int = Field(4, gt=0, description="grid x grid tokens per frame (encoder=cnn)")
+
+
+class TemporalLocalizerConfig(NamedBase):
+    encoder: Literal["patch", "cnn"] = "cnn"
+    dim: int = Field(64, gt=0)
+    depth: int = Field(2, gt=0, description="transformer blocks over time")
+    heads: int = Field(4, gt=0)
+    kernel: int = Field(3, gt=0, description="temporal conv width of the head")
+    patch: int = Field(8, gt=0)
+    grid: int = Field(4, gt=0)
+
+
+@register("model", "video_classifier", schema=VideoClassifierConfig)
+def build_video_classifier_model(
+    cfg: VideoClassifierConfig, *, num_classes: int, image_size: int, channels: int, max_frames: int
+) -> VideoClassifier:
+    """Video classifier: per-frame encoder + temporal module (mean/attention/divided/factorised/tome)."""
+    return build_video_classifier(
+        num_classes, cfg.temporal, cfg.encoder, cfg.dim, cfg.depth, cfg.heads, cfg.r, image_size,
+        cfg.patch, channels, max_frames, cfg.grid,
+    )
+
+
+@register("model", "temporal_localizer", schema=TemporalLocalizerConfig)
+def build_temporal_localizer_model(
+    cfg: TemporalLocalizerConfig, *, num_classes: int, image_size: int, channels: int,
+    max_frames: int,
+) -> TemporalLocalizer:
+    """Temporal action localiser: frame encoder + transformer over time + class/offset head."""
+    return build_temporal_localizer(
+        num_classes, cfg.encoder, cfg.dim, cfg.depth, cfg.heads, cfg.kernel, image_size,
+        cfg.patch, channels, max_frames, cfg.grid,
+    )

@@ -1,14 +1,15 @@
-"""The training loop: steps, precision, clipping, schedule, non-finite guard, logging, evaluation
-and checkpoint hooks. It knows nothing about modalities: a task supplies ``step_fn(batch) ->
-(loss, logs)``; everything else is plain PyTorch.
+"""The training loop: steps, precision, accumulation, clipping, schedule, non-finite guard,
+logging, evaluation and checkpoint hooks. It knows nothing about modalities or processes: a task
+supplies ``step_fn(batch) -> (loss, logs)`` (or a ``grad_fn`` that also runs the backward pass,
+e.g. GradCache); the runner supplies hooks for gradient sync across processes, stage changes,
+evaluation and checkpoints.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import torch
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from modalab.train.optim import grad_norm, lr_multiplier, set_lr
+from modalab.train.precision import autocast  # noqa: F401 - re-exported (older imports)
 
 
 class TrainingError(RuntimeError):
@@ -38,12 +40,25 @@ class LoopConfig:
     start_step: int = 0
 
 
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast context for ``fp32`` (none), ``bf16`` or ``fp16``."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return torch.autocast(device_type=device.type, dtype=dtype)
+@dataclass
+class LoopState:
+    """What the loop carries across steps (and across a resume, through the checkpoint)."""
+
+    skipped: int = 0
+    bad_run: int = 0
+    window: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"skipped": self.skipped, "bad_run": self.bad_run, "window": list(self.window)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LoopState":
+        return cls(int(d.get("skipped", 0)), int(d.get("bad_run", 0)), list(d.get("window", [])))
+
+
+def _batch_ids(batch: Any, k: int = 8) -> list[str]:
+    ids = getattr(batch, "ids", None)
+    return [str(i) for i in ids[:k]] if isinstance(ids, (list, tuple)) else []
 
 
 def fit(
@@ -58,49 +73,81 @@ def fit(
     checkpoint: Callable[[int], None] | None = None,
     after_step: Callable[[int], dict[str, float]] | None = None,
     batch_size: Callable[[Any], int] = len,
+    grad_fn: Callable[[Any, Callable[[Tensor], None]], tuple[Tensor, dict[str, float]]] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    sync_grads: Callable[[list[nn.Parameter]], None] | None = None,
+    reduce: Callable[[list[float]], list[float]] | None = None,
+    before_step: Callable[[int], torch.optim.Optimizer | None] | None = None,
+    state: LoopState | None = None,
+    samples_per_batch: int = 1,
 ) -> dict[str, Any]:
     """Run optimizer steps ``cfg.start_step .. cfg.steps - 1``.
 
-    ``after_step(step)`` runs after each optimizer step (e.g. clamp the logit scale) and may
-    return values to log. Returns a summary: steps done, skipped (non-finite) steps, seconds.
+    - ``grad_fn(batch, backward)`` computes the loss *and* its gradients (calling ``backward`` on
+      each scalar it back-propagates); without it the loop does ``backward(step_fn(batch)[0])``
+      under autocast.
+    - ``sync_grads(params)`` averages gradients over processes; ``reduce(values)`` averages a few
+      scalars (the loss) so every process takes the same skip decision and logs the global loss.
+    - ``before_step(step)`` may return a new optimizer (a stage boundary).
+    - ``after_step(step)`` runs after each optimizer step and may return values to log.
+    - ``state`` carries the skip counters and the loss window across a resume.
+    Returns a summary: steps done, skipped (non-finite) steps, seconds.
     """
     device = next(model.parameters()).device
-    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" and device.type == "cuda" else None
-    params = [p for p in model.parameters() if p.requires_grad]
-    bar = tqdm(
-        total=cfg.steps, initial=cfg.start_step, disable=not cfg.progress, desc="train", unit="step"
-    )
-    window: list[float] = []
-    seen, skipped, bad_run = 0, 0, 0
+    if scaler is None and cfg.precision == "fp16" and device.type == "cuda":
+        scaler = torch.amp.GradScaler("cuda")
+    st = state or LoopState()
+    bar = tqdm(total=cfg.steps, initial=cfg.start_step, disable=not cfg.progress, desc="train", unit="step")
+    seen = 0
     t_start = t_window = time.perf_counter()
+
+    def backward(t: Tensor) -> None:
+        (scaler.scale(t) if scaler else t).backward()
+
+    def default_grad_fn(batch: Any, bw: Callable[[Tensor], None]) -> tuple[Tensor, dict[str, float]]:
+        with autocast(cfg.precision, device):
+            loss, logs = step_fn(batch)
+        bw(loss)
+        return loss, logs
+
+    compute = grad_fn or default_grad_fn
     model.train()
     for step in range(cfg.start_step, cfg.steps):
+        if before_step is not None:
+            optimizer = before_step(step) or optimizer
+        params = [p for p in model.parameters() if p.requires_grad]
         batch = next(batches)
         mult = lr_multiplier(step, cfg.steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
         set_lr(optimizer, mult)
         optimizer.zero_grad(set_to_none=True)
-        with autocast(cfg.precision, device):
-            loss, logs = step_fn(batch)
-        (scaler.scale(loss) if scaler else loss).backward()
+        loss, logs = compute(batch, backward)
+        if sync_grads is not None:
+            sync_grads(params)
         if scaler:
             scaler.unscale_(optimizer)
         gnorm = grad_norm(params)
-        if not (math.isfinite(loss.item()) and math.isfinite(gnorm)):
-            skipped += 1
-            bad_run += 1
-            log({"step": step, "event": "non_finite", "loss": loss.item(), "grad_norm": gnorm})
+        loss_value = float(loss.detach().float())
+        if reduce is not None:
+            loss_value, finite = reduce([loss_value, float(math.isfinite(loss_value))])
+            loss_value = loss_value if finite == 1.0 else float("nan")
+        if not (math.isfinite(loss_value) and math.isfinite(gnorm)):
+            st.skipped += 1
+            st.bad_run += 1
+            log({"step": step, "event": "non_finite", "loss": loss_value, "grad_norm": gnorm,
+                 "batch_ids": _batch_ids(batch)})
             optimizer.zero_grad(set_to_none=True)
             if scaler:
                 scaler.update()
-            if bad_run >= cfg.max_bad_steps:
+            if st.bad_run >= cfg.max_bad_steps:
                 raise TrainingError(
-                    f"{bad_run} consecutive steps had a non-finite loss or gradient (last at step "
+                    f"{st.bad_run} consecutive steps had a non-finite loss or gradient (last at step "
                     f"{step}). Likely causes: a temperature too low (logit scale too high), a "
                     f"learning rate too high, or fp16 overflow; try a lower optim.lr, "
                     f"train.precision=bf16/fp32, or a larger tau"
                 )
+            bar.update(1)
             continue
-        bad_run = 0
+        st.bad_run = 0
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         if scaler:
@@ -109,14 +156,14 @@ def fit(
         else:
             optimizer.step()
         extra = after_step(step) if after_step else {}
-        window.append(loss.item())
-        seen += batch_size(batch)
+        st.window.append(loss_value)
+        seen += batch_size(batch) * samples_per_batch
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             now = time.perf_counter()
             rec = {
                 "step": done,
-                "loss": sum(window) / len(window),
+                "loss": sum(st.window) / len(st.window),
                 "lr": optimizer.param_groups[0]["lr"],
                 "grad_norm": gnorm,
                 "samples_per_s": seen / max(now - t_window, 1e-9),
@@ -130,7 +177,7 @@ def fit(
                 **({"scale": f"{extra['logit_scale']:.1f}"} if "logit_scale" in extra else {}),
                 sps=f"{rec['samples_per_s']:.0f}",
             )
-            window, seen, t_window = [], 0, now
+            st.window, seen, t_window = [], 0, now
         if evaluate and cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
             log({"step": done, **evaluate(done)})
             model.train()
@@ -138,7 +185,7 @@ def fit(
             checkpoint(done)
         bar.update(1)
     bar.close()
-    return {"steps": cfg.steps, "skipped_steps": skipped, "train_seconds": time.perf_counter() - t_start}
+    return {"steps": cfg.steps, "skipped_steps": st.skipped, "train_seconds": time.perf_counter() - t_start}
 
 
 def infinite(loader: Any) -> Iterator[Any]:

@@ -114,6 +114,23 @@ class ToMeEncoder(nn.Module):
         return (x * size).sum(1) / size.sum(1)
 
 
+def set_merge_r(module: nn.Module, r: int) -> int:
+    """Set r on every ToMeBlock inside ``module`` (ToMe applies to a trained model off the
+    shelf); returns how many blocks were changed."""
+    blocks = [m for m in module.modules() if isinstance(m, ToMeBlock)]
+    for blk in blocks:
+        blk.r = r
+    return len(blocks)
+
+
+def tokens_after_merging(length: int, r: int, depth: int, protect_first: bool = False) -> int:
+    """Token count after ``depth`` ToMe blocks each merging up to r (clamped as in
+    ``bipartite_soft_matching``)."""
+    for _ in range(depth):
+        length -= max(0, min(r, (length - int(protect_first)) - length // 2))
+    return length
+
+
 class StreamingMemory:
     """Fixed-capacity bank of frame features for a stream; merges similar neighbours when full.
 

@@ -18,6 +18,9 @@ The registered source ``moving_digits`` writes clips once into ``cache_dir`` (al
 seed 0, so every run shares the files), splits them by the run seed, and yields samples whose
 ``image`` is the sampled video (T, 3, S, S), normalised; ``sampling`` picks the frame strategy
 (training draws fresh TSN offsets each time; evaluation is deterministic).
+``moving_digits_long`` writes equal-length long videos the same way and yields the whole video
+(every ``frame_stride``-th frame) with ``meta["segments"]`` (seconds) for localisation.
+``keep_decoded`` decodes each file once and keeps its frames in memory (the files are tiny).
 """
 
 from __future__ import annotations
@@ -159,13 +162,21 @@ def make_long_videos(
     out_dir: str | Path, num_videos: int, num_segments: tuple[int, int] = (2, 4),
     action_len: tuple[int, int] = (12, 24), gap_len: tuple[int, int] = (4, 16),
     size: int = 64, fps: int = 8, seed: int = 0, codec: str = "libx264", suffix: str = ".mp4",
+    total_frames: int | None = None,
 ) -> list[dict]:
     """Videos of idle gaps and action segments: gap, action, gap, action, ..., gap.
 
     Segment lengths are drawn uniformly from the inclusive ranges ``action_len`` / ``gap_len``
     (frames); the number of actions from ``num_segments``. During a gap the digit holds the last
-    pose (or a neutral one at the start).
+    pose (or a neutral one at the start). With ``total_frames`` every video has exactly that many
+    frames: actions that would not fit (with a final gap of at least ``gap_len[0]``) are dropped
+    and the final gap fills the rest.
     """
+    if total_frames is not None and total_frames < 2 * gap_len[0] + action_len[1]:
+        raise ValueError(
+            f"make_long_videos: total_frames={total_frames} cannot hold one action of up to "
+            f"{action_len[1]} frames between gaps of {gap_len[0]}; raise total_frames"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -177,10 +188,14 @@ def make_long_videos(
         t = 0
         for _ in range(int(rng.integers(num_segments[0], num_segments[1] + 1))):
             gap = int(rng.integers(gap_len[0], gap_len[1] + 1))
-            states.append(np.repeat(still, gap, axis=0))
-            t += gap
             y = int(rng.integers(len(ACTIONS)))
             n = int(rng.integers(action_len[0], action_len[1] + 1))
+            if total_frames is not None and t + gap + n + gap_len[0] > total_frames:
+                if segments:
+                    break
+                gap = total_frames - n - gap_len[0]  # the first action always fits
+            states.append(np.repeat(still, gap, axis=0))
+            t += gap
             traj = _trajectory(ACTIONS[y], n, size, rng)
             states.append(traj)
             segments.append({"label": y, "action": ACTIONS[y], "start": t / fps,
@@ -189,6 +204,8 @@ def make_long_videos(
             still = traj[-1:].copy()
             still[:, 4] = 1.0
         gap = int(rng.integers(gap_len[0], gap_len[1] + 1))
+        if total_frames is not None:
+            gap = total_frames - t
         states.append(np.repeat(still, gap, axis=0))
         traj = np.concatenate(states)  # (T, 5)
         frames = np.stack([_render(glyph, bg, color, *st) for st in traj])
@@ -199,7 +216,7 @@ def make_long_videos(
     return rows
 
 
-# --------------------------------------------------------------------- registered data source
+# -------------------------------------------------------------------- registered data sources
 
 
 class MovingDigitsConfig(DataBase):
@@ -212,9 +229,33 @@ class MovingDigitsConfig(DataBase):
     sampling: Literal["uniform", "tsn", "motion_adaptive", "fps"] = "tsn"
     sample_rate: float = Field(4.0, gt=0, description="frames per second for sampling='fps'")
     test_fraction: float = Field(0.25, gt=0, lt=1)
+    keep_decoded: bool = Field(
+        False, description="decode each file fully once and keep the frames in memory "
+        "(tiny clips: the run measures sampling and modelling, not decoding)",
+    )
 
 
-def _sample_indices(cfg: MovingDigitsConfig, path: str, train: bool, seed: int) -> np.ndarray:
+class _Frames:
+    """Reads frames of a file: sparse seek-decoding, or from an in-memory full decode."""
+
+    def __init__(self, keep_decoded: bool) -> None:
+        self.keep = keep_decoded
+        self._cache: dict[str, np.ndarray] = {}
+
+    def all(self, path: str) -> np.ndarray:
+        if not self.keep:
+            return read_all(path)
+        if path not in self._cache:
+            self._cache[path] = read_all(path)  # (T, S, S, 3) uint8
+        return self._cache[path]
+
+    def read(self, path: str, idx: np.ndarray) -> np.ndarray:
+        return self.all(path)[idx] if self.keep else read_frames(path, idx)
+
+
+def _sample_indices(
+    cfg: MovingDigitsConfig, path: str, train: bool, seed: int, frames: _Frames
+) -> np.ndarray:
     if cfg.sampling == "uniform":
         return sampling.uniform(cfg.num_frames, cfg.frames_per_clip).indices
     if cfg.sampling == "tsn":
@@ -222,7 +263,21 @@ def _sample_indices(cfg: MovingDigitsConfig, path: str, train: bool, seed: int) 
     if cfg.sampling == "fps":
         idx = sampling.fps(cfg.num_frames, cfg.fps, cfg.sample_rate).indices
         return idx[sampling.uniform(len(idx), cfg.frames_per_clip).indices]
-    return sampling.motion_adaptive(read_all(path), cfg.frames_per_clip).indices
+    return sampling.motion_adaptive(frames.all(path), cfg.frames_per_clip).indices
+
+
+def _to_video(frames: np.ndarray) -> "torch.Tensor":
+    """(T, S, S, 3) uint8 -> normalised (T, 3, S, S) float."""
+    import torch
+
+    from modalab.data.transforms import normalize
+
+    x = torch.from_numpy(np.ascontiguousarray(frames))
+    return normalize(x.permute(0, 3, 1, 2).float() / 255.0)  # (T, 3, S, S)
+
+
+def _read_manifest(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @register("source", "moving_digits", schema=MovingDigitsConfig)
@@ -232,25 +287,24 @@ def build_moving_digits(cfg: MovingDigitsConfig, *, seed: int) -> DataSplits:
 
     from modalab.data.dataset import DataSplits, SampleDataset, stratified_split
     from modalab.data.sample import Sample
-    from modalab.data.transforms import normalize
 
     out = Path(cfg.cache_dir) / f"clips_n{cfg.num_clips}_t{cfg.num_frames}_s{cfg.size}_f{cfg.fps}"
     manifest = out / "clips.jsonl"
     if manifest.is_file():
-        rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+        rows = _read_manifest(manifest)
     else:
         rows = make_clips(out, cfg.num_clips, cfg.num_frames, cfg.size, cfg.fps, seed=0)
     labels = [r["label"] for r in rows]
     train_idx, test_idx = stratified_split(labels, len(rows), cfg.test_fraction, seed)
+    frames = _Frames(cfg.keep_decoded)
 
     def make(split: list[int], train: bool) -> Callable[[int], Sample]:
         def load(i: int) -> Sample:
             row = rows[split[i]]
             # training offsets come from torch's RNG (seeded per run / worker), like digits.py
             s = int(torch.randint(2**31 - 1, ())) if train else split[i]
-            idx = _sample_indices(cfg, row["path"], train, s)
-            frames = torch.from_numpy(read_frames(row["path"], idx))  # (T, S, S, 3) uint8
-            video = normalize(frames.permute(0, 3, 1, 2).float() / 255.0)  # (T, 3, S, S)
+            idx = _sample_indices(cfg, row["path"], train, s, frames)
+            video = _to_video(frames.read(row["path"], idx))  # (T, 3, S, S)
             return Sample(id=row["path"], image=video, text=PHRASES[row["label"]],
                           label=row["label"], meta={"frames": idx.tolist()})
         return load
@@ -258,6 +312,60 @@ def build_moving_digits(cfg: MovingDigitsConfig, *, seed: int) -> DataSplits:
     return DataSplits(
         train=SampleDataset(len(train_idx), make(train_idx, True)),
         test=SampleDataset(len(test_idx), make(test_idx, False)),
+        classnames=list(ACTIONS),
+        texts=list(PHRASES),
+        image_size=cfg.size,
+        channels=3,
+    )
+
+
+class MovingDigitsLongConfig(DataBase):
+    cache_dir: str = "runs/cache/moving_digits"
+    num_videos: int = Field(96, gt=1)
+    total_frames: int = Field(96, gt=0, description="frames per video (all videos equal)")
+    num_segments: tuple[int, int] = (2, 4)
+    action_len: tuple[int, int] = (12, 24)
+    gap_len: tuple[int, int] = (4, 12)
+    size: int = Field(32, ge=16, description="canvas height = width (even)")
+    fps: int = Field(8, gt=0)
+    frame_stride: int = Field(1, gt=0, description="model time step = every k-th frame")
+    test_fraction: float = Field(0.25, gt=0, lt=1)
+    keep_decoded: bool = True
+
+
+@register("source", "moving_digits_long", schema=MovingDigitsLongConfig)
+def build_moving_digits_long(cfg: MovingDigitsLongConfig, *, seed: int) -> DataSplits:
+    """Long moving-digit videos with several action segments; Sample.meta['segments'] in seconds."""
+    from modalab.data.dataset import DataSplits, SampleDataset, stratified_split
+    from modalab.data.sample import Sample
+
+    key = (f"long_n{cfg.num_videos}_t{cfg.total_frames}_s{cfg.size}_f{cfg.fps}_k"
+           f"{cfg.num_segments[0]}-{cfg.num_segments[1]}_a{cfg.action_len[0]}-{cfg.action_len[1]}"
+           f"_g{cfg.gap_len[0]}-{cfg.gap_len[1]}")
+    out = Path(cfg.cache_dir) / key
+    manifest = out / "long_videos.jsonl"
+    if manifest.is_file():
+        rows = _read_manifest(manifest)
+    else:
+        rows = make_long_videos(out, cfg.num_videos, cfg.num_segments, cfg.action_len,
+                                cfg.gap_len, cfg.size, cfg.fps, seed=0,
+                                total_frames=cfg.total_frames)
+    train_idx, test_idx = stratified_split(None, len(rows), cfg.test_fraction, seed)
+    frames = _Frames(cfg.keep_decoded)
+    idx = np.arange(0, cfg.total_frames, cfg.frame_stride)
+
+    def make(split: list[int]) -> Callable[[int], Sample]:
+        def load(i: int) -> Sample:
+            row = rows[split[i]]
+            video = _to_video(frames.read(row["path"], idx))  # (T', 3, S, S)
+            return Sample(id=row["path"], image=video, label=None, meta={
+                "segments": row["segments"], "seconds_per_step": cfg.frame_stride / cfg.fps,
+            })
+        return load
+
+    return DataSplits(
+        train=SampleDataset(len(train_idx), make(train_idx)),
+        test=SampleDataset(len(test_idx), make(test_idx)),
         classnames=list(ACTIONS),
         texts=list(PHRASES),
         image_size=cfg.size,

@@ -1,0 +1,367 @@
+"""The captioning task: image encoder -> connector -> language decoder, trained in stages.
+
+It reads top to bottom:
+
+1. data: a registered image source with captions (digits: "a handwritten seven", ...);
+2. encoder: ``model.encoder.checkpoint`` (a two_tower run directory) or, when none is given, a
+   digits CLIP image tower trained here by a nested contrastive run and cached under
+   ``model.encoder.cache_dir`` (default ``<run.out_dir>/cache``), so the recipe runs standalone;
+3. decoder: a small causal LM, first trained on the captions alone (the "pretrained LLM" of the
+   chapter at toy scale, also cached), then wrapped by ``models/captioner.py``;
+4. stages: ``model.stages`` lists from which step which parameter patterns learn ("connector only",
+   then "connector + decoder + encoder"); per-module learning rates come from
+   ``optim.param_groups``. Parameters matched by no stage never enter the optimizer. The current
+   stage and each module's effective learning rate are logged to metrics.jsonl;
+5. evaluation: greedy (or beam) captions of the held-out images; ``caption_digit_accuracy`` is
+   the share whose caption names the right class (its class name or its index as a numeral) and
+   no other class.
+
+The stage switch lives here (``requires_grad`` toggled before each step; AdamW skips parameters
+without gradients) until the engine provides ``train.stages``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from modalab import registry
+from modalab.config import EvalBase, NamedBase, Recipe
+from modalab.data.sample import Batch, collate
+from modalab.experiment.rundir import RunDir
+from modalab.models.captioner import CaptionerConfig, DecoderConfig, EncoderConfig, VitTokens
+from modalab.registry import register
+from modalab.text.decoder import TextDecoder
+from modalab.text.tokenizer import BOS, EOS, PAD, WordTokenizer, tokenizer_from_dict, words
+from modalab.train.optim import lr_multiplier
+
+
+class CaptionEval(EvalBase):
+    beam_size: int = Field(1, gt=0, description="1 = greedy decoding")
+    length_penalty: float = 0.0
+    num_examples: int = Field(12, ge=0, description="captions written to results.json")
+
+
+class NextTokenConfig(NamedBase):
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+class NextTokenLoss(nn.Module):
+    """Cross-entropy of logits (B, T, V) against targets (B, T), padding (id 0) ignored."""
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+            ignore_index=PAD, label_smoothing=self.label_smoothing,
+        )
+
+
+@register("loss", "next_token", schema=NextTokenConfig)
+def build_next_token(cfg: NextTokenConfig) -> NextTokenLoss:
+    """Next-token cross-entropy for captioning / language modelling (padding ignored)."""
+    return NextTokenLoss(cfg.label_smoothing)
+
+
+def class_mentions(text: str, classnames: list[str]) -> set[int]:
+    """Classes a caption names, by class name or by index written as a numeral."""
+    found = set()
+    for w in words(text):
+        if w in classnames:
+            found.add(classnames.index(w))
+        elif w.isdigit() and int(w) < len(classnames):
+            found.add(int(w))
+    return found
+
+
+def matches(patterns: list[str], name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+# pre-trained parts ------------------------------------------------------------------------
+def _key(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def encoder_recipe(enc: EncoderConfig, recipe: Recipe) -> dict[str, Any]:
+    """The contrastive recipe that trains the image tower on the captioner's own data and split."""
+    return {
+        "task": "contrastive",
+        "data": recipe.data.model_dump(mode="json"),
+        "model": {"name": "two_tower", "embed_dim": enc.embed_dim,
+                  "vision": enc.vision.model_dump(mode="json"), "text": enc.text.model_dump(mode="json")},
+        "loss": {"name": "info_nce"},
+        "optim": {"lr": enc.pretrain_lr, "weight_decay": 0.05, "warmup_steps": min(30, enc.pretrain_steps // 10)},
+        "train": {"steps": enc.pretrain_steps, "batch_size": enc.pretrain_batch_size, "log_every": 10},
+        "run": {"name": "encoder", "seed": recipe.run.seed},
+    }
+
+
+def prepare_encoder(enc: EncoderConfig, recipe: Recipe, cache: Path, run: RunDir) -> Path:
+    """Run directory of the image encoder: ``enc.checkpoint``, a cached run, or a new one."""
+    if enc.checkpoint is not None:
+        path = Path(enc.checkpoint)
+        if not (path / "config.yaml").is_file():
+            raise FileNotFoundError(
+                f"model.encoder.checkpoint={enc.checkpoint!r}: no config.yaml there; give the run "
+                "directory of a two_tower run (e.g. runs/clip_digits-...)"
+            )
+        return path
+    from modalab.config import from_dict
+    from modalab.experiment.runner import run as run_recipe
+
+    raw = encoder_recipe(enc, recipe)
+    out = cache / f"clip-{_key(raw)}"
+    if (out / "results.json").is_file():
+        run.log({"event": "encoder", "source": "cache", "path": str(out)})
+        return out
+    raw["train"]["num_threads"] = recipe.train.num_threads
+    raw["run"]["progress"] = recipe.run.progress
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    run.log({"event": "encoder", "source": "training", "path": str(out), "steps": enc.pretrain_steps})
+    run_recipe(from_dict(raw), tmp)
+    os.replace(tmp, out)
+    return out
+
+
+def load_image_tower(run_dir: Path, image_size: int, channels: int) -> nn.Module:
+    """The ViT of a two_tower run's latest checkpoint (safetensors), patch dropout off."""
+    from safetensors.torch import load_file
+
+    from modalab.config import load
+
+    cfg = load(run_dir / "config.yaml")
+    if cfg.model.name != "two_tower":
+        raise ValueError(f"{run_dir}/config.yaml: model.name is {cfg.model.name!r}, expected 'two_tower'")
+    got = (getattr(cfg.data, "image_size", None), getattr(cfg.data, "channels", None))
+    if got != (image_size, channels):
+        raise ValueError(
+            f"{run_dir}: the encoder was trained on (image_size, channels)={got} but the captioner's "
+            f"data gives {(image_size, channels)}; set data.image_size / data.channels to match"
+        )
+    ckpts = sorted(run_dir.glob("checkpoints/step_*/model.safetensors"))
+    if not ckpts:
+        raise FileNotFoundError(f"{run_dir}: no checkpoints/step_*/model.safetensors")
+    state_file = ckpts[-1].parent / "trainer_state.json"
+    vocab = tokenizer_from_dict(json.loads(state_file.read_text())["tokenizer"]).vocab_size
+    tower = registry.build("model", "two_tower", cfg.model, image_size=image_size, in_channels=channels,
+                           vocab_size=vocab)
+    tower.load_state_dict(load_file(str(ckpts[-1])))
+    vit = tower.image_encoder
+    vit.patch_dropout = None
+    return vit
+
+
+def pretrain_language_model(
+    decoder: TextDecoder, tokenizer: WordTokenizer, texts: list[str], d: DecoderConfig, seed: int,
+    cache: Path, run: RunDir,
+) -> dict[str, Any]:
+    """Train ``decoder`` as a language model of ``texts`` (cached by configuration)."""
+    from safetensors.torch import load_file, save_file
+
+    key = _key({"decoder": d.model_dump(mode="json"), "vocab": tokenizer.vocab, "texts": texts, "seed": seed})
+    path = cache / f"lm-{key}.safetensors"
+    if path.is_file():
+        decoder.load_state_dict(load_file(str(path)))
+        run.log({"event": "decoder_lm", "source": "cache", "path": str(path)})
+        return {"path": str(path)}
+    g = torch.Generator().manual_seed(seed)
+    tokens = tokenizer(texts)  # (N, L)
+    opt = torch.optim.AdamW(decoder.parameters(), lr=d.pretrain_lr, weight_decay=0.01)
+    decoder.train()
+    for step in range(d.pretrain_steps):
+        idx = torch.randint(len(texts), (d.pretrain_batch_size,), generator=g)
+        inp, tgt = tokens[idx, :-1], tokens[idx, 1:]  # (B, L-1)
+        logits = decoder(inp, attention_mask=inp != PAD)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=PAD)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    run.log({"event": "decoder_lm", "source": "training", "steps": d.pretrain_steps, "loss": float(loss)})
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    save_file({k: v.contiguous() for k, v in decoder.state_dict().items()}, str(tmp))
+    os.replace(tmp, path)
+    return {"path": str(path), "final_loss": float(loss)}
+
+
+class CaptionTask:
+    """Encoder -> connector -> decoder captioning with staged training."""
+
+    def __init__(self, recipe: Recipe, run: RunDir) -> None:
+        self.recipe, self.run = recipe, run
+        self.eval_cfg: CaptionEval = recipe.eval  # type: ignore[assignment]
+        cfg: CaptionerConfig = recipe.model  # type: ignore[assignment]
+        self.cfg = cfg
+        # data
+        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.run.seed)
+        if not self.data.classnames:
+            raise ValueError(f"task caption: data source '{recipe.data.source}' has no class names to score")
+        self.tokenizer = WordTokenizer.build(self.data.texts, cfg.decoder.context_length)
+        # encoder: given, cached, or trained now
+        cache = Path(cfg.encoder.cache_dir or Path(recipe.run.out_dir) / "cache")
+        self.encoder_dir = prepare_encoder(cfg.encoder, recipe, cache, run)
+        vit = load_image_tower(self.encoder_dir, self.data.image_size, self.data.channels)
+        torch.manual_seed(recipe.run.seed)  # same state whether the encoder was cached or trained
+        # decoder: a language model of the captions first (cached), then the captioner around it
+        d = cfg.decoder
+        decoder = TextDecoder(self.tokenizer.vocab_size, d.dim, d.depth, d.heads, d.max_len, d.mlp_ratio, d.dropout)
+        if d.pretrain_steps:
+            self.lm_info = pretrain_language_model(
+                decoder, self.tokenizer, self.data.texts, d, recipe.run.seed, cache, run
+            )
+        encoder = VitTokens(vit)
+        self.model = registry.build(
+            "model", cfg.name, cfg, encoder=encoder, encoder_dim=encoder.width,
+            vocab_size=self.tokenizer.vocab_size, decoder=decoder,
+        )
+        self.objective = registry.build("loss", recipe.loss.name, recipe.loss)
+        self._setup_stages()
+
+    # stages -------------------------------------------------------------------------------
+    def _setup_stages(self) -> None:
+        """Parameters no stage trains are frozen for good (and stay out of the optimizer)."""
+        self.stages = self.cfg.stages
+        names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        every = [p for s in self.stages for p in s.trainable]
+        for n, p in self.model.named_parameters():
+            if not matches(every, n):
+                p.requires_grad_(False)
+        self.learnable = {n for n in names if matches(every, n)}
+        if not self.learnable:
+            raise ValueError(
+                f"model.stages: the patterns {every} match no trainable parameter; names look like "
+                f"{', '.join(names[:6])}"
+            )
+        self.unmatched = sorted({p for p in every if not any(fnmatch.fnmatchcase(n, p) for n in names)})
+        self.stage_params = {
+            s.name: sum(p.numel() for n, p in self.model.named_parameters()
+                        if n in self.learnable and matches(s.trainable, n))
+            for s in self.stages
+        }
+        self.stage_index, self.next_step = -1, 0
+
+    def _apply_stage(self, step: int) -> None:
+        idx = max(i for i, s in enumerate(self.stages) if s.start <= step)
+        if idx == self.stage_index:
+            return
+        self.stage_index = idx
+        stage = self.stages[idx]
+        for n, p in self.model.named_parameters():
+            if n in self.learnable:
+                p.requires_grad_(matches(stage.trainable, n))
+                if not p.requires_grad:
+                    p.grad = None
+        self.run.log({"step": step, "event": "stage", "stage": stage.name, "stage_index": idx,
+                      "trainable_params": self.stage_params[stage.name]})
+
+    def module_lrs(self, step: int) -> dict[str, float]:
+        """Effective learning rate of each top-level module at ``step`` (0 while it is frozen)."""
+        o = self.recipe.optim
+        mult = lr_multiplier(step, self.recipe.train.steps, o.warmup_steps, o.schedule, o.min_lr_ratio)
+        out = {}
+        for module in ("encoder", "connector", "decoder"):
+            live = [n for n, p in self.model.named_parameters() if n.startswith(module + ".") and p.requires_grad]
+            lr = 0.0
+            if live:
+                rule = next((g for g in o.param_groups if fnmatch.fnmatchcase(live[0], g.pattern)), None)
+                lr = (rule.lr if rule is not None and rule.lr is not None else o.lr) * mult
+            out[f"lr/{module}"] = lr
+        return out
+
+    # data ---------------------------------------------------------------------------------
+    def collate(self, samples: list) -> Batch:
+        return collate(samples, self.tokenizer)
+
+    def train_loader(self) -> DataLoader:
+        if len(self.data.train) < self.recipe.train.batch_size:
+            raise ValueError(
+                f"train.batch_size={self.recipe.train.batch_size} exceeds the {len(self.data.train)} "
+                "training samples; lower train.batch_size"
+            )
+        return DataLoader(self.data.train, batch_size=self.recipe.train.batch_size, shuffle=True,
+                          drop_last=True, collate_fn=self.collate, num_workers=self.recipe.data.num_workers)
+
+    # training -----------------------------------------------------------------------------
+    def loss(self, batch: Batch) -> Tensor:
+        tokens = batch.tokens  # (B, L): <bos> words <eos> <pad>...
+        inp, tgt = tokens[:, :-1], tokens[:, 1:]  # (B, L-1) each
+        return self.objective(self.model(batch.images, inp, inp != PAD), tgt)
+
+    def step(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        self._apply_stage(self.next_step)
+        return self.loss(batch), {}
+
+    def after_step(self, step: int) -> dict[str, float]:
+        self.next_step = step + 1
+        return {"stage": float(self.stage_index), **self.module_lrs(step)}
+
+    # evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, final: bool = True) -> dict[str, Any]:
+        self.model.eval()
+        loader = DataLoader(self.data.test, batch_size=self.eval_cfg.batch_size, collate_fn=self.collate)
+        names = list(self.data.classnames or [])
+        correct, total, nll, examples = 0, 0, 0.0, []
+        for b in loader:
+            nll += float(self.loss(b)) * len(b)
+            prompt = torch.full((len(b), 1), BOS, dtype=torch.long)
+            out = self.model.generate(
+                b.images, prompt, self.cfg.decoder.context_length - 1, eos_id=EOS, pad_id=PAD,
+                beam_size=self.eval_cfg.beam_size, length_penalty=self.eval_cfg.length_penalty,
+            )
+            for row, y in zip(out.tolist(), b.labels.tolist()):
+                text = self.tokenizer.decode([t for t in row if t != EOS])
+                correct += class_mentions(text, names) == {y}
+                if len(examples) < self.eval_cfg.num_examples:
+                    examples.append({"label": names[y], "caption": text})
+            total += len(b)
+        self.model.train()
+        res: dict[str, Any] = {"caption_digit_accuracy": correct / total, "caption_loss": nll / total}
+        if final:
+            res["caption_examples"] = examples
+            self.run.write_artifact("captions", examples)
+        return res
+
+    def counts(self) -> dict[str, Any]:
+        enc_res = self.encoder_dir / "results.json"
+        zs = None
+        if enc_res.is_file():
+            zs = json.loads(enc_res.read_text()).get("zeroshot_top1")
+        return {
+            "num_train": len(self.data.train),
+            "num_test": len(self.data.test),
+            "num_params": sum(p.numel() for p in self.model.parameters()),
+            "trainable_params": sum(p.numel() for n, p in self.model.named_parameters() if n in self.learnable),
+            "trainable_params_by_stage": self.stage_params,
+            "stage_patterns_matching_nothing": self.unmatched,
+            "encoder_run": str(self.encoder_dir),
+            "encoder_zeroshot_top1": zs,
+        }
+
+    def state(self) -> dict[str, Any]:
+        return {"tokenizer": self.tokenizer.to_dict(), "stage_index": self.stage_index}
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        return {}
+
+
+@register("task", "caption", schema=CaptionEval)
+def build_caption(recipe: Recipe, run: RunDir) -> CaptionTask:
+    """Caption images: encoder -> connector -> decoder, staged; scores the class named in each caption."""
+    return CaptionTask(recipe, run)

@@ -1,0 +1,162 @@
+"""Generate ``docs/chapter5.md`` from finished sweeps of ``recipes/chapter5/*.yaml``.
+
+    python -m modalab.experiment.chapter5 runs/chapter5/temperature runs/chapter5/batch_size ... \\
+        [--out docs/chapter5.md] [--metric zeroshot_top1]
+
+For each sweep: the claim (read from its recipe's header), our setting (grid, steps, seeds), the
+measured metric per arm (mean +/- 95% t-interval half-width over seeds), the verdict and a link to
+the sweep's report. The verdict compares the arms the chapter says should win (``CLAIMED`` below)
+with the others: *held* when the best claimed arm has the highest mean and every paired difference
+to it is significant; *held in direction, not significant* when it has the highest mean only;
+*not held here* otherwise. Nothing in the table is typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from modalab.experiment.report import write_sweep_report
+from modalab.experiment.stats import Comparison, compare
+from modalab.experiment.sweep import load_plan
+
+
+def _f(v: str) -> float:
+    try:
+        return float(v)
+    except ValueError:
+        return float("nan")
+
+
+# recipe stem -> which arms (by swept params) the chapter says should win
+CLAIMED: dict[str, Callable[[dict[str, str]], bool]] = {
+    "temperature": lambda p: 0.01 <= _f(p.get("loss.temperature", "nan")) <= 0.1,
+    "batch_size": lambda p: _f(p.get("train.batch_size", "nan")) >= 128,
+    "negative_mix": lambda p: _f(p.get("loss.negatives.hard_fraction", "nan")) == 0.2,
+    "curriculum": lambda p: "curriculum" in p.get("loss.negatives", ""),
+    "flip_ratio": lambda p: _f(p.get("model.vision.patch_dropout", "nan")) == 0.5,
+}
+
+
+def claim_text(recipe: Path) -> str:
+    """The ``# Claim ...`` paragraph of a recipe header, as one line."""
+    lines, on = [], False
+    for line in recipe.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# Claim"):
+            on = True
+        elif line.startswith("# Command") or not line.startswith("#"):
+            if on:
+                break
+        if on:
+            lines.append(line.lstrip("#").strip())
+    return " ".join(lines).removeprefix("Claim").strip(" :")
+
+
+def verdict(comp: Comparison, claimed: Callable[[dict[str, str]], bool] | None) -> str:
+    if claimed is None:
+        return "no verdict rule"
+    yes = [a for a in comp.arms if claimed(a.params)]
+    no = [a for a in comp.arms if not claimed(a.params)]
+    if not yes or not no:
+        return "no verdict (the sweep lacks a claimed or a contrasting arm)"
+    best = max(yes, key=lambda a: a.mean)
+    top_other = max(no, key=lambda a: a.mean)
+    if best.mean < top_other.mean:
+        d = _diff(comp, best.arm, top_other.arm)
+        sig = "significant" if d and d.significant else "not significant"
+        return f"**not held here**: {top_other.arm} beats {best.arm} ({sig})"
+    diffs = [_diff(comp, best.arm, o.arm) for o in no]
+    if all(d is not None and d.significant for d in diffs):
+        return f"**held** ({best.arm} best, every difference significant)"
+    n = min((d.n_pairs for d in diffs if d), default=0)
+    return f"held in direction ({best.arm} best), not significant at n={n} vs all"
+
+
+def _diff(comp: Comparison, a: str, b: str):  # type: ignore[no-untyped-def]
+    for d in comp.diffs:
+        if {d.a, d.b} == {a, b}:
+            return d
+    return None
+
+
+def setting(root: Path) -> str:
+    plan = load_plan(root)
+    snap = root / "recipe.yaml"
+    cfg = yaml.safe_load(snap.read_text()) if snap.is_file() else {}
+    tr = cfg.get("train", {})
+    grid = "; ".join(f"`{k}` in {{{', '.join(v)}}}" for k, v in plan.grid.items())
+    return (f"{grid}; {tr.get('steps', '?')} steps, batch {tr.get('batch_size', '?')}, "
+            f"{len(plan.seeds)} seeds")
+
+
+def measured(comp: Comparison) -> str:
+    parts = []
+    for a in comp.arms:
+        half = a.hi - a.mean if a.hi == a.hi else float("nan")
+        parts.append(f"{a.arm}: {a.mean:.3f} ± {half:.3f} (n={a.n})")
+    return "<br>".join(parts)
+
+
+def generate(sweeps: list[Path], out: Path, metric: str = "zeroshot_top1") -> str:
+    rows = []
+    details = []
+    for root in sweeps:
+        plan = load_plan(root)
+        comp = compare([root], metric)
+        report = write_sweep_report(root, metric)
+        link = os.path.relpath(report, out.parent)
+        stem = plan.recipe.stem
+        rows.append(
+            f"| {claim_text(plan.recipe)} | {setting(root)} | {measured(comp)} | "
+            f"{verdict(comp, CLAIMED.get(stem))} | [{root.name}]({link}) |"
+        )
+        diffs = "\n".join(
+            f"  - {d.b} − {d.a}: {d.diff:+.4f}, bootstrap 95% CI [{d.lo:+.4f}, {d.hi:+.4f}], "
+            f"p = {d.p_boot:.3f} (bootstrap) / {d.p_t:.3f} (paired t): "
+            f"{'significant' if d.significant else 'not significant'}"
+            for d in comp.diffs
+        )
+        details.append(f"- `{plan.recipe}` ({root}):\n{diffs}")
+    today = dt.date.today().isoformat()
+    cmd = "python -m modalab.experiment.chapter5 " + " ".join(str(s) for s in sweeps)
+    text = f"""# Chapter 5 claims, measured here
+
+Generated on {today} by `{cmd}` from the run directories of the sweeps (do not edit by hand;
+rerun the sweeps and this command). Metric: `{metric}` on the held-out 25% of scikit-learn's
+digits, mean ± 95% t-interval half-width over seeds; differences are paired by seed (bootstrap
+CI and paired t-test, see `docs/experiments.md`). Runs are small (one CPU thread each, measured
+while other jobs ran), so "not significant" usually means "3 seeds cannot tell", not "no effect".
+
+| claim (chapter 5) | our setting | measured {metric} | held here? | report |
+|---|---|---|---|---|
+{chr(10).join(rows)}
+
+## Pairwise differences
+
+{chr(10).join(details)}
+
+Each sweep: `modalab sweep recipes/chapter5/<name>.yaml --jobs 1 --out runs/chapter5/<name>`
+(the grid is in the recipe's `# sweep:` header line). Reports live in the sweep directories.
+"""
+    out.write_text(text, encoding="utf-8")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m modalab.experiment.chapter5", description=__doc__.split("\n")[0])
+    p.add_argument("sweeps", nargs="+", help="sweep directories")
+    p.add_argument("--out", default="docs/chapter5.md")
+    p.add_argument("--metric", default="zeroshot_top1")
+    a = p.parse_args(argv)
+    generate([Path(s) for s in a.sweeps], Path(a.out), a.metric)
+    print(a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""Subcommands of the experiment layer, added to ``modalab``'s parser by ``cli.py``:
+``sweep`` | ``compare`` | ``report`` | ``doctor``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import signal
+import sys
+from pathlib import Path
+
+from modalab.experiment.rundir import RunDir
+
+
+def _sweep_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="modalab sweep", add_help=False)
+    p.add_argument("--grid", action="append", default=[])
+    p.add_argument("--seeds", type=int)
+    p.add_argument("--seed-list")
+    p.add_argument("--jobs", type=int)
+    return p.parse_args(argv)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from modalab.experiment.sweep import SweepError, header_args, make_plan, parse_grid, run_sweep
+
+    try:
+        return _sweep(args, header_args, make_plan, parse_grid, run_sweep)
+    except SweepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _sweep(args, header_args, make_plan, parse_grid, run_sweep) -> int:  # type: ignore[no-untyped-def]
+    from modalab.config import load
+
+    recipe = Path(args.recipe)
+    if not recipe.is_file():
+        raise FileNotFoundError(f"recipe not found: {recipe}")
+    # the recipe's '# sweep: ...' header gives defaults; command-line values win
+    head = _sweep_args(header_args(recipe))
+    grid_specs = args.grid or head.grid
+    n_seeds = args.seeds or head.seeds or 3
+    seed_list = args.seed_list or head.seed_list
+    seeds = [int(s) for s in seed_list.split(",")] if seed_list else list(range(n_seeds))
+    jobs = args.jobs or head.jobs or 1
+    grid = parse_grid(grid_specs)
+    overrides = list(args.overrides)
+    for arm_over in [[]] + [[f"{k}={v[0]}"] for k, v in grid.items()]:
+        load(recipe, [*overrides, *arm_over])  # fail now on a bad key, not in every job
+    if args.out:
+        root = Path(args.out)
+    else:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        root = Path("runs") / "sweeps" / f"{recipe.stem}-{stamp}"
+    plan = make_plan(root, recipe, grid, seeds, overrides)
+    print(f"sweep {root}: {len(plan.arms)} arm(s) x {len(plan.seeds)} seed(s) = {len(plan.jobs)} runs, "
+          f"{jobs} at a time")
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    summary = run_sweep(plan, jobs=jobs, retry_failed=args.retry_failed, progress=not args.no_progress)
+    print(f"sweep {root}: {summary.line()}")
+    for label in summary.failed:
+        print(f"  failed: {label} (log: {root / 'logs' / label.replace('/', '-')}.log)")
+    return 1 if summary.failed else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from modalab.experiment.stats import compare, format_table, write_csv
+
+    table = compare([Path(p) for p in args.paths], args.metric, n_boot=args.bootstrap)
+    print(format_table(table))
+    if args.csv:
+        write_csv(table, Path(args.csv))
+        print(f"csv: {args.csv}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from modalab.experiment.report import write_report, write_sweep_report
+
+    path = Path(args.path)
+    if (path / "sweep.json").is_file():
+        print(write_sweep_report(path, args.metric))
+        return 0
+    if not (path / "run.json").is_file():
+        raise FileNotFoundError(f"{path} is neither a run directory (run.json) nor a sweep (sweep.json)")
+    print(write_report(RunDir(path)))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from modalab.experiment.doctor import diagnose, format_findings
+
+    path = Path(args.path)
+    if not (path / "run.json").is_file():
+        raise FileNotFoundError(f"{path} is not a run directory (no run.json)")
+    findings = diagnose(path)
+    print(format_findings(findings, path))
+    return 1 if any(f.severity == "error" for f in findings) else 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("sweep", help="run a recipe over a grid of overrides x seeds")
+    s.add_argument("recipe", help="path to a YAML recipe (its '# sweep:' header gives default arguments)")
+    s.add_argument("overrides", nargs="*", help="key.sub=value overrides applied to every arm")
+    s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="a swept key and its values; several --grid make a cartesian product")
+    s.add_argument("--seeds", type=int, help="number of seeds 0..N-1 (default 3)")
+    s.add_argument("--seed-list", help="explicit seeds, e.g. 0,1,2")
+    s.add_argument("--jobs", type=int, help="runs in parallel (bounded by the core count; default 1)")
+    s.add_argument("--out", help="sweep directory (default runs/sweeps/<recipe>-<timestamp>); reuse to resume")
+    s.add_argument("--retry-failed", action="store_true", help="rerun runs that failed before")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(fn=cmd_sweep)
+
+    c = sub.add_parser("compare", help="mean, std, 95%% CI per arm; paired bootstrap differences")
+    c.add_argument("paths", nargs="+", help="sweep directories or run directories")
+    c.add_argument("--metric", default="zeroshot_top1")
+    c.add_argument("--csv", help="also write the table as CSV here")
+    c.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples")
+    c.set_defaults(fn=cmd_compare)
+
+    r = sub.add_parser("report", help="(re)draw report.html of a run or a sweep directory")
+    r.add_argument("path", help="run directory or sweep directory")
+    r.add_argument("--metric", default="zeroshot_top1", help="headline metric of a sweep report")
+    r.set_defaults(fn=cmd_report)
+
+    d = sub.add_parser("doctor", help="check a run directory for the classic pitfalls")
+    d.add_argument("path", help="run directory")
+    d.set_defaults(fn=cmd_doctor)

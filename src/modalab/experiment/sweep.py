@@ -1,0 +1,334 @@
+"""``modalab sweep``: a grid of arms x seeds, each a normal run directory under one sweep directory.
+
+```
+<sweep>/
+  sweep.json                 recipe, grid, seeds, common overrides, arms, runs (the plan)
+  <arm>/seed<k>/             a normal ``modalab run`` directory (run.json, results.json, ...)
+  logs/<arm>-seed<k>.log     stdout/stderr of that run's process
+```
+
+Each run is its own ``python -m modalab run`` process (``OMP_NUM_THREADS=1``), so runs are
+isolated and a crash affects one run. Resuming is reading the run directories: a run whose
+``run.json`` says ``finished`` (and has ``results.json``) is never redone; one that ``failed`` is
+reported and rerun only with ``retry_failed``; one left ``running`` by an interrupted sweep, or
+never started, is (re)run from scratch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tqdm.auto import tqdm
+
+from modalab.experiment.rundir import now_iso
+from modalab.experiment.store import Store, store_path
+from modalab.train.checkpoint import atomic_write_text
+
+SWEEP_FILE = "sweep.json"
+HEADER_RE = re.compile(r"^#\s*sweep:\s*(.+)$")
+
+
+class SweepError(ValueError):
+    """A grid or sweep directory is invalid; the message says what was expected."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    overrides: tuple[str, ...]  # ``key=value`` texts, as for ``modalab run``
+    params: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Job:
+    arm: Arm
+    seed: int
+    path: Path  # the run directory
+
+    @property
+    def label(self) -> str:
+        return f"{self.arm.name}/seed{self.seed}"
+
+
+def split_values(text: str) -> list[str]:
+    """Split ``'a,b,[1,2],{x: 1, y: 2}'`` at top-level commas (commas in brackets stay)."""
+    out, depth, cur = [], 0, []
+    for ch in text:
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur).strip())
+    if any(v == "" for v in out) or depth != 0:
+        raise SweepError(f"bad grid values '{text}': expected comma-separated values, e.g. 0.01,0.03")
+    return out
+
+
+def parse_grid(specs: list[str]) -> dict[str, list[str]]:
+    """``['loss.temperature=0.01,0.03', 'train.batch_size=64,128']`` -> ordered {key: [values]}."""
+    grid: dict[str, list[str]] = {}
+    for spec in specs:
+        key, sep, raw = spec.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not p for p in key.split(".")):
+            raise SweepError(f"bad --grid '{spec}': expected key.sub=v1,v2 (e.g. loss.temperature=0.01,0.1)")
+        if key in grid:
+            raise SweepError(f"--grid key '{key}' given twice; list all its values in one --grid")
+        grid[key] = split_values(raw)
+    return grid
+
+
+def _slug(text: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_")
+    return s or "x"
+
+
+def expand_grid(grid: dict[str, list[str]]) -> list[Arm]:
+    """The cartesian product of ``grid`` as arms (first key varies slowest). No grid: one arm."""
+    if not grid:
+        return [Arm("base", (), {})]
+    keys = list(grid)
+    # short names (last dotted part) unless two keys share it
+    lasts = [k.split(".")[-1] for k in keys]
+    short = {k: (s if lasts.count(s) == 1 else k) for k, s in zip(keys, lasts)}
+    arms = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        name = "__".join(f"{_slug(short[k])}-{_slug(v)}" for k, v in zip(keys, values))
+        arms.append(Arm(name, tuple(f"{k}={v}" for k, v in zip(keys, values)), dict(zip(keys, values))))
+    if len({a.name for a in arms}) != len(arms):
+        raise SweepError(f"grid values give duplicate arm names: {[a.name for a in arms]}")
+    return arms
+
+
+def header_args(recipe: Path) -> list[str]:
+    """Default ``modalab sweep`` arguments from a ``# sweep: --grid ... --seeds 3`` header line."""
+    for line in recipe.read_text(encoding="utf-8").splitlines():
+        m = HEADER_RE.match(line.strip())
+        if m:
+            return shlex.split(m.group(1))
+        if line.strip() and not line.startswith("#"):
+            break
+    return []
+
+
+@dataclass
+class Plan:
+    root: Path
+    recipe: Path
+    grid: dict[str, list[str]]
+    seeds: list[int]
+    overrides: list[str]
+    arms: list[Arm]
+
+    @property
+    def jobs(self) -> list[Job]:
+        return [Job(a, s, self.root / a.name / f"seed{s}") for a in self.arms for s in self.seeds]
+
+    def to_json(self) -> dict:
+        return {
+            "recipe": str(self.recipe),
+            "grid": self.grid,
+            "seeds": self.seeds,
+            "overrides": self.overrides,
+            "arms": [{"name": a.name, "overrides": list(a.overrides), "params": a.params} for a in self.arms],
+            "runs": [
+                {"arm": j.arm.name, "seed": j.seed, "dir": str(j.path.relative_to(self.root))} for j in self.jobs
+            ],
+        }
+
+    @property
+    def snapshot(self) -> Path:
+        """The resolved recipe every job runs (edits to the original cannot change a sweep midway)."""
+        return self.root / "recipe.yaml"
+
+    def save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.snapshot.is_file():
+            from modalab.config import load
+
+            atomic_write_text(self.snapshot, load(self.recipe).to_yaml())
+        f = self.root / SWEEP_FILE
+        created = json.loads(f.read_text()).get("created") if f.is_file() else None
+        atomic_write_text(f, json.dumps({**self.to_json(), "created": created or now_iso()}, indent=2))
+
+
+def make_plan(
+    root: Path, recipe: Path, grid: dict[str, list[str]], seeds: list[int], overrides: list[str]
+) -> Plan:
+    """A new plan, or the same plan again; a different plan for an existing sweep is an error."""
+    plan = Plan(Path(root), Path(recipe), grid, seeds, list(overrides), expand_grid(grid))
+    f = plan.root / SWEEP_FILE
+    if f.is_file():
+        old = json.loads(f.read_text())
+        new = plan.to_json()
+        diff = [k for k in ("recipe", "grid", "overrides") if old.get(k) != new[k]]
+        if diff:
+            raise SweepError(
+                f"{f} describes a different sweep ({', '.join(diff)} differ: {old.get(diff[0])!r} vs "
+                f"{new[diff[0]]!r}); use another --out or the same arguments to resume"
+            )
+        plan.seeds = sorted(set(old.get("seeds", [])) | set(seeds))  # more seeds extend a sweep
+    return plan
+
+
+def load_plan(root: Path) -> Plan:
+    f = Path(root) / SWEEP_FILE
+    if not f.is_file():
+        raise SweepError(f"{root} is not a sweep directory (no {SWEEP_FILE})")
+    d = json.loads(f.read_text())
+    arms = [Arm(a["name"], tuple(a["overrides"]), a.get("params", {})) for a in d["arms"]]
+    return Plan(Path(root), Path(d["recipe"]), d["grid"], d["seeds"], d["overrides"], arms)
+
+
+def run_status(path: Path) -> str:
+    """``finished`` | ``failed`` | ``incomplete`` (started, never ended) | ``pending``."""
+    info_f = path / "run.json"
+    if not info_f.is_file():
+        return "incomplete" if path.exists() else "pending"
+    try:
+        info = json.loads(info_f.read_text())
+        status = info.get("status")
+    except json.JSONDecodeError:
+        return "incomplete"
+    if status == "finished" and (path / "results.json").is_file():
+        return "finished"
+    if status == "failed" and not str(info.get("error", "")).startswith("KeyboardInterrupt"):
+        return "failed"
+    return "incomplete"  # still running, killed, or interrupted by Ctrl-C
+
+
+def job_command(plan: Plan, job: Job) -> list[str]:
+    return [
+        sys.executable, "-m", "modalab", "run", str(plan.snapshot), "--out", str(job.path),
+        *plan.overrides, *job.arm.overrides,
+        f"run.seed={job.seed}", "run.progress=false", "train.num_threads=1",
+    ]
+
+
+_ACTIVE: set[subprocess.Popen] = set()
+_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+
+
+def launch_subprocess(plan: Plan, job: Job) -> int:
+    """Run one job as ``python -m modalab run`` with one thread; return its exit code."""
+    log = plan.root / "logs" / f"{job.arm.name}-seed{job.seed}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with open(log, "w", encoding="utf-8") as fh:
+        p = subprocess.Popen(job_command(plan, job), stdout=fh, stderr=subprocess.STDOUT, env=env)
+        with _LOCK:
+            _ACTIVE.add(p)
+        try:
+            return p.wait()
+        finally:
+            with _LOCK:
+                _ACTIVE.discard(p)
+
+
+def _stop_children() -> None:
+    _STOPPING.set()
+    with _LOCK:
+        for p in list(_ACTIVE):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+
+@dataclass
+class SweepSummary:
+    finished: list[str] = field(default_factory=list)  # finished before this call
+    ran: list[str] = field(default_factory=list)  # finished in this call
+    failed: list[str] = field(default_factory=list)  # failed (this call or before, not retried)
+
+    def line(self) -> str:
+        return (
+            f"{len(self.finished) + len(self.ran)} finished ({len(self.ran)} run now, "
+            f"{len(self.finished)} already done), {len(self.failed)} failed"
+        )
+
+
+def run_sweep(
+    plan: Plan,
+    jobs: int = 1,
+    retry_failed: bool = False,
+    launch: Callable[[Plan, Job], int] = launch_subprocess,
+    progress: bool = True,
+) -> SweepSummary:
+    """Run every job of ``plan`` not finished yet, ``jobs`` at a time (at most the core count)."""
+    plan.save()
+    _STOPPING.clear()
+    summary = SweepSummary()
+    todo: list[Job] = []
+    for job in plan.jobs:
+        st = run_status(job.path)
+        if st == "finished":
+            summary.finished.append(job.label)
+        elif st == "failed" and not retry_failed:
+            summary.failed.append(job.label)
+        else:
+            todo.append(job)
+    if summary.failed:
+        print(f"sweep: {len(summary.failed)} failed run(s) not retried (use --retry-failed): "
+              f"{', '.join(summary.failed)}", file=sys.stderr)
+    workers = max(1, min(jobs, os.cpu_count() or 1, len(todo) or 1))
+    bar = tqdm(total=len(plan.jobs), initial=len(summary.finished), desc="sweep", unit="run",
+               disable=not progress)
+
+    def one(job: Job) -> None:
+        if job.path.exists():
+            shutil.rmtree(job.path)  # a partial run starts over; metrics.jsonl is append-only
+        rc = launch(plan, job)
+        if _STOPPING.is_set():
+            return  # interrupted: left incomplete, rerun on resume
+        if run_status(job.path) == "finished":
+            summary.ran.append(job.label)
+        else:
+            summary.failed.append(job.label)
+            _mark_failed(job.path, rc, plan.root / "logs" / f"{job.arm.name}-seed{job.seed}.log")
+        with _LOCK:  # one writer at a time into the sweep's results store
+            store.index_run(job.path, str(plan.root.resolve()), job.arm.name, job.arm.params)
+        bar.update(1)
+        bar.set_postfix(failed=len(summary.failed), last=job.label)
+
+    store = Store(store_path(plan.root))
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        for fut in [pool.submit(one, j) for j in todo]:
+            fut.result()
+    except BaseException:  # interrupted: stop the running jobs; they stay "incomplete"
+        pool.shutdown(wait=False, cancel_futures=True)
+        _stop_children()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        bar.close()
+        store.close()
+    return summary
+
+
+def _mark_failed(path: Path, rc: int, log: Path) -> None:
+    """Record a run that died without saying so (killed, OOM) as failed, with its exit code."""
+    info_f = path / "run.json"
+    info = json.loads(info_f.read_text()) if info_f.is_file() else {}
+    if info.get("status") != "failed":
+        info.update(status="failed", ended=now_iso(), error=info.get("error") or f"exit code {rc}; see {log}")
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(info_f, json.dumps(info, indent=2))

@@ -1,0 +1,214 @@
+"""Contrastive alignment on images of any size (chapter 5.2.3-5.2.4): NaViT packing, aspect-ratio
+buckets, a resolution curriculum with multi-scale training.
+
+The task composes :class:`~modalab.experiment.contrastive.ContrastiveTask` (data, tokenizer, model,
+objective, temperature checks and the evaluation: zero-shot + retrieval + monitors) and replaces
+how images become a batch. The recipe's ``data.batching`` (:class:`VarResBatchingSpec`) says how:
+
+- ``resize: smart``: each image keeps its aspect ratio and is resized to at most ``max_patches``
+  patches (``vision/resolution.smart_resize`` with factor = the ViT patch); the images of a batch
+  go through ``VisionTransformer.forward_packed`` laid out by ``layout``: ``pack`` (greedy NaViT
+  sequences of ``max_seq_len``, block-diagonal attention), ``bucket`` (aspect-ratio buckets, one
+  image per row padded to the batch's longest) or ``pad`` (random batches, one image per row).
+  The three layouts give the same embeddings; they differ in padding, hence in cost.
+- ``resize: fixed``: every image is padded into the ``data.image_size`` square and goes through the
+  plain ViT forward (the fixed-resolution baseline; FLIP's ``patch_dropout`` applies there).
+- ``schedule``: per-sample patch budgets drawn by training progress (e.g. 100% low, then 60/30/10,
+  then 30/40/30) and one multi-scale factor per step; evaluation uses ``max_patches``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from modalab.config import Recipe
+from modalab.data.batching import VarResBatchingSpec, bucket_batches, multiscale_size, random_batches
+from modalab.data.sample import Sample
+from modalab.experiment.contrastive import ContrastiveEval, ContrastiveTask
+from modalab.experiment.rundir import RunDir
+from modalab.registry import register
+from modalab.vision.packing import PackedBatch, pack_images
+from modalab.vision.resolution import resize, resize_fixed, smart_resize
+
+BACKGROUND = -1.0  # normalised value of an empty canvas; the fixed policy pads with it
+
+
+def budget_size(size: tuple[int, int], patch: int, max_patches: int) -> tuple[int, int]:
+    """(h, w) multiples of ``patch`` with the aspect ratio of ``size`` and at most ``max_patches``
+    patches (Qwen2-VL smart_resize, factor = patch)."""
+    return smart_resize(size[0], size[1], factor=patch, min_pixels=patch * patch, max_pixels=max_patches * patch**2)
+
+
+@dataclass
+class VarResBatch:
+    """A training or evaluation batch: images either packed (``packed``) or stacked (``images``,
+    (B, C, S, S)); tokens (B, L); labels (B,) or None."""
+
+    ids: list[str]
+    tokens: Tensor
+    labels: Tensor | None
+    packed: PackedBatch | None = None
+    images: Tensor | None = None
+    mean_budget: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def to(self, device: torch.device | str) -> "VarResBatch":
+        mv = lambda t: t.to(device) if t is not None else None  # noqa: E731
+        packed = self.packed.to(device) if self.packed is not None else None
+        return VarResBatch(self.ids, mv(self.tokens), mv(self.labels), packed, mv(self.images), self.mean_budget)
+
+
+class VarResLoader:
+    """Batches of one epoch per iteration (each ``__iter__`` is a new epoch); the step counter
+    runs across epochs so the curriculum follows training progress."""
+
+    def __init__(self, task: "VarResTask", batch_size: int, seed: int) -> None:
+        self.task, self.batch_size, self.seed = task, batch_size, seed
+        self.epoch = 0
+        self.step = 0
+
+    def __iter__(self):
+        data = self.task.clip.data.train
+        if self.task.spec.layout == "bucket" and self.task.spec.resize == "smart":
+            order = bucket_batches(data.sizes, self.batch_size, self.seed, self.epoch, drop_last=True)
+        else:
+            order = [b for b in random_batches(len(data), self.batch_size, self.seed, self.epoch)
+                     if len(b) == self.batch_size]
+        self.epoch += 1
+        for idx in order:
+            batch = self.task.make_batch([data[i] for i in idx], step=self.step, train=True)
+            self.step += 1
+            yield batch
+
+
+class VarResTask:
+    """Image-text contrastive alignment with variable-resolution images."""
+
+    def __init__(self, recipe: Recipe, run: RunDir) -> None:
+        spec = getattr(recipe.data, "batching", None)
+        if not isinstance(spec, VarResBatchingSpec):
+            raise ValueError(
+                f"task 'contrastive_varres' needs a data source with a 'batching' section (e.g. "
+                f"data.source: varres_digits); data.source '{recipe.data.source}' has none"
+            )
+        if spec.resize == "fixed" and spec.schedule is not None:
+            raise ValueError("data.batching.schedule needs data.batching.resize: smart (budgets are patch counts)")
+        self.recipe, self.spec = recipe, spec
+        self.clip = ContrastiveTask(recipe, run)  # data, tokenizer, model, objective, evaluation
+        self.clip.embed = self.embed  # its evaluation embeds the test split through this task
+        if self.clip.needs_tokens and spec.resize == "smart":
+            raise ValueError(
+                f"loss '{recipe.loss.name}' needs token-level features, which packed batches do not "
+                f"provide; use a global loss or data.batching.resize: fixed"
+            )
+        self.model = self.clip.model
+        self.vit = self.model.image_encoder
+        self.patch = recipe.model.vision.patch_size  # type: ignore[attr-defined]
+        self.schedule = spec.schedule.build() if spec.schedule is not None else None
+        self.generator = torch.Generator().manual_seed(recipe.run.seed)  # token dropping
+        self.real_tokens = self.slots = self.images_seen = 0
+
+    # batches ------------------------------------------------------------------------------
+    def make_batch(self, samples: list[Sample], step: int = 0, train: bool = False) -> VarResBatch:
+        """Resize the samples' images by the recipe's policy and lay them out."""
+        tokens = self.clip.tokenizer([s.text for s in samples])
+        labels = torch.tensor([s.label for s in samples]) if all(s.label is not None for s in samples) else None
+        ids = [s.id for s in samples]
+        if self.spec.resize == "fixed":
+            size = self.clip.data.image_size
+            images = torch.stack([resize_fixed(s.image, size, "pad", fill=BACKGROUND) for s in samples])
+            return VarResBatch(ids, tokens, labels, images=images, mean_budget=(size // self.patch) ** 2)
+        sch, total = self.schedule, self.recipe.train.steps
+        if train and sch is not None:
+            budgets = sch.assign(len(samples), step / total, self.recipe.run.seed, step)
+        else:
+            budgets = [self.spec.max_patches] * len(samples)
+        ms = self.spec.schedule.multiscale if train and self.spec.schedule is not None else None
+        images = []
+        for s, budget in zip(samples, budgets):
+            h, w = budget_size(tuple(s.image.shape[-2:]), self.patch, budget)
+            if ms:
+                h, w = multiscale_size((h, w), self.recipe.run.seed, step, ms[0], ms[1], self.patch)
+            images.append(resize(s.image, h, w))
+        layout = self.spec.layout if train else "pack"  # evaluation: the cheapest exact layout
+        groups = None if layout == "pack" else [[i] for i in range(len(images))]
+        packed = pack_images(
+            images, self.patch, self.spec.max_seq_len if layout == "pack" else None,
+            drop=self.spec.token_drop if train else None, generator=self.generator, groups=groups,
+        )
+        return VarResBatch(ids, tokens, labels, packed=packed, mean_budget=sum(budgets) / len(budgets))
+
+    def train_loader(self) -> VarResLoader:
+        if len(self.clip.data.train) < self.recipe.train.batch_size:
+            raise ValueError(
+                f"train.batch_size={self.recipe.train.batch_size} exceeds the {len(self.clip.data.train)} "
+                f"training samples; lower train.batch_size"
+            )
+        return VarResLoader(self, self.recipe.train.batch_size, self.recipe.run.seed)
+
+    def encode_images(self, batch: VarResBatch) -> Tensor:
+        """(B, E) unit-norm image embeddings of a batch, packed or stacked."""
+        if batch.packed is None:
+            return self.model.encode_image(batch.images)
+        return F.normalize(self.model.image_proj(self.vit.forward_packed(batch.packed)), dim=-1)
+
+    # training -----------------------------------------------------------------------------
+    def step(self, batch: VarResBatch) -> tuple[Tensor, dict[str, float]]:
+        emb = {"image_emb": self.encode_images(batch), "text_emb": self.model.encode_text(batch.tokens)}
+        loss, _ = self.clip.loss_from_embeddings(emb, batch)  # the recipe's objective, as in 'contrastive'
+        if batch.packed is not None:
+            real, slots = int(batch.packed.valid.sum()), batch.packed.valid.numel()
+        else:
+            real = slots = len(batch) * (1 + self.vit.num_patches)
+        self.real_tokens, self.slots, self.images_seen = self.real_tokens + real, self.slots + slots, self.images_seen + len(batch)
+        return loss, {"real_token_share": real / slots, "tokens_per_image": real / len(batch),
+                      "patch_budget": batch.mean_budget}
+
+    def after_step(self, step: int) -> dict[str, float]:
+        return self.clip.after_step(step)
+
+    # evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def embed(self, dataset: Any) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Image and text embeddings (N, E) of ``dataset`` at the evaluation resolution, and labels."""
+        self.model.eval()
+        bs = self.clip.eval_cfg.batch_size
+        dev = self.model.logit_scale.device
+        imgs, txts, labels = [], [], []
+        for a in range(0, len(dataset), bs):
+            batch = self.make_batch([dataset[i] for i in range(a, min(a + bs, len(dataset)))])
+            moved = batch.to(dev) if dev.type != "cpu" else batch
+            imgs.append(self.encode_images(moved).float().cpu())
+            txts.append(self.model.encode_text(moved.tokens).float().cpu())
+            if batch.labels is not None:
+                labels.append(batch.labels)
+        lab = torch.cat(labels) if labels and len(labels) == len(imgs) else None
+        return torch.cat(imgs), torch.cat(txts), lab
+
+    def evaluate(self, final: bool = True) -> dict[str, Any]:
+        return self.clip.evaluate(final)
+
+    def counts(self) -> dict[str, Any]:
+        out = self.clip.counts()
+        out["train_real_token_share"] = self.real_tokens / max(1, self.slots)
+        out["train_tokens_per_image"] = self.real_tokens / max(1, self.images_seen)
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return self.clip.state()
+
+    def extra_modules(self) -> dict[str, torch.nn.Module]:
+        return self.clip.extra_modules()
+
+
+@register("task", "contrastive_varres", schema=ContrastiveEval)
+def build_contrastive_varres(recipe: Recipe, run: RunDir) -> VarResTask:
+    """Contrastive alignment on images of any size: NaViT packing, buckets, resolution curriculum."""
+    return VarResTask(recipe, run)

@@ -1,0 +1,81 @@
+"""CLAP-style audio-text dual encoder: ``two_tower.TwoTower`` with an audio tower injected.
+
+The "image" tower of :class:`~modalab.models.two_tower.TwoTower` is an
+:class:`~modalab.audio.frontend.AudioTower`: waveform (B, samples) -> Whisper log-mel (optional
+SpecAugment in training) -> a Whisper-style transformer encoder (conv, conv stride 2, sinusoidal
+positions, blocks) or the PANN-like CNN trunk -> mean over time -> (B, width). Everything else —
+text transformer, projections, learnable temperature, clamp — is the CLIP model unchanged, so the
+contrastive task, its losses and its evaluation run on audio as they do on images (audio plays the
+image role: ``encode_image`` embeds audio, ``image_to_text_*`` means audio-to-text retrieval).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from torch import nn
+
+from modalab.audio.frontend import HOP, AudioTower, CNNFrames, LogMel
+from modalab.audio.whisper_encoder import WhisperStyleEncoder
+from modalab.config import NamedBase, Section
+from modalab.models.two_tower import TextTowerConfig, TwoTower
+from modalab.registry import register
+from modalab.text.encoder import TextTransformer
+
+
+class AudioTowerConfig(Section):
+    encoder: Literal["whisper", "cnn"] = "whisper"
+    n_mels: int = Field(64, gt=0)
+    width: int = Field(128, gt=0, description="whisper: model width")
+    depth: int = Field(2, gt=0, description="whisper: transformer blocks")
+    heads: int = Field(4, gt=0)
+    cnn_widths: list[int] = Field(default_factory=lambda: [16, 32, 64], min_length=1)
+    spec_augment: Literal["none", "LB", "LD", "SM", "SS"] = "none"
+
+
+class ClapConfig(NamedBase):
+    embed_dim: int = Field(64, gt=0)
+    audio: AudioTowerConfig = Field(default_factory=AudioTowerConfig)
+    text: TextTowerConfig = Field(default_factory=TextTowerConfig)
+    init_logit_scale: float = Field(1 / 0.07, gt=0, description="initial 1/tau")
+    max_logit_scale: float = Field(100.0, gt=0)
+    learn_logit_scale: bool = True
+    init_logit_bias: float | None = None
+
+
+def build_audio_tower(cfg: AudioTowerConfig, clip_samples: int, seed: int | None = None) -> AudioTower:
+    """An AudioTower for clips of ``clip_samples`` 16 kHz samples; ``tower.dim`` is its width."""
+    aug = None if cfg.spec_augment == "none" else cfg.spec_augment
+    frontend = LogMel(cfg.n_mels, aug, seed=seed)
+    if cfg.encoder == "whisper":
+        enc: nn.Module = WhisperStyleEncoder(cfg.n_mels, cfg.width, cfg.depth, cfg.heads,
+                                             max_frames=clip_samples // HOP + 2)
+    else:
+        if cfg.n_mels % (2 ** len(cfg.cnn_widths)):
+            raise ValueError(f"model.audio.n_mels={cfg.n_mels} must be divisible by "
+                             f"2 ** len(model.audio.cnn_widths) = {2 ** len(cfg.cnn_widths)}")
+        enc = CNNFrames(cfg.n_mels, tuple(cfg.cnn_widths))
+    return AudioTower(frontend, enc)
+
+
+@register("model", "clap_two_tower", schema=ClapConfig)
+def build_clap(cfg: ClapConfig, *, image_size: int, in_channels: int, vocab_size: int) -> TwoTower:
+    """CLAP-style dual encoder: audio tower on log-mel + small text transformer.
+
+    ``image_size`` is the clip length in samples for audio sources (audio plays the image role);
+    ``in_channels`` must be 1 (mono).
+    """
+    if in_channels != 1:
+        raise ValueError(f"clap_two_tower expects mono audio (channels=1), got {in_channels}; "
+                         f"use an audio data source (spoken_digits, audio_folder, sound_events)")
+    audio = build_audio_tower(cfg.audio, image_size)
+    t = cfg.text
+    txt = TextTransformer(vocab_size=vocab_size, context_length=t.context_length, width=t.width,
+                          depth=t.depth, heads=t.heads, mlp_ratio=t.mlp_ratio, pool=t.pool)
+    return TwoTower(
+        audio, txt,
+        nn.Linear(audio.dim, cfg.embed_dim, bias=False), nn.Linear(t.width, cfg.embed_dim, bias=False),
+        init_logit_scale=cfg.init_logit_scale, max_logit_scale=cfg.max_logit_scale,
+        learn_logit_scale=cfg.learn_logit_scale, init_logit_bias=cfg.init_logit_bias,
+    )

@@ -1,0 +1,162 @@
+"""Multi-process training on PyTorch's own stack: torchrun starts the processes, this file joins
+them (gloo on CPU, NCCL on GPU) and keeps their gradients in step.
+
+- ``init_distributed()`` reads torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``);
+  without it the run is a single process and nothing here does any communication.
+- ``strategy: ddp`` — every process holds the full model; after the backward pass(es) of a step
+  the gradients are averaged with bucketed ``all_reduce`` calls (``average_gradients``). This is
+  the arithmetic of ``DistributedDataParallel``; modalab does it explicitly, once per optimizer
+  step, because tasks call their model's methods directly (``encode_image``, ``clamp_``) and
+  GradCache runs several backward passes per step — neither goes through a DDP wrapper's
+  ``forward``. The price is no overlap of communication with the backward pass.
+- ``strategy: fsdp`` — FSDP2 ``fully_shard`` on every transformer block and on the root module
+  (``shard_model``); gradients are reduce-scattered by FSDP itself.
+- ``torchrun_command()`` builds the ``python -m torch.distributed.run`` command that
+  ``modalab run RECIPE --nproc N`` executes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def pick_device(want: str, local_rank: int) -> torch.device:
+    """``auto``: cuda:<local_rank> when CUDA is available, else cpu."""
+    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.device=cuda but CUDA is not available; use train.device=cpu")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def init_distributed(device: str = "auto") -> DistEnv:
+    """Join the process group torchrun prepared (no-op for a plain single process)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = pick_device(device, local)
+    if world <= 1:
+        return DistEnv(device=dev)
+    if not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=dt.timedelta(minutes=30))
+    return DistEnv(dist.get_rank(), dist.get_world_size(), local, dev)
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(env: DistEnv) -> None:
+    if env.enabled:
+        dist.barrier()
+
+
+def broadcast_object(obj: object, env: DistEnv) -> object:
+    """Rank 0's ``obj`` on every rank."""
+    if not env.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(obj: object, env: DistEnv) -> list[object]:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank."""
+    if not env.enabled:
+        return [obj]
+    out: list[object] = [None] * env.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+@torch.no_grad()
+def broadcast_parameters(model: nn.Module, env: DistEnv) -> None:
+    """Make every rank start from rank 0's parameters and buffers."""
+    if not env.enabled:
+        return
+    for t in [*model.parameters(), *model.buffers()]:
+        dist.broadcast(t.data, src=0)
+
+
+@torch.no_grad()
+def average_gradients(params: list[nn.Parameter], env: DistEnv, bucket_mb: float = 25.0) -> None:
+    """Average ``.grad`` over ranks in flat buckets (a missing grad counts as zero).
+
+    Every rank must pass the same parameter list (same order, same ``requires_grad``).
+    """
+    if not env.enabled:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    limit = int(bucket_mb * 2**20)
+    bucket: list[nn.Parameter] = []
+    size = 0
+    for p in [*params, None]:
+        if p is not None:
+            bucket.append(p)
+            size += p.numel() * p.element_size()
+        if bucket and (p is None or size >= limit):
+            flat = torch.cat([q.grad.reshape(-1) for q in bucket])  # (sum numel,)
+            dist.all_reduce(flat)
+            flat /= env.world
+            off = 0
+            for q in bucket:
+                q.grad.copy_(flat[off : off + q.numel()].view_as(q.grad))
+                off += q.numel()
+            bucket, size = [], 0
+
+
+def all_mean(values: list[float], env: DistEnv) -> list[float]:
+    """Mean over ranks of a few scalars (one all_reduce)."""
+    if not env.enabled:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return (t / env.world).tolist()
+
+
+def shard_model(model: nn.Module, block_types: tuple[type, ...]) -> nn.Module:
+    """FSDP2: ``fully_shard`` each block of ``block_types`` and then the root (in place)."""
+    try:
+        from torch.distributed.fsdp import fully_shard
+    except ImportError as e:  # pragma: no cover - torch < 2.6
+        raise RuntimeError("train.strategy=fsdp needs torch.distributed.fsdp.fully_shard (torch >= 2.6)") from e
+    for m in model.modules():
+        if isinstance(m, block_types):
+            fully_shard(m)
+    fully_shard(model)
+    return model
+
+
+def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
+    """``python -m torch.distributed.run --nproc-per-node N -m modalab <argv>`` (standalone rendezvous)."""
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+        "-m", "modalab", *argv,
+    ]

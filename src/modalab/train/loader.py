@@ -1,0 +1,121 @@
+"""The training data stream: split across processes, reproducible per epoch, resumable.
+
+A task's ``train_loader()`` returns a ``DataLoader`` as it would for one process. ``TrainStream``
+keeps its dataset, collate function and workers but replaces the sampler with
+:class:`EpochSampler`: a permutation drawn from ``(seed, epoch)`` (the same on every rank), of
+which rank ``r`` takes positions ``r, r + W, r + 2W, ...`` — so the W local batches of one step
+together are exactly the single-process batch of ``W x`` the size. The position is
+``(epoch, batch)``; a resumed stream starts at that batch without loading the ones before it.
+
+Iterable datasets (``data/shards.py``) split themselves by rank and worker; when they have
+``set_epoch``/``set_position`` the stream calls them, otherwise a resumed stream skips batches by
+reading them. Any other iterable is cycled and skipped the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, Sampler
+
+
+class EpochSampler(Sampler[int]):
+    """Indices of rank ``rank`` of ``world`` for one epoch, starting at ``start`` (in this rank's share).
+
+    The permutation depends on ``(seed, epoch)`` only; with ``drop_last`` every rank gets
+    ``len(dataset) // world`` indices, otherwise the tail is padded from the beginning.
+    """
+
+    def __init__(self, n: int, *, shuffle: bool, seed: int, rank: int = 0, world: int = 1,
+                 drop_last: bool = True) -> None:
+        self.n, self.shuffle, self.seed = n, shuffle, seed
+        self.rank, self.world, self.drop_last = rank, world, drop_last
+        self.epoch, self.start = 0, 0
+        self.per_rank = n // world if drop_last else math.ceil(n / world)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        total = self.per_rank * self.world
+        order = order[:total] if self.drop_last else (order * 2)[:total]
+        return order[self.rank : total : self.world]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices()[self.start :])
+
+    def __len__(self) -> int:
+        return self.per_rank - self.start
+
+
+class TrainStream:
+    """An endless iterator of local batches with a resumable position ``(epoch, batch)``."""
+
+    def __init__(self, loader: Any, *, local_batch: int, seed: int, rank: int = 0,
+                 world: int = 1) -> None:
+        self.loader, self.sampler = loader, None
+        self.epoch, self.batch = 0, 0
+        if isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset):
+            self.sampler = EpochSampler(
+                len(loader.dataset), shuffle=not _sequential(loader), seed=seed, rank=rank,
+                world=world, drop_last=True,
+            )
+            if self.sampler.per_rank < local_batch:
+                raise ValueError(
+                    f"train.batch_size: each of the {world} process(es) needs {local_batch} samples "
+                    f"per step but gets {self.sampler.per_rank} of {len(loader.dataset)}; lower "
+                    f"train.batch_size"
+                )
+            self.loader = DataLoader(
+                loader.dataset, batch_size=local_batch, sampler=self.sampler, drop_last=True,
+                collate_fn=loader.collate_fn, num_workers=loader.num_workers,
+                pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn,
+                persistent_workers=False,
+            )
+
+    @property
+    def dataset(self) -> Any:
+        return getattr(self.loader, "dataset", None)
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def load_state(self, state: dict[str, int]) -> None:
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            start = self.batch  # batches of this epoch already consumed (non-zero after resume)
+            it = self._epoch_iter(start)
+            drop = 0 if self.sampler is not None or hasattr(self.dataset, "set_position") else start
+            for b in it:
+                if drop:  # no cheaper way for this loader: read and drop
+                    drop -= 1
+                    continue
+                self.batch += 1
+                yield b
+            self.epoch, self.batch = self.epoch + 1, 0
+
+    def _epoch_iter(self, skip: int) -> Iterator[Any]:
+        ds = self.dataset
+        if self.sampler is not None:
+            self.sampler.set_epoch(self.epoch, skip * self.loader.batch_size)
+            return iter(self.loader)
+        if hasattr(ds, "set_epoch"):
+            ds.set_epoch(self.epoch)
+        if hasattr(ds, "set_position"):
+            ds.set_position(skip, self.loader.batch_size)  # batches already consumed this epoch
+        return iter(self.loader)
+
+
+def _sequential(loader: DataLoader) -> bool:
+    from torch.utils.data import SequentialSampler
+
+    return isinstance(loader.sampler, SequentialSampler)

@@ -1,0 +1,29 @@
+"""Golden runs of the default recipe: its first losses are pinned (a silent regression in data,
+model, loss or optimizer changes them), and at full size it reaches the promised accuracy."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from modalab.config import load
+from modalab.experiment.runner import run
+
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "clip_digits.yaml"
+# first six losses of `modalab run recipes/clip_digits.yaml train.steps=6`, recorded 2026-11-29
+GOLDEN = [4.979782, 4.924206, 4.890449, 4.863017, 4.854342, 4.844902]
+
+
+def test_first_losses_match_golden(tmp_path):
+    out = run(load(RECIPE, ["train.steps=6", "train.log_every=1", "run.progress=false"]), tmp_path / "r")
+    losses = [m["loss"] for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+              if "loss" in m and "event" not in m]
+    assert losses == pytest.approx(GOLDEN, rel=2e-4)
+
+
+@pytest.mark.slow
+def test_full_default_recipe_reaches_targets(tmp_path):
+    out = run(load(RECIPE, ["run.progress=false"]), tmp_path / "r")
+    res = json.loads((out / "results.json").read_text())
+    assert res["zeroshot_top1"] >= 0.90 and res["image_to_text_R@1"] >= 0.80
+    assert res["monitor_warnings"] == []  # the monitors do not flag a healthy model

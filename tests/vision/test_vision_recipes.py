@@ -1,0 +1,117 @@
+"""The any-resolution recipes (issue 6): varres_digits source, contrastive_varres task, smoke runs."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from modalab import registry
+from modalab.config import ConfigError, load
+from modalab.data.batching import ResolutionScheduleSpec
+from modalab.experiment.rundir import RunDir
+from modalab.experiment.runner import run
+from modalab.experiment.varres import VarResTask, budget_size
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+TINY = [
+    "train.batch_size=32", "run.progress=false", "train.num_threads=1",
+    "model.vision.depth=1", "model.text.depth=1", "model.vision.width=32", "model.text.width=32",
+    "model.vision.heads=2", "model.text.heads=2",
+]
+SMOKE = ["train.steps=3", "train.log_every=1", "train.eval_every=0", *TINY]
+KEYS = ("zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "text_to_image_R@1", "image_to_text_mean_rank")
+
+
+def _task(tmp_path, recipe="clip_digits_varres_packed.yaml", extra=()) -> VarResTask:
+    recipe = load(RECIPES / recipe, [*TINY, *extra])
+    return registry.build("task", recipe.task, recipe, RunDir.create(tmp_path / "run", "", "x"))
+
+
+@pytest.mark.parametrize(
+    "name", ["clip_digits_varres_packed.yaml", "clip_digits_res_curriculum.yaml", "clip_digits_flip50.yaml"]
+)
+def test_recipe_smoke(name, tmp_path):
+    out = run(load(RECIPES / name, SMOKE), tmp_path / "run")
+    res = json.loads((out / "results.json").read_text())
+    for k in KEYS:
+        assert k in res and res[k] == res[k]  # present, not NaN
+    assert 0.0 <= res["zeroshot_top1"] <= 1.0 and res["num_test"] == 450 and res["steps"] == 3
+    if "varres" in name or "curriculum" in name:
+        assert 0.5 < res["train_real_token_share"] <= 1.0
+        assert 1 < res["train_tokens_per_image"] <= 1 + 64 * 1.2**2 + 1
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss"] == r["loss"] for r in logged if "loss" in r)
+
+
+def test_source_registered_and_validated(tmp_path):
+    splits = registry.build(
+        "source", "varres_digits",
+        load(RECIPES / "clip_digits_varres_packed.yaml", TINY).data, seed=0,
+    )
+    assert len(splits.train) == 1347 and len(splits.test) == 450 and splits.image_size == 16
+    a, b = splits.test[3], splits.test[3]
+    assert torch.equal(a.image, b.image) and a.image.shape[-2:] == splits.test.sizes[3]
+    h, w = splits.test.sizes[3]
+    assert 8 <= h <= 48 and 8 <= w <= 96 and a.image.min() == -1.0 and a.image.max() > 0
+    t1, t2 = splits.train[0], splits.train[0]  # augmentation redraws the digit, keeps the canvas
+    assert t1.image.shape == t2.image.shape and t1.label == t2.label
+    with pytest.raises(ConfigError, match="min_side"):
+        load(RECIPES / "clip_digits_varres_packed.yaml", ["data.min_side=100"])
+    with pytest.raises(ConfigError, match="allowed keys in 'data.batching'"):
+        load(RECIPES / "clip_digits_varres_packed.yaml", ["data.batching.layuot=pack"])
+
+
+def test_task_needs_a_batching_section(tmp_path):
+    recipe = load(RECIPES / "clip_digits.yaml", [*TINY, "task=contrastive_varres"])
+    with pytest.raises(ValueError, match="batching"):
+        registry.build("task", recipe.task, recipe, RunDir.create(tmp_path / "r", "", "x"))
+
+
+def test_layouts_give_the_same_embeddings(tmp_path):
+    """pack, bucket and pad lay the same images out differently; the embeddings must agree."""
+    task = _task(tmp_path)
+    samples = [task.clip.data.test[i] for i in range(12)]
+    task.model.eval()
+    embs, fills = {}, {}
+    for layout in ("pack", "bucket", "pad"):
+        task.spec.layout = layout
+        batch = task.make_batch(samples, step=0, train=True)
+        with torch.no_grad():
+            embs[layout] = task.encode_images(batch)
+        fills[layout] = batch.packed.fill()
+    torch.testing.assert_close(embs["bucket"], embs["pack"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(embs["pad"], embs["pack"], atol=1e-5, rtol=1e-5)
+    assert fills["pack"] > fills["pad"]
+    for s, g in zip(samples, batch.packed.grids):  # aspect-preserving, within the budget
+        h, w = s.image.shape[-2:]
+        assert g == tuple(x // 4 for x in budget_size((h, w), 4, 64)) and g[0] * g[1] <= 64
+
+
+def test_fixed_resize_stacks_squares(tmp_path):
+    task = _task(tmp_path, extra=["data.batching.resize=fixed"])
+    batch = task.make_batch([task.clip.data.test[i] for i in range(5)])
+    assert batch.packed is None and batch.images.shape == (5, 1, 16, 16)
+    assert task.encode_images(batch).shape == (5, 64)
+
+
+def test_curriculum_budgets_follow_the_stages(tmp_path):
+    task = _task(tmp_path, "clip_digits_res_curriculum.yaml", ["train.steps=30"])
+    samples = [task.clip.data.train[i] for i in range(40)]
+
+    def grids(step):
+        return task.make_batch(samples, step=step, train=True).packed.grids
+
+    early = grids(0)  # stage 1: every image at the low budget (16 patches, x <= 1.2^2 multi-scale)
+    assert max(r * c for r, c in early) <= 16 * 1.2**2 + 1
+    late = task.make_batch(samples, step=29, train=True)  # stage 3: 30/40/30 of 16/36/64
+    assert late.mean_budget == pytest.approx((12 * 16 + 16 * 36 + 12 * 64) / 40)
+    assert max(r * c for r, c in late.packed.grids) > 16 * 1.2**2
+    assert grids(5) == grids(5)  # reproducible by (seed, step)
+    evalb = task.make_batch(samples)  # evaluation: max_patches, no multi-scale
+    assert evalb.mean_budget == 64 and evalb.packed.grids == [
+        tuple(x // 4 for x in budget_size(tuple(s.image.shape[-2:]), 4, 64)) for s in samples
+    ]
+    with pytest.raises(ValueError, match="resize: smart"):
+        _task(tmp_path / "b", "clip_digits_res_curriculum.yaml", ["data.batching.resize=fixed"])
+    assert ResolutionScheduleSpec().build().proportions(0.9) == [0.3, 0.4, 0.3]
