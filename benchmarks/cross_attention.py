@@ -14,11 +14,12 @@ Run: python benchmarks/cross_attention.py [--quick]
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
 import time
 
 import torch
+
+from _memory import fix_malloc, peak_mib  # benchmarks/_memory.py
 
 from modalab.fusion.attention import naive_attention
 from modalab.fusion.connectors import mlp
@@ -56,31 +57,6 @@ def _timeit(fn, reps: int) -> float:
     return statistics.median(ts)
 
 
-def _fix_malloc() -> None:
-    """Large blocks always mmap'd (no dynamic threshold), so freed memory leaves the RSS."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
-    except OSError:
-        pass
-
-
-def _status_mib(key: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"benchmarks/cross_attention.py: no {key} in /proc/self/status (Linux only)")
-
-
-def _peak(fn) -> float:
-    """Extra peak resident memory (MiB) of one call: reset VmHWM, run, VmHWM - VmRSS before."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets the peak RSS counter
-    before = _status_mib("VmRSS")
-    fn()
-    return _status_mib("VmHWM") - before
-
-
 def part1(lengths: list[int], reps: int) -> None:
     print(f"\n## SDPA vs naive cross-attention, fwd+bwd, B={B} H={H} T={T} Dh={DH}, float32, 1 thread")
     print(f"{'S':>7} {'naive ms':>9} {'sdpa ms':>8} {'speedup':>8} {'naive MiB':>10} {'sdpa MiB':>9} {'mem ratio':>9}")
@@ -88,8 +64,8 @@ def part1(lengths: list[int], reps: int) -> None:
         args = _attn_inputs(s)
         t_naive = _timeit(lambda: _run_attn("naive", *args), reps) * 1e3
         t_sdpa = _timeit(lambda: _run_attn("sdpa", *args), reps) * 1e3
-        m_naive = _peak(lambda: _run_attn("naive", *args))
-        m_sdpa = _peak(lambda: _run_attn("sdpa", *args))
+        m_naive = peak_mib(lambda: _run_attn("naive", *args))
+        m_sdpa = peak_mib(lambda: _run_attn("sdpa", *args))
         print(
             f"{s:>7} {t_naive:>9.1f} {t_sdpa:>8.1f} {t_naive / t_sdpa:>7.2f}x "
             f"{m_naive:>10.1f} {m_sdpa:>9.1f} {m_naive / max(m_sdpa, 0.1):>8.2f}x"
@@ -125,7 +101,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    _fix_malloc()
+    fix_malloc()
     if a.quick:
         part1([256, 1024], reps=2)
         part2([256], reps=1)

@@ -19,7 +19,6 @@ Run: python benchmarks/negative_queue.py [--quick]
 from __future__ import annotations
 
 import argparse
-import ctypes
 import random
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import time
 from collections import deque
 
 import torch
+
+from _memory import fix_malloc, peak_mib, status_mib  # benchmarks/_memory.py
 
 from modalab.align.queue import NegativeQueue
 
@@ -46,34 +47,10 @@ class ChapterBank:
         return random.sample(self.queue, min(n, len(self.queue)))
 
 
-def _fix_malloc() -> None:
-    """Large blocks always mmap'd, so a step's temporary memory shows in its peak RSS."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
-    except OSError:
-        pass
-
-
-def _status_mib(key: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"benchmarks/negative_queue.py: no {key} in /proc/self/status (Linux only)")
-
-
 def _rss_of(make) -> tuple[object, float]:
-    before = _status_mib("VmRSS")
+    before = status_mib("VmRSS")
     obj = make()
-    return obj, _status_mib("VmRSS") - before
-
-
-def _peak(fn) -> float:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak RSS counter
-    before = _status_mib("VmRSS")
-    fn()
-    return max(0.0, _status_mib("VmHWM") - before)
+    return obj, status_mib("VmRSS") - before
 
 
 def _min_time(fn, reps: int) -> float:
@@ -150,11 +127,11 @@ def main() -> None:
     ap.add_argument("--peak-of", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.peak_of is not None:
-        _fix_malloc()
+        fix_malloc()
         steps, _ = _setup()
         fn = list(steps.values())[args.peak_of]
         fn()
-        print(_peak(fn))
+        print(peak_mib(fn))
         return
     reps = 10 if args.quick else 30
     steps, held = _setup()

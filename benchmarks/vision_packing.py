@@ -16,12 +16,13 @@ Run: python benchmarks/vision_packing.py [--quick]
 from __future__ import annotations
 
 import argparse
-import ctypes
 import math
 import statistics
 import time
 
 import torch
+
+from _memory import fix_malloc, peak_mib  # benchmarks/_memory.py
 
 from modalab.align.losses import info_nce
 from modalab.data.batching import bucket_batches, random_batches
@@ -30,31 +31,6 @@ from modalab.vision.packing import greedy_pack, pack_images
 from modalab.vision.vit import VisionTransformer
 
 PATCH = 8  # digits canvases are 8..64 x 8..160 pixels: 1..160 patches each
-
-
-def _fix_malloc() -> None:
-    """Large blocks always mmap'd, so freed memory leaves the RSS and peaks are per phase."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
-    except OSError:
-        pass
-
-
-def _status_mib(key: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"benchmarks/vision_packing.py: no {key} in /proc/self/status (Linux only)")
-
-
-def _peak(fn) -> float:
-    """Extra peak resident memory (MiB) of one call: reset VmHWM, run, VmHWM - VmRSS before."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = _status_mib("VmRSS")
-    fn()
-    return _status_mib("VmHWM") - before
 
 
 def _timeit(fn, reps: int) -> float:
@@ -109,7 +85,7 @@ def part1(n: int, batch_size: int, max_seq_len: int, reps: int) -> None:
                 for p in packed:
                     model.forward_packed(p)
 
-        mem = _peak(run)  # the first pass, also the warm-up
+        mem = peak_mib(run)  # the first pass, also the warm-up
         t = _timeit(run, reps)
         if name == "pad-to-max":
             base = t
@@ -139,7 +115,7 @@ def part2(image_size: int, batch_size: int, ratios: list[float], reps: int, patc
             loss.backward()
             opt.step()
 
-        mem = _peak(step)
+        mem = peak_mib(step)
         t = _timeit(step, reps)
         base = base or t
         n = (image_size // patch) ** 2
@@ -151,7 +127,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
     args = ap.parse_args()
-    _fix_malloc()
+    fix_malloc()
     torch.set_num_threads(1)  # the machine is shared: one thread gives steadier timings
     if args.quick:
         part1(n=64, batch_size=16, max_seq_len=256, reps=1)

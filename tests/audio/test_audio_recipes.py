@@ -27,7 +27,9 @@ def _results(out: Path) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
-@pytest.mark.parametrize("pooling", ["max", "mean", "attention"])
+@pytest.mark.parametrize(
+    "pooling", [pytest.param("max", marks=pytest.mark.slow), pytest.param("mean", marks=pytest.mark.slow), "attention"]
+)
 def test_audio_events_recipe_runs(pooling, tmp_path):
     out = run(load(RECIPES / "audio_events.yaml", [*EVENTS_SMOKE, f"model.pooling={pooling}"]), tmp_path / "r")
     res = _results(out)
@@ -38,6 +40,7 @@ def test_audio_events_recipe_runs(pooling, tmp_path):
     assert (out / "report.html").is_file()
 
 
+@pytest.mark.slow
 def test_audio_events_strong_labels_run(tmp_path):
     out = run(load(RECIPES / "audio_events.yaml", [*EVENTS_SMOKE, "loss.frame_weight=1.0"]), tmp_path / "r")
     assert 0.0 <= _results(out)["onset_F1"] <= 1.0
@@ -86,7 +89,7 @@ def test_audio_sources_split_and_wave_contract():
     assert s.image.shape == (16000,) and s.image.dtype == torch.float32 and data.image_size == 16000
     assert data.classnames[s.label] in s.text
     rnd = registry.build("source", "spoken_digits", cfg.model_copy(update={"split_by": "random"}), seed=0)
-    assert set(rnd.speakers["train"]) == set(rnd.speakers["test"])  # random split mixes speakers
+    assert len(set(rnd.speakers["test"]) & set(rnd.speakers["train"])) >= 2  # random split mixes speakers
     ev_cfg = registry.get("source", "sound_events").schema(source="sound_events", n_train=2, n_test=2, duration=1.0)
     ev = registry.build("source", "sound_events", ev_cfg, seed=0)
     assert ev.train[0].image.shape == (16000,) and ev.train[0].meta["events"]

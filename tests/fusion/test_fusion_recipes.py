@@ -70,7 +70,8 @@ def test_frozen_modules_do_not_move_and_checkpoint_loads(tmp_path, cache):
     (enc_dir,) = [p for p in cache.iterdir() if p.name.startswith("clip-") and p.is_dir()]
     (lm,) = [p for p in cache.iterdir() if p.name.startswith("lm-")]
     stages = _stages('{name: c, start: 0, trainable: ["connector.*"]}')
-    out, res, metrics = _caption(tmp_path, cache, extra=[stages, f"model.encoder.checkpoint={enc_dir}"])
+    groups = "optim.param_groups=[{pattern: 'connector.*', lr: 1.0e-3}]"
+    out, res, metrics = _caption(tmp_path, cache, extra=[stages, groups, f"model.encoder.checkpoint={enc_dir}"])
     assert res["encoder_run"] == str(enc_dir)
     assert any(m.get("event") == "decoder_lm" and m["source"] == "cache" for m in metrics)
     final = load_file(str(sorted((out / "checkpoints").iterdir())[-1] / "model.safetensors"))

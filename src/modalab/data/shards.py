@@ -149,9 +149,9 @@ def iter_tar(path: Path, on_error: str = "skip", skipped: list[str] | None = Non
         yield key, files
 
 
-def worker_batches(k: int, per_worker: list[int]) -> list[int]:
+def worker_batches(k: int, per_worker: list[int]) -> tuple[list[int], int]:
     """How many batches each worker produced when the DataLoader has yielded ``k`` (in-order,
-    round-robin over workers that still have data)."""
+    round-robin over workers that still have data), and the worker whose turn is next."""
     done = [0] * len(per_worker)
     w = 0
     for _ in range(k):
@@ -163,7 +163,7 @@ def worker_batches(k: int, per_worker: list[int]) -> list[int]:
             break
         done[w] += 1
         w = (w + 1) % len(per_worker)
-    return done
+    return done, w
 
 
 class ShardStream(IterableDataset):
@@ -239,10 +239,14 @@ class ShardStream(IterableDataset):
         worker = info.id if info is not None else 0
         if info is not None and info.num_workers != self.workers:
             raise ShardError(f"ShardStream(num_workers={self.workers}) used by a DataLoader with {info.num_workers}")
-        skip = 0
+        skip, role = 0, worker
         if self.position:
-            skip = worker_batches(self.position, self._per_worker_batches())[worker] * self.batch_size
-        for key, files in self.raw(self.rank * self.workers + worker):
+            # a new DataLoader starts with worker 0: worker w takes over the reader whose turn
+            # comes w-th from now, after skipping what that reader already produced
+            done, nxt = worker_batches(self.position, self._per_worker_batches())
+            role = (worker + nxt) % self.workers
+            skip = done[role] * self.batch_size
+        for key, files in self.raw(self.rank * self.workers + role):
             if skip:
                 skip -= 1
                 continue

@@ -8,16 +8,13 @@ It reads top to bottom:
    ``model.encoder.cache_dir`` (default ``<run.out_dir>/cache``), so the recipe runs standalone;
 3. decoder: a small causal LM, first trained on the captions alone (the "pretrained LLM" of the
    chapter at toy scale, also cached), then wrapped by ``models/captioner.py``;
-4. stages: ``model.stages`` lists from which step which parameter patterns learn ("connector only",
-   then "connector + decoder + encoder"); per-module learning rates come from
-   ``optim.param_groups``. Parameters matched by no stage never enter the optimizer. The current
-   stage and each module's effective learning rate are logged to metrics.jsonl;
+4. stages: ``train.stages`` (the runner's) says for how many steps which parameter patterns learn
+   and at which per-pattern learning rates ("connector only", then "connector + decoder +
+   encoder at a low LR"); the stage index and each module's effective learning rate (0 while
+   frozen) are logged to metrics.jsonl next to the runner's stage events;
 5. evaluation: greedy (or beam) captions of the held-out images; ``caption_digit_accuracy`` is
    the share whose caption names the right class (its class name or its index as a numeral) and
    no other class.
-
-The stage switch lives here (``requires_grad`` toggled before each step; AdamW skips parameters
-without gradients) until the engine provides ``train.stages``.
 """
 
 from __future__ import annotations
@@ -45,6 +42,7 @@ from modalab.registry import register
 from modalab.text.decoder import TextDecoder
 from modalab.text.tokenizer import BOS, EOS, PAD, WordTokenizer, tokenizer_from_dict, words
 from modalab.train.optim import lr_multiplier
+from modalab.train.stages import stage_index
 
 
 class CaptionEval(EvalBase):
@@ -192,12 +190,12 @@ def pretrain_language_model(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    run.log({"event": "decoder_lm", "source": "training", "steps": d.pretrain_steps, "loss": float(loss)})
+    run.log({"event": "decoder_lm", "source": "training", "steps": d.pretrain_steps, "loss": loss.item()})
     cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     save_file({k: v.contiguous() for k, v in decoder.state_dict().items()}, str(tmp))
     os.replace(tmp, path)
-    return {"path": str(path), "final_loss": float(loss)}
+    return {"path": str(path), "final_loss": loss.item()}
 
 
 class CaptionTask:
@@ -231,56 +229,37 @@ class CaptionTask:
             vocab_size=self.tokenizer.vocab_size, decoder=decoder,
         )
         self.objective = registry.build("loss", recipe.loss.name, recipe.loss)
-        self._setup_stages()
+        self._stage_summary()
 
     # stages -------------------------------------------------------------------------------
-    def _setup_stages(self) -> None:
-        """Parameters no stage trains are frozen for good (and stay out of the optimizer)."""
-        self.stages = self.cfg.stages
-        names = [n for n, p in self.model.named_parameters() if p.requires_grad]
-        every = [p for s in self.stages for p in s.trainable]
-        for n, p in self.model.named_parameters():
-            if not matches(every, n):
-                p.requires_grad_(False)
-        self.learnable = {n for n in names if matches(every, n)}
-        if not self.learnable:
-            raise ValueError(
-                f"model.stages: the patterns {every} match no trainable parameter; names look like "
-                f"{', '.join(names[:6])}"
-            )
-        self.unmatched = sorted({p for p in every if not any(fnmatch.fnmatchcase(n, p) for n in names)})
-        self.stage_params = {
-            s.name: sum(p.numel() for n, p in self.model.named_parameters()
-                        if n in self.learnable and matches(s.trainable, n))
-            for s in self.stages
-        }
-        self.stage_index, self.next_step = -1, 0
-
-    def _apply_stage(self, step: int) -> None:
-        idx = max(i for i, s in enumerate(self.stages) if s.start <= step)
-        if idx == self.stage_index:
+    def _stage_summary(self) -> None:
+        """Trainable parameter counts per ``train.stages`` entry (the runner switches stages)."""
+        self.stages = list(self.recipe.train.stages)
+        named = dict(self.model.named_parameters())
+        if not self.stages:
+            self.learnable = {n for n, p in named.items() if p.requires_grad}
+            self.stage_params = {"all": sum(named[n].numel() for n in self.learnable)}
             return
-        self.stage_index = idx
-        stage = self.stages[idx]
-        for n, p in self.model.named_parameters():
-            if n in self.learnable:
-                p.requires_grad_(matches(stage.trainable, n))
-                if not p.requires_grad:
-                    p.grad = None
-        self.run.log({"step": step, "event": "stage", "stage": stage.name, "stage_index": idx,
-                      "trainable_params": self.stage_params[stage.name]})
+        self.stage_params, self.learnable = {}, set()
+        for i, s in enumerate(self.stages):
+            names = {n for n in named if matches(s.trainable, n)}
+            self.stage_params[s.name or f"stage{i}"] = sum(named[n].numel() for n in names)
+            self.learnable |= names
 
     def module_lrs(self, step: int) -> dict[str, float]:
-        """Effective learning rate of each top-level module at ``step`` (0 while it is frozen)."""
+        """Effective learning rate of each top-level module at ``step`` (0 while it is frozen),
+        resolved as the runner does: the stage's ``lr`` patterns, then ``optim.param_groups``."""
         o = self.recipe.optim
         mult = lr_multiplier(step, self.recipe.train.steps, o.warmup_steps, o.schedule, o.min_lr_ratio)
+        rules = [(p, lr) for p, lr in self.stages[stage_index(self.stages, step)].lr.items()] if self.stages else []
+        rules += [(g.pattern, g.lr) for g in o.param_groups]
         out = {}
         for module in ("encoder", "connector", "decoder"):
             live = [n for n, p in self.model.named_parameters() if n.startswith(module + ".") and p.requires_grad]
             lr = 0.0
             if live:
-                rule = next((g for g in o.param_groups if fnmatch.fnmatchcase(live[0], g.pattern)), None)
-                lr = (rule.lr if rule is not None and rule.lr is not None else o.lr) * mult
+                rule = next((r for pat, r in rules if fnmatch.fnmatchcase(live[0], pat)), None)
+                lr = (rule if rule is not None else o.lr) * mult
             out[f"lr/{module}"] = lr
         return out
 
@@ -304,12 +283,11 @@ class CaptionTask:
         return self.objective(self.model(batch.images, inp, inp != PAD), tgt)
 
     def step(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-        self._apply_stage(self.next_step)
         return self.loss(batch), {}
 
     def after_step(self, step: int) -> dict[str, float]:
-        self.next_step = step + 1
-        return {"stage": float(self.stage_index), **self.module_lrs(step)}
+        stage = {"stage": float(stage_index(self.stages, step))} if self.stages else {}
+        return {**stage, **self.module_lrs(step)}
 
     # evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -349,13 +327,12 @@ class CaptionTask:
             "num_params": sum(p.numel() for p in self.model.parameters()),
             "trainable_params": sum(p.numel() for n, p in self.model.named_parameters() if n in self.learnable),
             "trainable_params_by_stage": self.stage_params,
-            "stage_patterns_matching_nothing": self.unmatched,
             "encoder_run": str(self.encoder_dir),
             "encoder_zeroshot_top1": zs,
         }
 
     def state(self) -> dict[str, Any]:
-        return {"tokenizer": self.tokenizer.to_dict(), "stage_index": self.stage_index}
+        return {"tokenizer": self.tokenizer.to_dict()}
 
     def extra_modules(self) -> dict[str, nn.Module]:
         return {}

@@ -102,7 +102,7 @@ def _run(recipe: Recipe, env: D.DistEnv, out: Path | None, recipe_path: str | No
     if env.main:
         if resume and out is None:
             out = find_run_dir(recipe.run.out_dir, recipe.run.name)
-        path = RunDir.create(out, recipe.run.out_dir, recipe.run.name).path
+        path = RunDir.create(out, recipe.run.out_dir, recipe.run.name, exist_ok=resume).path
     rd = RunDir(D.broadcast_object(path, env)) if env.main else _QuietRunDir(D.broadcast_object(path, env))
     yaml_text = recipe.to_yaml()
     start = latest_valid(rd.checkpoints) if resume else None

@@ -16,6 +16,7 @@ never started, is (re)run from scratch.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import os
@@ -272,7 +273,26 @@ def run_sweep(
     launch: Callable[[Plan, Job], int] = launch_subprocess,
     progress: bool = True,
 ) -> SweepSummary:
-    """Run every job of ``plan`` not finished yet, ``jobs`` at a time (at most the core count)."""
+    """Run every job of ``plan`` not finished yet, ``jobs`` at a time (at most the core count).
+
+    One sweep process per directory: a second one on the same directory is an error.
+    """
+    plan.root.mkdir(parents=True, exist_ok=True)
+    lock = open(plan.root / ".lock", "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise SweepError(f"another modalab sweep is running in {plan.root}; wait for it or stop it") from None
+    try:
+        return _run_locked(plan, jobs, retry_failed, launch, progress)
+    finally:
+        lock.close()
+
+
+def _run_locked(
+    plan: Plan, jobs: int, retry_failed: bool, launch: Callable[[Plan, Job], int], progress: bool
+) -> SweepSummary:
     plan.save()
     _STOPPING.clear()
     summary = SweepSummary()

@@ -271,6 +271,9 @@ class LocBatch:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def to(self, device: torch.device | str) -> "LocBatch":
+        return LocBatch(self.ids, self.videos.to(device), self.segments, self.seconds_per_step)
+
 
 def collate_long(samples: Sequence[Sample]) -> LocBatch:
     return LocBatch([s.id for s in samples], torch.stack([s.image for s in samples]),

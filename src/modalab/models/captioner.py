@@ -15,7 +15,7 @@ LoRA on the decoder's attention projections are added by the builder when the re
 
 Parameter names start with ``encoder.``, ``connector.`` and ``decoder.`` (cross-attention layers:
 ``decoder.blocks.<i>.cross.``, adapters ``decoder.blocks.<i>.adapter.``, LoRA ``...lora_a/lora_b``),
-which is what ``optim.param_groups`` and training stages match.
+which is what ``optim.param_groups`` and ``train.stages`` match.
 """
 
 from __future__ import annotations
@@ -154,14 +154,6 @@ class LoraConfig(Section):
     targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1)
 
 
-class StageConfig(Section):
-    """One training stage: from ``start`` (optimizer step) on, only ``trainable`` patterns learn."""
-
-    name: str
-    start: int = Field(0, ge=0)
-    trainable: list[str] = Field(min_length=1, description="glob patterns on parameter names")
-
-
 class CaptionerConfig(NamedBase):
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     connector: dict[str, Any] = Field(
@@ -173,9 +165,6 @@ class CaptionerConfig(NamedBase):
     cross_attention: CrossAttentionConfig = Field(default_factory=CrossAttentionConfig)
     adapter_bottleneck: int | None = Field(None, gt=0, description="bottleneck adapters after each block")
     lora: LoraConfig | None = None
-    stages: list[StageConfig] = Field(
-        default_factory=lambda: [StageConfig(name="all", trainable=["*"])], min_length=1
-    )
 
     @field_validator("connector")
     @classmethod
@@ -190,14 +179,6 @@ class CaptionerConfig(NamedBase):
         if entry.schema is not None:
             rest = entry.schema.model_validate(rest).model_dump()
         return {"name": name, **rest}
-
-    @field_validator("stages")
-    @classmethod
-    def _check_stages(cls, v: list[StageConfig]) -> list[StageConfig]:
-        starts = [s.start for s in v]
-        if starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])):
-            raise ValueError(f"model.stages: starts must begin at 0 and increase strictly, got {starts}")
-        return v
 
 
 @register("model", "captioner", schema=CaptionerConfig)

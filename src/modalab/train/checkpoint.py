@@ -65,18 +65,20 @@ def save_checkpoint(
     keep: int = 2,
     extra: dict[str, nn.Module] | None = None,
     trainer: dict[str, Any] | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``ckpt_dir/step_<step>`` atomically and keep only the newest ``keep`` checkpoints.
 
     ``trainer`` holds more tensors/containers for ``trainer_state.pt`` (e.g. ``rng`` of every
-    rank from :func:`rng_state`, ``scaler``); its keys override the defaults.
+    rank from :func:`rng_state`, ``scaler``); its keys override the defaults. ``weights``
+    replaces ``model``'s state dict (e.g. full tensors gathered from FSDP shards).
     """
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     final = ckpt_dir / f"step_{step:08d}"
     tmp = ckpt_dir / f".tmp_step_{step:08d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file(model_state(model), str(tmp / "model.safetensors"))
+    save_file(weights if weights is not None else model_state(model), str(tmp / "model.safetensors"))
     for name, module in (extra or {}).items():  # e.g. the objective's negative queues
         save_file(model_state(module), str(tmp / f"{name}.safetensors"))
     payload: dict[str, Any] = {"rng": [rng_state()]}

@@ -142,16 +142,32 @@ def all_mean(values: list[float], env: DistEnv) -> list[float]:
 
 
 def shard_model(model: nn.Module, block_types: tuple[type, ...]) -> nn.Module:
-    """FSDP2: ``fully_shard`` each block of ``block_types`` and then the root (in place)."""
+    """FSDP2 ``fully_shard`` (in place) on each block of ``block_types``, then on each direct child
+    of the root. The root itself stays unsharded, so a task may call its submodules directly
+    (``encode_image``); its own parameters (scalars such as the logit scale, which FSDP2 cannot
+    shard) stay replicated: average their gradients with :func:`average_gradients`.
+    """
     try:
         from torch.distributed.fsdp import fully_shard
     except ImportError as e:  # pragma: no cover - torch < 2.6
         raise RuntimeError("train.strategy=fsdp needs torch.distributed.fsdp.fully_shard (torch >= 2.6)") from e
+    scalars = {p for p in model.parameters() if p.ndim == 0}
     for m in model.modules():
         if isinstance(m, block_types):
-            fully_shard(m)
-    fully_shard(model)
+            fully_shard(m, ignored_params=scalars)
+    for child in model.children():
+        if any(True for _ in child.parameters()):
+            fully_shard(child, ignored_params=scalars)
     return model
+
+
+def is_sharded(t: torch.Tensor) -> bool:
+    return type(t).__name__ == "DTensor"
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a DTensor shard (a collective: every rank must call it); others as is."""
+    return t.full_tensor() if is_sharded(t) else t
 
 
 def torchrun_command(nproc: int, argv: list[str]) -> list[str]:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from modalab.train.optim import grad_norm, lr_multiplier, set_lr
+from modalab.train.optim import clip_gradients, grad_norm, lr_multiplier, set_lr
 from modalab.train.precision import autocast  # noqa: F401 - re-exported (older imports)
 
 
@@ -149,7 +149,7 @@ def fit(
             continue
         st.bad_run = 0
         if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            clip_gradients(params, cfg.grad_clip, gnorm)
         if scaler:
             scaler.step(optimizer)
             scaler.update()

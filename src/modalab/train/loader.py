@@ -61,6 +61,9 @@ class TrainStream:
     def __init__(self, loader: Any, *, local_batch: int, seed: int, rank: int = 0,
                  world: int = 1) -> None:
         self.loader, self.sampler = loader, None
+        # a DataLoader draws its workers' base seed when an epoch starts; from its own generator
+        # (re-seeded per epoch and rank) so that neither the global RNG nor a resume shifts it
+        self.generator, self.seed, self.rank = torch.Generator(), seed, rank
         self.epoch, self.batch = 0, 0
         if isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset):
             self.sampler = EpochSampler(
@@ -77,7 +80,7 @@ class TrainStream:
                 loader.dataset, batch_size=local_batch, sampler=self.sampler, drop_last=True,
                 collate_fn=loader.collate_fn, num_workers=loader.num_workers,
                 pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn,
-                persistent_workers=False,
+                persistent_workers=False, generator=self.generator,
             )
 
     @property
@@ -106,6 +109,7 @@ class TrainStream:
     def _epoch_iter(self, skip: int) -> Iterator[Any]:
         ds = self.dataset
         if self.sampler is not None:
+            self.generator.manual_seed((self.seed * 100_003 + self.epoch) * 1_009 + self.rank)
             self.sampler.set_epoch(self.epoch, skip * self.loader.batch_size)
             return iter(self.loader)
         if hasattr(ds, "set_epoch"):

@@ -111,5 +111,31 @@ def set_lr(optimizer: torch.optim.Optimizer, multiplier: float) -> None:
 
 
 def grad_norm(params: Iterable[torch.nn.Parameter]) -> float:
-    grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
-    return torch.stack(grads).norm().item() if grads else 0.0
+    """Global L2 norm of the gradients; FSDP-sharded (DTensor) gradients are summed over ranks."""
+    local, sharded = [], []
+    for p in params:
+        if p.grad is None:
+            continue
+        g = p.grad.detach()
+        if type(g).__name__ == "DTensor":
+            sharded.append(g.to_local().float().pow(2).sum())
+        else:
+            local.append(g.float().norm())
+    total = torch.stack(local).norm().pow(2) if local else torch.zeros(())
+    if sharded:
+        import torch.distributed as dist
+
+        sq = torch.stack(sharded).sum()
+        dist.all_reduce(sq)
+        total = total.to(sq.device) + sq
+    return total.sqrt().item()
+
+
+@torch.no_grad()
+def clip_gradients(params: Iterable[torch.nn.Parameter], max_norm: float, total_norm: float) -> None:
+    """Scale gradients so their global norm is at most ``max_norm`` (as ``clip_grad_norm_``)."""
+    coef = max_norm / (total_norm + 1e-6)
+    if coef < 1.0:
+        for p in params:
+            if p.grad is not None:
+                p.grad.mul_(coef)

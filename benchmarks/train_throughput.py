@@ -1,0 +1,70 @@
+"""Training throughput of the default recipe's model (recipes/clip_digits.yaml): fp32 vs bf16,
+1 vs 2 processes (torchrun, gloo on CPU / NCCL on GPU), and exact accumulation (GradCache) vs
+one batch.
+
+Each configuration is a real ``modalab run`` in a fresh process (``--nproc 2`` launches torchrun),
+``train.steps`` optimizer steps at the recipe's global batch of 128; samples/s is the mean of the
+``samples_per_s`` the loop logs, skipping the first window (warm-up). Evaluation is reduced to
+one pass at the end and not timed.
+
+    OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --steps 40 --threads 1
+
+With ``--threads 1`` every process uses one core, so 2 processes use twice the cores of 1: the
+comparison is "one more worker", as on a machine with one GPU per process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "clip_digits.yaml"
+
+CONFIGS = {
+    "fp32 x1": (1, ["train.precision=fp32"]),
+    "bf16 x1": (1, ["train.precision=bf16"]),
+    "fp32 x2": (2, ["train.precision=fp32"]),
+    "fp32 x1 exact accum 4x32": (1, ["train.precision=fp32", "train.accum_steps=4", "train.accum_mode=exact"]),
+}
+
+
+def measure(nproc: int, overrides: list[str], steps: int, threads: int, out: Path) -> float:
+    cmd = [sys.executable, "-m", "modalab", "run", str(RECIPE), "--out", str(out), "--nproc", str(nproc),
+           f"train.steps={steps}", "train.log_every=10", "train.eval_every=0", f"train.num_threads={threads}",
+           "run.progress=false", *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{p.stderr[-3000:]}")
+    recs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    sps = [r["samples_per_s"] for r in recs if "samples_per_s" in r and "event" not in r]
+    return sum(sps[1:]) / max(1, len(sps[1:]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    ap.add_argument("--only", nargs="*", help="configuration names to run (default: all)")
+    args = ap.parse_args()
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, (nproc, over)) in enumerate(CONFIGS.items()):
+            if args.only and name not in args.only:
+                continue
+            results[name] = measure(nproc, over, args.steps, args.threads, Path(tmp) / f"r{i}")
+            print(f"{name:<28} {results[name]:8.1f} samples/s", flush=True)
+    base = results.get("fp32 x1")
+    if base:
+        print("\nratio to fp32 x1:")
+        for name, v in results.items():
+            print(f"  {name:<28} {v / base:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()

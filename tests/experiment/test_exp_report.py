@@ -1,0 +1,85 @@
+"""Sweep reports (plots, compare table, configs), the chapter-5 table generator, and a Chromium render."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modalab.experiment.chapter5 import claim_text, generate
+from modalab.experiment.report import write_sweep_report
+from modalab.experiment.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fake_sweep(root: Path, recipe: Path, key: str, values: list[str], effect: list[float], seeds=(0, 1, 2)):
+    """A finished sweep directory whose arms differ by ``effect`` in zeroshot_top1."""
+    rng = np.random.default_rng(0)
+    arms = [{"name": f"{key.split('.')[-1]}-{v}", "overrides": [f"{key}={v}"], "params": {key: v}} for v in values]
+    root.mkdir(parents=True)
+    (root / "sweep.json").write_text(json.dumps({
+        "recipe": str(recipe), "grid": {key: values}, "seeds": list(seeds), "overrides": [], "arms": arms,
+        "runs": [{"arm": a["name"], "seed": s, "dir": f"{a['name']}/seed{s}"} for a in arms for s in seeds]}))
+    (root / "recipe.yaml").write_text("train:\n  steps: 100\n  batch_size: 128\n")
+    for a, e in zip(arms, effect):
+        for s in seeds:
+            rd = RunDir.create(root / a["name"] / f"seed{s}", "", "x")
+            rd.write_run_info({"name": "x", "seed": s, "status": "finished"})
+            for step in range(10, 110, 10):
+                rd.log({"step": step, "loss": 4 - step / 50 - e, "tau": 0.07})
+            rd.write_results({"zeroshot_top1": 0.6 + e + rng.normal(0, 0.005), "image_to_text_R@1": 0.5 + e,
+                              "wall_seconds": 30.0})
+            rd.write_artifact("similarity_distribution", {
+                "positive": (rng.normal(0.6 + e, 0.1, 200)).tolist(), "negative": rng.normal(0.1, 0.2, 800).tolist()})
+    return root
+
+
+def test_sweep_report_has_plots_table_and_config(tmp_path):
+    root = fake_sweep(tmp_path / "sw", ROOT / "recipes/chapter5/temperature.yaml", "loss.temperature",
+                      ["0.01", "0.07", "0.3"], [0.05, 0.1, -0.2])
+    html = write_sweep_report(root).read_text()
+    assert html.count("data:image/png;base64,") == 4  # metric vs tau, loss curves, tau curves, histograms
+    assert "temperature-0.07" in html and "significant" in html
+    assert "steps: 100" in html  # the resolved config
+    assert "http://" not in html and "https://" not in html  # no network needed
+
+
+def test_chapter5_table_is_generated_from_runs(tmp_path):
+    t = fake_sweep(tmp_path / "temperature", ROOT / "recipes/chapter5/temperature.yaml", "loss.temperature",
+                   ["0.01", "0.07", "0.3"], [0.05, 0.1, -0.2])
+    b = fake_sweep(tmp_path / "batch_size", ROOT / "recipes/chapter5/batch_size.yaml", "train.batch_size",
+                   ["64", "128"], [0.0, 0.001])
+    out = tmp_path / "docs" / "chapter5.md"
+    out.parent.mkdir()
+    text = generate([t, b], out)
+    assert "0.01 到 0.1" in claim_text(ROOT / "recipes/chapter5/temperature.yaml")
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 2
+    assert "**held**" in rows[0] and "temperature-0.07: 0.70" in rows[0]
+    assert "not significant at n=3" in rows[1]  # +0.001 is within the seed noise (sd 0.005)
+    assert "](../temperature/report.html)" in rows[0]
+
+
+def _has_chromium() -> bool:
+    return any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _has_chromium(), reason="needs chromium (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(tmp_path):
+    root = fake_sweep(tmp_path / "sw", ROOT / "recipes/chapter5/temperature.yaml", "loss.temperature",
+                      ["0.01", "0.07", "0.3"], [0.05, 0.1, -0.2])
+    report = write_sweep_report(root)
+    shot = tmp_path / "shot.png"
+    res = subprocess.run([sys.executable, str(ROOT / "scripts/screenshot_report.py"), str(report), "--out", str(shot)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "4/4 images loaded" in res.stdout
+    from PIL import Image
+
+    img = np.asarray(Image.open(shot).convert("L"))
+    assert img.shape[1] == 1200 and img.std() > 10  # not a blank page
