@@ -1,9 +1,14 @@
 import os
 
-import pytest
-import torch
-
+# One intra-op thread everywhere: the test models are tiny, and tests that spawn processes
+# (distributed, sweeps, kill/resume) would otherwise oversubscribe the cores many times over.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
