@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, registry.RegistryError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `modalab compare ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ BUILDER_MODULES: tuple[str, ...] = (
     "modalab.models.clap",
     "modalab.experiment.audio_events",
     "modalab.experiment.clap",
+    "modalab.experiment.tokenizer_task",
 )
 
 

@@ -122,3 +122,31 @@ def test_real_sweep_subprocesses(tmp_path):
         info = json.loads((tmp_path / "sw" / arm / "seed0" / "run.json").read_text())
         assert info["status"] == "finished" and "train.num_threads=1" in info["overrides"]
     assert main(["compare", str(tmp_path / "sw")]) == 0
+
+
+CHAPTER5 = sorted((RECIPES / "chapter5").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", CHAPTER5, ids=lambda p: p.stem)
+def test_chapter5_recipe_arms_validate(recipe):
+    """Every arm of every chapter-5 sweep recipe is a valid recipe (what `modalab sweep` runs)."""
+    from modalab.config import load
+
+    args = header_args(recipe)
+    grid = parse_grid([args[i + 1] for i, a in enumerate(args) if a == "--grid"])
+    arms = expand_grid(grid)
+    assert len(arms) >= 2 and "Claim" in recipe.read_text().splitlines()[0]
+    for arm in arms:
+        r = load(recipe, list(arm.overrides))
+        assert r.train.steps <= 150
+
+
+def test_sweep_directory_is_locked(tmp_path):
+    import fcntl
+
+    plan = make_plan(tmp_path / "sw", RECIPES / "clip_digits.yaml", parse_grid(["train.steps=2"]), [0], [])
+    plan.root.mkdir(parents=True)
+    with open(plan.root / ".lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(SweepError, match="another modalab sweep"):
+            run_sweep(plan, launch=fake_launch([]), progress=False)

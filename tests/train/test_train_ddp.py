@@ -27,7 +27,9 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [[], ["loss.name=siglip", "model.init_logit_bias=-10.0", "train.accum_steps=2"]])
+@pytest.mark.parametrize("extra", [
+    [], ["loss.name=siglip", "model.init_logit_bias=-10.0", "train.accum_steps=2"], ["train.strategy=fsdp"],
+])
 def test_two_process_gloo_equals_single_process(tmp_path, extra):
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(["run", RECIPE, "--out", str(one), *TINY, *extra]) == 0

@@ -91,3 +91,44 @@ def test_grad_checkpointing_patterns():
     assert not m.text_encoder.grad_checkpointing
     with pytest.raises(ValueError, match="reaches no module"):
         enable_grad_checkpointing(m, ["decoder"])
+
+
+def test_bf16_with_grad_checkpointing_trains():
+    from modalab.layers import Transformer
+
+    torch.manual_seed(0)
+    model = nn.Sequential(Transformer(16, 2, 2), nn.Flatten(), nn.Linear(16 * 4, 1))
+    enable_grad_checkpointing(model, True)
+    opt = torch.optim.AdamW([{"params": list(model.parameters()), "base_lr": 1e-2, "lr": 1e-2}])
+    x, y = torch.randn(32, 4, 16), torch.randn(32, 1)
+
+    def step_fn(b):
+        out = model(b[0])
+        assert out.dtype == torch.bfloat16  # autocast is on
+        return (out.float() - b[1]).pow(2).mean(), {}
+
+    logs = []
+    fit(model, iter([(x, y)] * 30), step_fn, opt, LoopConfig(steps=30, precision="bf16", log_every=10,
+        progress=False), log=logs.append, batch_size=lambda b: len(b[0]))
+    assert logs[-1]["loss"] < logs[0]["loss"]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_train_stream_positions_and_plain_iterables():
+    from torch.utils.data import DataLoader
+
+    from modalab.train.loader import TrainStream
+
+    data = list(range(10))
+    s = TrainStream(DataLoader(data, batch_size=2, shuffle=True), local_batch=2, seed=0)
+    it = iter(s)
+    first = [next(it).tolist() for _ in range(7)]  # 5 batches per epoch: into epoch 1
+    assert s.state() == {"epoch": 1, "batch": 2}
+    r = TrainStream(DataLoader(data, batch_size=2, shuffle=True), local_batch=2, seed=0)
+    r.load_state({"epoch": 0, "batch": 3})
+    assert [next(iter(r)).tolist()] == [first[3]]
+    plain = TrainStream([[1], [2], [3]], local_batch=1, seed=0)  # any iterable: skipped by reading
+    plain.load_state({"epoch": 0, "batch": 2})
+    assert next(iter(plain)) == [3]
+    with pytest.raises(ValueError, match="yielded no batch"):
+        next(iter(TrainStream([], local_batch=1, seed=0)))

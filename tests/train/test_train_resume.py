@@ -79,6 +79,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
             assert ra[k] == rb[k], k
 
 
+@pytest.mark.slow
 def test_resume_without_checkpoint_starts_fresh_and_resume_after_finish_is_noop(tmp_path):
     run = tmp_path / "r"
     over = [*TINY, "train.steps=3", "train.eval_every=0"]

@@ -48,6 +48,9 @@ class EventBatch:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def to(self, device: torch.device | str) -> "EventBatch":
+        return EventBatch(self.ids, self.audio.to(device), self.clip_targets.to(device), self.events)
+
 
 class AudioEventsTask:
     """Weakly (or strongly) supervised sound-event tagging and detection."""
@@ -89,7 +92,7 @@ class AudioEventsTask:
     # training -----------------------------------------------------------------------------
     def step(self, batch: EventBatch) -> tuple[Tensor, dict[str, float]]:
         out = self.model(batch.audio)
-        frames = self.frame_targets(batch.events, out["frame_logits"].shape[1])
+        frames = self.frame_targets(batch.events, out["frame_logits"].shape[1]).to(out["frame_logits"].device)
         loss = self.objective(out["clip_prob"], batch.clip_targets, out["frame_logits"], frames)
         return loss, {}
 
@@ -102,11 +105,12 @@ class AudioEventsTask:
         """clip_prob (N, C), frame_prob (N, T', C), clip targets (N, C), reference events."""
         self.model.eval()
         loader = DataLoader(dataset, batch_size=self.eval_cfg.batch_size, collate_fn=self.collate)
+        device = next(self.model.parameters()).device
         clips, frames, targets, events = [], [], [], []
         for b in loader:
-            out = self.model(b.audio)
-            clips.append(out["clip_prob"].float())
-            frames.append(out["frame_prob"].float())
+            out = self.model(b.audio.to(device))
+            clips.append(out["clip_prob"].float().cpu())
+            frames.append(out["frame_prob"].float().cpu())
             targets.append(b.clip_targets)
             events += b.events
         return (torch.cat(clips).numpy(), torch.cat(frames).numpy(), torch.cat(targets).numpy(), events)

@@ -129,11 +129,15 @@ def prepare_encoder(enc: EncoderConfig, recipe: Recipe, cache: Path, run: RunDir
         return out
     raw["train"]["num_threads"] = recipe.train.num_threads
     raw["run"]["progress"] = recipe.run.progress
-    tmp = out.with_name(out.name + ".partial")
+    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")  # concurrent runs never share it
     shutil.rmtree(tmp, ignore_errors=True)
     run.log({"event": "encoder", "source": "training", "path": str(out), "steps": enc.pretrain_steps})
     run_recipe(from_dict(raw), tmp)
-    os.replace(tmp, out)
+    if (out / "results.json").is_file():  # another run finished the same encoder first
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
     return out
 
 
@@ -192,7 +196,7 @@ def pretrain_language_model(
         opt.step()
     run.log({"event": "decoder_lm", "source": "training", "steps": d.pretrain_steps, "loss": loss.item()})
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
+    tmp = path.with_name(f"{path.name}.partial-{os.getpid()}")
     save_file({k: v.contiguous() for k, v in decoder.state_dict().items()}, str(tmp))
     os.replace(tmp, path)
     return {"path": str(path), "final_loss": loss.item()}

@@ -16,14 +16,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
 import yaml
 
 from modalab.experiment.report import write_sweep_report
-from modalab.experiment.stats import Comparison, compare
-from modalab.experiment.sweep import load_plan
+from modalab.experiment.stats import Comparison, compare, fmt_p
+from modalab.experiment.sweep import base_config_text, load_plan
 
 
 def _f(v: str) -> float:
@@ -69,7 +70,7 @@ def verdict(comp: Comparison, claimed: Callable[[dict[str, str]], bool] | None) 
     if best.mean < top_other.mean:
         d = _diff(comp, best.arm, top_other.arm)
         sig = "significant" if d and d.significant else "not significant"
-        return f"**not held here**: {top_other.arm} beats {best.arm} ({sig})"
+        return f"**not held here**: {top_other.arm} beats {best.arm} (difference {sig})"
     diffs = [_diff(comp, best.arm, o.arm) for o in no]
     if all(d is not None and d.significant for d in diffs):
         return f"**held** ({best.arm} best, every difference significant)"
@@ -86,11 +87,10 @@ def _diff(comp: Comparison, a: str, b: str):  # type: ignore[no-untyped-def]
 
 def setting(root: Path) -> str:
     plan = load_plan(root)
-    snap = root / "recipe.yaml"
-    cfg = yaml.safe_load(snap.read_text()) if snap.is_file() else {}
+    cfg = yaml.safe_load(base_config_text(plan) or "{}") or {}
     tr = cfg.get("train", {})
     grid = "; ".join(f"`{k}` in {{{', '.join(v)}}}" for k, v in plan.grid.items())
-    return (f"{grid}; {tr.get('steps', '?')} steps, batch {tr.get('batch_size', '?')}, "
+    return (f"{grid}; {tr.get('steps', '?')} steps, base batch {tr.get('batch_size', '?')}, "
             f"{len(plan.seeds)} seeds")
 
 
@@ -109,7 +109,11 @@ def generate(sweeps: list[Path], out: Path, metric: str = "zeroshot_top1") -> st
         plan = load_plan(root)
         comp = compare([root], metric)
         report = write_sweep_report(root, metric)
-        link = os.path.relpath(report, out.parent)
+        # a copy beside the table, so the committed document links to a committed report
+        kept = out.parent / out.stem / f"{root.name}.html"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(report, kept)
+        link = os.path.relpath(kept, out.parent)
         stem = plan.recipe.stem
         rows.append(
             f"| {claim_text(plan.recipe)} | {setting(root)} | {measured(comp)} | "
@@ -117,7 +121,7 @@ def generate(sweeps: list[Path], out: Path, metric: str = "zeroshot_top1") -> st
         )
         diffs = "\n".join(
             f"  - {d.b} − {d.a}: {d.diff:+.4f}, bootstrap 95% CI [{d.lo:+.4f}, {d.hi:+.4f}], "
-            f"p = {d.p_boot:.3f} (bootstrap) / {d.p_t:.3f} (paired t): "
+            f"p = {fmt_p(d.p_boot)} (bootstrap) / {fmt_p(d.p_t)} (paired t): "
             f"{'significant' if d.significant else 'not significant'}"
             for d in comp.diffs
         )

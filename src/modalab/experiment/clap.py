@@ -54,11 +54,20 @@ class ClapTask:
     def step(self, batch: Any) -> tuple[Tensor, dict[str, float]]:
         return self.inner.step(batch)
 
+    def embed_batch(self, batch: Any) -> dict[str, Tensor]:  # GradCache (train.accum_mode=exact)
+        return self.inner.embed_batch(batch)
+
+    def loss_from_embeddings(self, emb: dict[str, Tensor], batch: Any) -> tuple[Tensor, dict[str, float]]:
+        return self.inner.loss_from_embeddings(emb, batch)
+
     def after_step(self, step: int) -> dict[str, float]:
         return self.inner.after_step(step)
 
     def state(self) -> dict[str, Any]:
         return self.inner.state()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.inner.load_state(state)
 
     def extra_modules(self) -> dict[str, torch.nn.Module]:
         return self.inner.extra_modules()
@@ -78,12 +87,15 @@ class ClapTask:
         if labels is None or not self.data.classnames:
             return {}
         m, tok = self.inner.model, self.inner.tokenizer
-        cls = class_embeddings(lambda t: m.encode_text(tok(t)), self.data.classnames, self.inner.eval_cfg.prompts)
+        dev = m.logit_scale.device
+        cls = class_embeddings(lambda t: m.encode_text(tok(t).to(dev)).cpu(), self.data.classnames,
+                               self.inner.eval_cfg.prompts)  # (C, E) on CPU, like audio_emb
         spk = self.speakers["test"]
         out = {}
         for s in sorted(set(spk)):
             idx = torch.tensor([i for i, x in enumerate(spk) if x == s])
-            out[f"zeroshot_top1/{s}"] = zeroshot_accuracy(audio_emb[idx], cls, labels[idx], ks=(1,))["zeroshot_top1"]
+            acc = zeroshot_accuracy(audio_emb[idx], cls, labels[idx], ks=(1,))
+            out[f"zeroshot_top1/{s}"] = acc["zeroshot_top1"]
         return out
 
     def counts(self) -> dict[str, Any]:

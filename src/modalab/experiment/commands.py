@@ -57,7 +57,12 @@ def _sweep(args, header_args, make_plan, parse_grid, run_sweep) -> int:  # type:
     print(f"sweep {root}: {len(plan.arms)} arm(s) x {len(plan.seeds)} seed(s) = {len(plan.jobs)} runs, "
           f"{jobs} at a time")
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    summary = run_sweep(plan, jobs=jobs, retry_failed=args.retry_failed, progress=not args.no_progress)
+    try:
+        summary = run_sweep(plan, jobs=jobs, retry_failed=args.retry_failed, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\nsweep {root}: interrupted; the same command resumes it (finished runs are kept)",
+              file=sys.stderr)
+        return 130
     print(f"sweep {root}: {summary.line()}")
     for label in summary.failed:
         print(f"  failed: {label} (log: {root / 'logs' / label.replace('/', '-')}.log)")

@@ -4,7 +4,8 @@ The task is built from the data at hand: "does this image and this caption agree
 image keeps its own caption with probability 1/2, otherwise it gets a caption of another class
 (drawn from the source's caption list); held-out pairs are fixed by the seed. Every variant in
 ``model.variants`` (``fusion/agreement.py``) is trained in the same run on the same batches with
-the same learning-rate schedule: ``step`` runs forward and backward for each variant in turn,
+the same learning-rate schedule (on raw image patches, or on the tokens of a frozen pre-trained
+image tower, ``model.image_encoder``, trained and cached as for the captioner): ``step`` runs forward and backward for each variant in turn,
 clips that variant's gradients on their own (``model.grad_clip``; keep ``train.grad_clip: null``)
 and times it, so the optimizer step is equivalent to separate runs. Results: a table of held-out
 accuracy, parameter count and mean forward+backward time per step for each variant.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,9 +27,10 @@ from torch.utils.data import DataLoader, Dataset
 from modalab import registry
 from modalab.config import EvalBase, NamedBase, Recipe
 from modalab.data.sample import Batch, Sample, collate
-from modalab.experiment.caption import class_mentions
+from modalab.experiment.caption import class_mentions, load_image_tower, prepare_encoder
 from modalab.experiment.rundir import RunDir
 from modalab.fusion.agreement import KINDS, AgreementModel, agreement_model
+from modalab.models.captioner import EncoderConfig, VitTokens
 from modalab.registry import register
 from modalab.text.tokenizer import WordTokenizer
 
@@ -62,6 +65,9 @@ class AblationModelConfig(NamedBase):
     patch_size: int = Field(4, gt=0)
     context_length: int = Field(12, gt=2)
     grad_clip: float | None = Field(1.0, gt=0, description="per-variant gradient clipping")
+    image_encoder: EncoderConfig | None = Field(
+        None, description="a frozen pre-trained image tower (as in the captioner); None = raw patches"
+    )
 
     @field_validator("variants")
     @classmethod
@@ -74,13 +80,14 @@ class AblationModelConfig(NamedBase):
 
 @register("model", "fusion_ablation", schema=AblationModelConfig)
 def build_fusion_ablation(
-    cfg: AblationModelConfig, *, image_size: int, channels: int, vocab_size: int
+    cfg: AblationModelConfig, *, image_size: int, channels: int, vocab_size: int,
+    image_token_dim: int | None = None,
 ) -> nn.ModuleDict:
     """One agreement classifier per fusion kind (early, late, gated cross-attention, MoME)."""
     return nn.ModuleDict({
         k: agreement_model(k, image_size=image_size, channels=channels, patch=cfg.patch_size,
                            vocab_size=vocab_size, context_length=cfg.context_length,
-                           dim=cfg.dim, depth=cfg.depth, heads=cfg.heads)
+                           dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, image_token_dim=image_token_dim)
         for k in cfg.variants
     })
 
@@ -115,8 +122,18 @@ class FusionAblationTask:
         self.train_set = PairDataset(data.train, by_class, recipe.run.seed, fixed=False)
         self.test_set = PairDataset(data.test, by_class, recipe.run.seed, fixed=True)
         self.tokenizer = WordTokenizer.build(data.texts, self.cfg.context_length)
+        self.encoder, self.encoder_dir, width = None, None, None
+        if self.cfg.image_encoder is not None:  # shared, frozen, outside the trained models
+            enc = self.cfg.image_encoder
+            cache = Path(enc.cache_dir or Path(recipe.run.out_dir) / "cache")
+            self.encoder_dir = prepare_encoder(enc, recipe, cache, run)
+            vit = load_image_tower(self.encoder_dir, data.image_size, data.channels).eval().requires_grad_(False)
+            self.encoder = VitTokens(vit)
+            width = self.encoder.width
+            torch.manual_seed(recipe.run.seed)  # same state whether the encoder was cached or trained
         self.model = registry.build("model", self.cfg.name, self.cfg, image_size=data.image_size,
-                                    channels=data.channels, vocab_size=self.tokenizer.vocab_size)
+                                    channels=data.channels, vocab_size=self.tokenizer.vocab_size,
+                                    image_token_dim=width)
         self.objective = registry.build("loss", recipe.loss.name, recipe.loss)
         self.times: dict[str, list[float]] = {k: [] for k in self.model}
         self.num_steps = 0
@@ -128,13 +145,19 @@ class FusionAblationTask:
         return DataLoader(self.train_set, batch_size=self.recipe.train.batch_size, shuffle=True, drop_last=True,
                           collate_fn=self.collate, num_workers=self.recipe.data.num_workers)
 
+    @torch.no_grad()
+    def image_input(self, images: Tensor) -> Tensor:
+        """Raw images, or the frozen encoder's tokens (B, 1 + N, W) computed once for all variants."""
+        return images if self.encoder is None else self.encoder(images)
+
     def step(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         """Forward + backward of each variant (gradients land in ``.grad``); returns a leaf
         carrying the summed loss so the engine's own backward adds nothing."""
         logs, total = {}, 0.0
+        images = self.image_input(batch.images)
         for kind, model in self.model.items():
             t0 = time.perf_counter()
-            loss = self.objective(model(batch.images, batch.tokens), batch.labels)
+            loss = self.objective(model(images, batch.tokens), batch.labels)
             loss.backward()
             if self.cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
@@ -155,8 +178,9 @@ class FusionAblationTask:
         correct = {k: 0 for k in self.model}
         n = 0
         for b in loader:
+            images = self.image_input(b.images)
             for kind, model in self.model.items():
-                correct[kind] += int(((model(b.images, b.tokens) > 0).long() == b.labels).sum())
+                correct[kind] += int(((model(images, b.tokens) > 0).long() == b.labels).sum())
             n += len(b)
         self.model.train()
         res: dict[str, Any] = {f"accuracy/{k}": c / n for k, c in correct.items()}
@@ -177,7 +201,8 @@ class FusionAblationTask:
 
     def counts(self) -> dict[str, Any]:
         return {"num_train": len(self.train_set), "num_test": len(self.test_set),
-                "num_params": sum(p.numel() for p in self.model.parameters())}
+                "num_params": sum(p.numel() for p in self.model.parameters()),
+                "image_encoder_run": None if self.encoder_dir is None else str(self.encoder_dir)}
 
     def state(self) -> dict[str, Any]:
         return {"tokenizer": self.tokenizer.to_dict()}

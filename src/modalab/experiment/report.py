@@ -210,6 +210,8 @@ def similarity_grid(dists: dict[str, dict[str, Any]]) -> str | None:
 
 
 def compare_html(comp: Any) -> str:
+    from modalab.experiment.stats import fmt_p
+
     rows = ["<tr><th>arm</th><th>n</th><th>mean</th><th>std</th><th>95% CI</th><th>values by seed</th></tr>"]
     for a in comp.arms:
         vals = ", ".join(f"{s}: {v:.4f}" for s, v in zip(a.seeds, a.values))
@@ -220,7 +222,7 @@ def compare_html(comp: Any) -> str:
     for d in comp.diffs:
         verdict = "significant" if d.significant else f"<span class='warn'>not significant at n={d.n_pairs}</span>"
         drows.append(f"<tr><td>{html.escape(d.b)} − {html.escape(d.a)}</td><td>{d.n_pairs}</td><td>{d.diff:+.4f}</td>"
-                     f"<td>[{d.lo:+.4f}, {d.hi:+.4f}]</td><td>{d.p_boot:.3f} / {d.p_t:.3f}</td><td>{verdict}</td></tr>")
+                     f"<td>[{d.lo:+.4f}, {d.hi:+.4f}]</td><td>{fmt_p(d.p_boot)} / {fmt_p(d.p_t)}</td><td>{verdict}</td></tr>")
     return "<table>" + "".join(rows) + "</table><p></p><table>" + "".join(drows) + "</table>"
 
 
@@ -230,7 +232,7 @@ def render_sweep(root: Path, metric: str = "zeroshot_top1") -> str:
 
     from modalab.experiment.stats import compare, compare_values, collect
     from modalab.experiment.store import Store, store_path
-    from modalab.experiment.sweep import load_plan, run_status
+    from modalab.experiment.sweep import base_config_text, load_plan, run_status
 
     plan = load_plan(root)
     comp = compare([root], metric)
@@ -265,8 +267,7 @@ def render_sweep(root: Path, metric: str = "zeroshot_top1") -> str:
             f"<td>{a.mean:.4f} ± {(a.hi - a.mean) if a.hi == a.hi else 0:.4f}</td>" for a in c.arms) + "</tr>")
     head = "<tr><th>metric</th>" + "".join(f"<th>{html.escape(a.arm)}</th>" for a in comp.arms) + "</tr>"
     imgs = "".join(f'<img src="{f}" alt="plot">' for f in figs if f)
-    snap = plan.root / "recipe.yaml"
-    config = snap.read_text() if snap.is_file() else ""
+    config = base_config_text(plan)
     arms = "".join(f"<li><b>{html.escape(a.name)}</b>: {html.escape(' '.join(a.overrides) or '(no override)')}</li>"
                    for a in plan.arms)
     counts = ", ".join(f"{status.count(s)} {s}" for s in ("finished", "failed", "incomplete", "pending") if status.count(s))
@@ -282,7 +283,7 @@ t-test p &lt; 0.05; with 3 seeds only large, consistent differences pass.</p>
 <h2>Other metrics (mean ± 95% CI half-width)</h2><table>{head}{''.join(others)}</table>
 <h2>Plots</h2><div class="figs">{imgs}</div>
 <h2>Arms</h2><ul>{arms}</ul>
-<h2>Resolved base config (every arm = this + its overrides + run.seed)</h2><pre>{html.escape(config)}</pre>
+<h2>Resolved config (every arm = this + its overrides + run.seed)</h2><pre>{html.escape(config)}</pre>
 </body></html>"""
 
 

@@ -142,6 +142,30 @@ def _run(recipe: Recipe, env: D.DistEnv, out: Path | None, recipe_path: str | No
     return rd.path
 
 
+def _logger(rd: RunDir, tensorboard: bool):
+    """metrics.jsonl, and TensorBoard scalars too when asked for and installed."""
+    if not tensorboard:
+        return rd.log
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        rd.log({"warning": "train.tensorboard=true but tensorboard is not installed "
+                           "(pip install tensorboard); logging to metrics.jsonl only"})
+        return rd.log
+    writer = SummaryWriter(str(rd.path / "tensorboard"))
+
+    def log(rec: dict[str, Any]) -> None:
+        rd.log(rec)
+        step = rec.get("step")
+        if isinstance(step, int):
+            for k, v in rec.items():
+                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    writer.add_scalar(k, v, step)
+            writer.flush()
+
+    return log
+
+
 def _stages(recipe: Recipe) -> list[Stage]:
     return [Stage(s.steps, tuple(s.trainable), dict(s.lr), s.name) for s in recipe.train.stages]
 
@@ -191,11 +215,15 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
     D.broadcast_parameters(model, env)
     if env.enabled:
         seed_everything(recipe.run.seed + 1_000 * env.rank)  # per-rank randomness (augmentation)
-    if tr.strategy == "fsdp" and env.enabled:
+    fsdp = tr.strategy == "fsdp" and env.enabled
+    if fsdp:
+        if start is not None:
+            raise ConfigError("train.strategy=fsdp: --resume is not supported yet; resume with strategy=ddp")
         from modalab.layers import Block
 
         D.shard_model(model, (Block,))
-    sync = (lambda ps: D.average_gradients(ps, env)) if env.enabled and tr.strategy == "ddp" else None
+    # gradients of replicated parameters are averaged here (all of them under ddp)
+    sync = (lambda ps: D.average_gradients([p for p in ps if not D.is_sharded(p)], env)) if env.enabled else None
 
     # stages and the optimizer ------------------------------------------------------------
     stages = _stages(recipe)
@@ -254,20 +282,27 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
 
     def checkpoint(step: int) -> None:
         rngs = D.gather_objects(rng_state(), env)
+        weights = None
+        if fsdp:  # every rank takes part in gathering the full tensors
+            weights = {k: D.full_tensor(v).detach().cpu().contiguous().clone()
+                       for k, v in model.state_dict().items()}
         if env.main:
             trainer = {"data": stream.state(), "loop": loop_state.to_dict(), "stage": holder["stage"],
                        "world": env.world}
             save_checkpoint(
-                rd.checkpoints, step, model, holder["opt"], {**task.state(), "trainer": trainer},
-                tr.keep_checkpoints, task.extra_modules(),
+                rd.checkpoints, step, model, None if fsdp else holder["opt"],
+                {**task.state(), "trainer": trainer}, tr.keep_checkpoints, task.extra_modules(),
                 trainer={"rng": rngs, **({"scaler": scaler.state_dict()} if scaler else {})},
+                weights=weights,
             )
         D.barrier(env)
 
     def evaluate(step: int) -> dict[str, Any]:
-        res = {f"val_{k}": v for k, v in task.evaluate(final=False).items()} if env.main else {}
+        res = {}
+        if env.main or fsdp:  # sharded modules gather their weights: every rank must take part
+            res = {f"val_{k}": v for k, v in task.evaluate(final=False).items()}
         D.barrier(env)
-        return res
+        return res if env.main else {}
 
     def before_step(step: int) -> torch.optim.Optimizer | None:
         return enter_stage(step)
@@ -278,7 +313,7 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
         task.step,
         holder["opt"],
         loop,
-        log=rd.log,
+        log=_logger(rd, tr.tensorboard and env.main),
         evaluate=evaluate,
         checkpoint=checkpoint,
         after_step=task.after_step,
@@ -292,6 +327,8 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
     )
     checkpoint(tr.steps)
     if not env.main:
+        if fsdp:
+            task.evaluate(final=True)
         return {}
     results = task.evaluate(final=True)
     results.update(task.counts())

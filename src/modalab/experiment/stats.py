@@ -169,6 +169,11 @@ def _f(x: float, digits: int = 4) -> str:
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+def fmt_p(p: float) -> str:
+    """A p-value for people: ``<0.001`` rather than ``0.000``."""
+    return "nan" if p != p else ("<0.001" if p < 0.001 else f"{p:.3f}")
+
+
 def format_table(c: Comparison) -> str:
     """The terminal table: arms, then pairwise differences with their significance."""
     w = max([len(a.arm) for a in c.arms] + [4])
@@ -181,8 +186,8 @@ def format_table(c: Comparison) -> str:
         for d in c.diffs:
             mark = "significant" if d.significant else f"NOT significant at n={d.n_pairs}"
             lines.append(
-                f"  {d.b} - {d.a}: {d.diff:+.4f}  [{_f(d.lo)}, {_f(d.hi)}]  p={_f(d.p_boot, 3)}/"
-                f"{_f(d.p_t, 3)}  {mark}"
+                f"  {d.b} - {d.a}: {d.diff:+.4f}  [{_f(d.lo)}, {_f(d.hi)}]  p={fmt_p(d.p_boot)}/"
+                f"{fmt_p(d.p_t)}  {mark}"
             )
     return "\n".join(lines)
 

@@ -199,6 +199,14 @@ def load_plan(root: Path) -> Plan:
     return Plan(Path(root), Path(d["recipe"]), d["grid"], d["seeds"], d["overrides"], arms)
 
 
+def base_config_text(plan: Plan) -> str:
+    """The sweep's resolved base recipe (its snapshot, else the first run's config.yaml)."""
+    for f in [plan.snapshot, *(j.path / "config.yaml" for j in plan.jobs)]:
+        if f.is_file():
+            return f.read_text(encoding="utf-8")
+    return ""
+
+
 def run_status(path: Path) -> str:
     """``finished`` | ``failed`` | ``incomplete`` (started, never ended) | ``pending``."""
     info_f = path / "run.json"

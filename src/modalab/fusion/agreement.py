@@ -99,7 +99,8 @@ class MoMEFusion(nn.Module):
 
 
 class AgreementModel(nn.Module):
-    """images (B, C, H, W) + tokens (B, L) -> agreement logit (B,)."""
+    """images (B, C, H, W) (or image tokens (B, N, W) from a frozen encoder, when the image stem is
+    a projection) + tokens (B, L) -> agreement logit (B,)."""
 
     def __init__(self, image_stem: nn.Module, text_stem: nn.Module, kind: str, body: nn.Module, dim: int) -> None:
         super().__init__()
@@ -117,9 +118,11 @@ class AgreementModel(nn.Module):
 
 def agreement_model(
     kind: str, *, image_size: int, channels: int, patch: int, vocab_size: int, context_length: int,
-    dim: int = 64, depth: int = 2, heads: int = 4,
+    dim: int = 64, depth: int = 2, heads: int = 4, image_token_dim: int | None = None,
 ) -> AgreementModel:
-    """Build the ``kind`` fusion classifier with shared stems of width ``dim``."""
+    """Build the ``kind`` fusion classifier with stems of width ``dim``. With ``image_token_dim``
+    the image input is already tokens (B, N, image_token_dim) of a frozen encoder, projected by
+    a linear map; otherwise raw images are cut into ``patch`` x ``patch`` patches."""
     if kind == "early":
         body: nn.Module = early_fusion(dim, ["image", "text"], depth, heads, pool="cls")
     elif kind == "late":
@@ -131,6 +134,5 @@ def agreement_model(
         body = MoMEFusion(dim, depth, heads)
     else:
         raise ValueError(f"fusion/agreement.py: unknown fusion kind {kind!r}; expected one of {KINDS}")
-    return AgreementModel(
-        PatchStem(image_size, channels, patch, dim), TokenStem(vocab_size, context_length, dim), kind, body, dim
-    )
+    stem = nn.Linear(image_token_dim, dim) if image_token_dim else PatchStem(image_size, channels, patch, dim)
+    return AgreementModel(stem, TokenStem(vocab_size, context_length, dim), kind, body, dim)

@@ -53,7 +53,7 @@ def _sha256(path: Path) -> str:
 
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Contiguous, de-duplicated tensors for safetensors (tied weights are stored once each)."""
-    return {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
 
 
 def save_checkpoint(

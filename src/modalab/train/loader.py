@@ -98,12 +98,19 @@ class TrainStream:
             start = self.batch  # batches of this epoch already consumed (non-zero after resume)
             it = self._epoch_iter(start)
             drop = 0 if self.sampler is not None or hasattr(self.dataset, "set_position") else start
+            got = 0
             for b in it:
+                got += 1
                 if drop:  # no cheaper way for this loader: read and drop
                     drop -= 1
                     continue
                 self.batch += 1
                 yield b
+            if not got and not start:
+                raise ValueError(
+                    f"the training data yielded no batch in epoch {self.epoch}; is the dataset "
+                    f"empty or smaller than one batch per process?"
+                )
             self.epoch, self.batch = self.epoch + 1, 0
 
     def _epoch_iter(self, skip: int) -> Iterator[Any]:

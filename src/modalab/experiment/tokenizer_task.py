@@ -1,0 +1,205 @@
+"""Image tokenizer training (chapter 5.2.2-5.2.3) as the runner sees it.
+
+It reads top to bottom like ``experiment/contrastive.py``: build the data (any image source, e.g.
+``digits``; images are mapped from the sources' [-1, 1] back to [0, 1]), the model
+(``image_tokenizer``: encoder -> ``vq`` | ``fsq`` | ``continuous`` quantizer -> decoder, the token
+grid chosen in the recipe), the objective (``vqgan``: L1/L2 + codebook/commitment + optional
+structural term + optional patch discriminator with the adaptive weight). ``step`` trains the
+tokenizer on one batch (and the discriminator, with its own optimizer, once it is switched on);
+``evaluate`` reconstructs the held-out split and reports ``psnr``, ``ssim``, ``codebook_usage``,
+``perplexity`` and ``tokens_per_image`` (``eval/reconstruction.py``).
+
+Sweep codebook sizes with ``modalab sweep recipes/tokenizer_codebook.yaml --grid
+model.codebook_size=64,256,1024,4096 --seeds 3``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from modalab import registry
+from modalab.config import EvalBase, NamedBase, Recipe
+from modalab.data.sample import Batch, collate
+from modalab.data.transforms import MEAN, STD
+from modalab.experiment.rundir import RunDir
+from modalab.registry import register
+from modalab.vision.tokenizer import ImageTokenizer
+from modalab.vision.tokenizer_train import build_quantizer, evaluate_tokenizer
+from modalab.vision.vqgan import PatchDiscriminator, StructuralLoss, VQGANLoss
+
+
+# model ------------------------------------------------------------------------------------
+class ImageTokenizerConfig(NamedBase):
+    quantizer: Literal["vq", "fsq", "continuous"] = "vq"
+    codebook_size: int = Field(256, gt=1, description="K for vq; fsq picks levels with ~K codes")
+    fsq_levels: list[int] | None = Field(None, description="explicit FSQ levels, e.g. [8, 5, 5, 5]")
+    token_grid: int = Field(4, gt=0, description="tokens per side: image_size / token_grid = 2**k")
+    channels: int = Field(16, gt=0, description="width of the first encoder stage")
+    latent_dim: int = Field(16, gt=0, description="channels handed to the quantizer")
+    code_dim: int | None = Field(None, gt=0, description="vq: low-dimensional codes (ViT-VQGAN)")
+    l2_normalize: bool = Field(False, description="vq: cosine lookup on the unit sphere")
+    beta: float = Field(0.25, ge=0, description="vq: commitment weight")
+    use_ema: bool = Field(True, description="vq: EMA codebook instead of the codebook loss")
+    decay: float = Field(0.99, ge=0, lt=1, description="vq: EMA decay")
+    kmeans_init: bool = Field(True, description="vq: k-means on the first training batch")
+    dead_code_threshold: float = Field(1.0, ge=0, description="vq: restart codes below this EMA usage")
+
+
+def num_down_for(image_size: int, token_grid: int) -> int:
+    """Stride-2 stages that turn ``image_size`` into ``token_grid`` tokens per side."""
+    ratio = image_size / token_grid
+    k = round(math.log2(ratio)) if ratio >= 1 else -1
+    if k < 0 or 2**k * token_grid != image_size:
+        raise ValueError(
+            f"model.token_grid={token_grid}: image_size {image_size} / token_grid must be a power of "
+            f"two (1, 2, 4, ...); e.g. token_grid={image_size // 4} or data.image_size={token_grid * 4}"
+        )
+    return k
+
+
+@register("model", "image_tokenizer", schema=ImageTokenizerConfig)
+def build_image_tokenizer(cfg: ImageTokenizerConfig, *, image_size: int, in_channels: int) -> ImageTokenizer:
+    """Convolutional VQ / FSQ / continuous image tokenizer with a token_grid x token_grid output."""
+    vq = {}
+    if cfg.quantizer == "vq":
+        vq = dict(code_dim=cfg.code_dim, l2_normalize=cfg.l2_normalize, beta=cfg.beta, use_ema=cfg.use_ema,
+                  decay=cfg.decay, kmeans_init=cfg.kmeans_init, dead_code_threshold=cfg.dead_code_threshold)
+    q = build_quantizer(cfg.quantizer, cfg.latent_dim, cfg.codebook_size, cfg.fsq_levels, **vq)
+    return ImageTokenizer(q, in_channels=in_channels, channels=cfg.channels,
+                          num_down=num_down_for(image_size, cfg.token_grid), latent_dim=cfg.latent_dim)
+
+
+# objective --------------------------------------------------------------------------------
+class VQGANLossConfig(NamedBase):
+    rec_loss: Literal["l1", "l2"] = "l1"
+    perceptual_weight: float = Field(0.0, ge=0, description="weight of StructuralLoss (SSIM + gradients)")
+    codebook_weight: float = Field(1.0, ge=0)
+    use_gan: bool = Field(False, description="add the PatchGAN hinge loss from disc_start on")
+    disc_start: int = Field(250, ge=0, description="first step with GAN terms")
+    disc_weight: float = Field(0.5, ge=0, description="multiplies the adaptive weight")
+    disc_channels: int = Field(16, gt=0)
+    disc_lr: float = Field(2e-3, gt=0, description="the discriminator's own AdamW learning rate")
+
+
+@register("loss", "vqgan", schema=VQGANLossConfig)
+def build_vqgan_loss(cfg: VQGANLossConfig, *, in_channels: int = 1, image_size: int = 16) -> VQGANLoss:
+    """VQGAN objective: reconstruction + codebook + optional structural and adversarial terms."""
+    disc = None
+    if cfg.use_gan:
+        n_layers = 1 if image_size < 16 else 2  # 8x8 inputs are too small for two stride-2 layers
+        disc = PatchDiscriminator(in_channels, cfg.disc_channels, n_layers=n_layers)
+    perceptual = StructuralLoss() if cfg.perceptual_weight > 0 else None
+    return VQGANLoss(disc, perceptual, rec_loss=cfg.rec_loss, perceptual_weight=cfg.perceptual_weight,
+                     codebook_weight=cfg.codebook_weight, disc_weight=cfg.disc_weight,
+                     disc_start=cfg.disc_start)
+
+
+# task -------------------------------------------------------------------------------------
+class TokenizerEval(EvalBase):
+    samples: int = Field(8, ge=0, description="held-out images (and reconstructions) saved as an artifact")
+
+
+class TokenizerTask:
+    """Train an image tokenizer on an image source; report reconstruction and codebook health."""
+
+    def __init__(self, recipe: Recipe, run: RunDir) -> None:
+        self.recipe = recipe
+        self.run = run
+        self.eval_cfg: TokenizerEval = recipe.eval  # type: ignore[assignment]
+        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.run.seed)
+        size, ch = self.data.image_size, self.data.channels
+        if not isinstance(size, int):
+            raise ValueError(f"task tokenizer needs square images of one size; data.source="
+                             f"{recipe.data.source} gives image_size={size}")
+        self.model = registry.build("model", recipe.model.name, recipe.model, image_size=size, in_channels=ch)
+        if recipe.loss.name != "vqgan":
+            raise ValueError(f"task tokenizer trains with loss.name=vqgan; got loss.name={recipe.loss.name}")
+        self.objective = registry.build("loss", "vqgan", recipe.loss, in_channels=ch, image_size=size)
+        disc = self.objective.discriminator
+        lr = getattr(recipe.loss, "disc_lr", recipe.optim.lr)
+        self.disc_opt = torch.optim.AdamW(disc.parameters(), lr=lr, betas=(0.5, 0.9)) if disc else None
+        self.global_step = 0
+
+    # data ---------------------------------------------------------------------------------
+    def train_loader(self) -> DataLoader:
+        if len(self.data.train) < self.recipe.train.batch_size:
+            raise ValueError(f"train.batch_size={self.recipe.train.batch_size} exceeds the "
+                             f"{len(self.data.train)} training images; lower train.batch_size")
+        return DataLoader(self.data.train, batch_size=self.recipe.train.batch_size, shuffle=True,
+                          drop_last=True, collate_fn=collate, num_workers=self.recipe.data.num_workers)
+
+    @staticmethod
+    def to_unit(images: Tensor) -> Tensor:
+        """Source images (normalised to [-1, 1]) -> [0, 1], the range the metrics use."""
+        return (images * STD + MEAN).clamp(0, 1)
+
+    # training -----------------------------------------------------------------------------
+    def step(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        x = self.to_unit(batch.images)  # (B, C, H, W)
+        recon, _, aux = self.model(x)
+        loss, logs = self.objective.generator_loss(x, recon, aux["loss"], self.global_step,
+                                                   self.model.last_layer)
+        if self.disc_opt is not None and self.objective.disc_active(self.global_step):
+            d_loss, d_logs = self.objective.discriminator_loss(x, recon, self.global_step)
+            self.disc_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.disc_opt.step()
+            logs.update(d_logs)
+        if "usage" in aux:
+            logs.update(batch_usage=float(aux["usage"]), batch_perplexity=float(aux["perplexity"]))
+        return loss, {k: v for k, v in logs.items() if k != "total"}
+
+    def after_step(self, step: int) -> dict[str, float]:
+        self.global_step = step + 1
+        return {}
+
+    # evaluation ---------------------------------------------------------------------------
+    def held_out_images(self) -> Tensor:
+        """(N, C, H, W) held-out images in [0, 1]."""
+        loader = DataLoader(self.data.test, batch_size=self.eval_cfg.batch_size, collate_fn=collate)
+        return torch.cat([self.to_unit(b.images) for b in loader])
+
+    @torch.no_grad()
+    def evaluate(self, final: bool = True) -> dict[str, Any]:
+        images = self.held_out_images().to(self.model.last_layer.device)
+        res: dict[str, Any] = evaluate_tokenizer(self.model, images, self.eval_cfg.batch_size)
+        if final and self.eval_cfg.samples:
+            was = self.model.training
+            self.model.eval()
+            n = min(self.eval_cfg.samples, len(images))
+            recon = self.model(images[:n])[0].clamp(0, 1)
+            self.model.train(was)
+            self.run.write_artifact("reconstructions", {
+                "images": images[:n, 0].cpu().tolist(), "recons": recon[:, 0].cpu().tolist()})
+        return res
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "num_train": len(self.data.train),
+            "num_test": len(self.data.test),
+            "num_params": sum(p.numel() for p in self.model.parameters()),
+            "codebook_size": self.model.codebook_size or 0,
+            "quantizer": self.recipe.model.quantizer,  # type: ignore[attr-defined]
+        }
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Nothing beyond the modules; the discriminator's optimizer restarts on resume."""
+
+    def extra_modules(self) -> dict[str, torch.nn.Module]:
+        """The discriminator (inside the objective) when the GAN is on."""
+        return {"objective": self.objective} if self.objective.discriminator is not None else {}
+
+
+@register("task", "tokenizer", schema=TokenizerEval)
+def build_tokenizer_task(recipe: Recipe, run: RunDir) -> TokenizerTask:
+    """Image tokenizer (VQ / FSQ / continuous) trained with the VQGAN objective; reconstruction eval."""
+    return TokenizerTask(recipe, run)

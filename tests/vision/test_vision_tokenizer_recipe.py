@@ -1,0 +1,89 @@
+"""The tokenizer recipe (issue 10): task "tokenizer", model "image_tokenizer", loss "vqgan"."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from modalab import registry
+from modalab.config import ConfigError, load
+from modalab.experiment.rundir import RunDir
+from modalab.experiment.runner import run
+from modalab.experiment.tokenizer_task import num_down_for
+
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "tokenizer_codebook.yaml"
+TINY = ["train.steps=3", "train.batch_size=32", "train.log_every=1", "run.progress=false",
+        "train.num_threads=1", "model.channels=8", "model.latent_dim=8", "eval.samples=2"]
+KEYS = ("psnr", "ssim", "codebook_usage", "perplexity", "tokens_per_image")
+
+
+def _results(tmp_path, extra=()) -> dict:
+    out = run(load(RECIPE, [*TINY, *extra]), tmp_path / "run")
+    return json.loads((out / "results.json").read_text())
+
+
+def test_recipe_smoke_vq(tmp_path):
+    res = _results(tmp_path)
+    for k in KEYS:
+        assert k in res and res[k] == res[k]  # present, not NaN
+    assert res["tokens_per_image"] == 16 and res["codebook_size"] == 256 and res["steps"] == 3
+    assert 0 < res["codebook_usage"] <= 1 and 1 <= res["perplexity"] <= 256
+    assert 0 < res["psnr"] < 60 and -1 <= res["ssim"] <= 1
+    art = json.loads((tmp_path / "run" / "artifacts" / "reconstructions.json").read_text())
+    assert len(art["images"]) == 2 and len(art["recons"][0]) == 16
+
+
+def test_recipe_fsq_with_8x8_tokens(tmp_path):
+    res = _results(tmp_path, ["model.quantizer=fsq", "model.codebook_size=64", "model.token_grid=8"])
+    assert res["tokens_per_image"] == 64 and res["codebook_size"] == 64  # levels [4, 4, 4]
+    assert 0 < res["codebook_usage"] <= 1 and res["psnr"] == res["psnr"]
+
+
+@pytest.mark.slow
+def test_recipe_continuous_tokens(tmp_path):
+    res = _results(tmp_path, ["model.quantizer=continuous"])
+    assert res["tokens_per_image"] == 16 and res["codebook_size"] == 0 and res["psnr"] == res["psnr"]
+    assert res["codebook_usage"] == "nan" and res["perplexity"] == "nan"  # no codebook (NaN as JSON text)
+
+
+def test_gan_terms_switch_on_and_train_the_discriminator(tmp_path):
+    recipe = load(RECIPE, [*TINY, "loss.use_gan=true", "loss.disc_start=1", "loss.perceptual_weight=0.1"])
+    task = registry.build("task", "tokenizer", recipe, RunDir.create(tmp_path / "r", "", "x"))
+    batch = next(iter(task.train_loader()))
+    disc = task.objective.discriminator
+    before = [p.detach().clone() for p in disc.parameters()]
+    _, logs = task.step(batch)  # step 0: before disc_start, no GAN term, discriminator untouched
+    assert "g_loss" not in logs and "perceptual" in logs
+    assert all(torch.equal(a, b) for a, b in zip(before, disc.parameters()))
+    task.after_step(0)
+    loss, logs = task.step(batch)
+    assert {"g_loss", "d_weight", "d_loss"} <= set(logs) and torch.isfinite(loss)
+    assert any(not torch.equal(a, b) for a, b in zip(before, disc.parameters()))
+    assert "objective" in task.extra_modules()
+
+
+def test_images_reach_the_tokenizer_in_unit_range(tmp_path):
+    recipe = load(RECIPE, TINY)
+    task = registry.build("task", "tokenizer", recipe, RunDir.create(tmp_path / "r", "", "x"))
+    x = task.held_out_images()
+    assert x.shape == (450, 1, 16, 16) and x.min() >= 0 and x.max() <= 1 and x.max() > 0.9
+
+
+def test_token_grid_must_divide_the_image():
+    assert num_down_for(16, 4) == 2 and num_down_for(16, 16) == 0 and num_down_for(32, 4) == 3
+    with pytest.raises(ValueError, match="token_grid=3"):
+        num_down_for(16, 3)
+    with pytest.raises(ValueError, match="token_grid=32"):
+        num_down_for(16, 32)
+
+
+def test_recipe_rejects_unknown_quantizer():
+    with pytest.raises(ConfigError):
+        load(RECIPE, ["model.quantizer=rvq"])
+
+
+def test_task_needs_the_vqgan_loss(tmp_path):
+    recipe = load(RECIPE, [*TINY, "loss={name: info_nce}"])
+    with pytest.raises(ValueError, match="loss.name=vqgan"):
+        registry.build("task", "tokenizer", recipe, RunDir.create(tmp_path / "r", "", "x"))
