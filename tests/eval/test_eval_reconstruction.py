@@ -16,14 +16,6 @@ from modalab.eval.reconstruction import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: tiny models run far faster, and on a shared machine far steadier."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def ssim_numpy(x: np.ndarray, y: np.ndarray, data_range=1.0, win=11, sigma=1.5) -> float:
     """Direct SSIM of two 2-D images: gaussian-weighted stats at every fully covered position."""

@@ -15,14 +15,6 @@ from modalab.vision.quantizers import VectorQuantizer
 from modalab.vision.tokenizer import ImageTokenizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: tiny models run far faster, and on a shared machine far steadier."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 V, K, N = 10, 8, 4
 
 

@@ -8,14 +8,6 @@ import torch
 from modalab.vision.quantizers import FSQ, ContinuousQuantizer, VectorQuantizer, code_stats
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: tiny models run far faster, and on a shared machine far steadier."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 CODES = [[0.0, 0.0], [10.0, 10.0], [-10.0, 10.0]]
 X = [[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]]  # -> codes 0, 0, 1; code 2 unused
 

@@ -8,14 +8,6 @@ from modalab.vision.tokenizer import ImageTokenizer
 from modalab.vision.tokenizer_train import build_quantizer, digits_images, train_tokenizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: tiny models run far faster, and on a shared machine far steadier."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def make(kind: str, num_down: int = 2, latent_dim: int = 4) -> ImageTokenizer:
     torch.manual_seed(0)

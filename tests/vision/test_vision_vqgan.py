@@ -16,14 +16,6 @@ from modalab.vision.vqgan import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: tiny models run far faster, and on a shared machine far steadier."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_hinge_losses_hand_values():
     real = torch.tensor([2.0, 0.5, -1.0])  # relu(1 - r) = [0, 0.5, 2]

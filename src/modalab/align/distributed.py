@@ -29,6 +29,7 @@ from torch import Tensor
 from modalab.align.tile_plan import PairMask, acc_dtype, make_mask
 from modalab.align.tiled import (
     TiledInfoNCEFn, TiledSigLIPFn, _as_tensor, _check, _tile, grad_pass, lse_pass, siglip_pass,
+    siglip_saved_backward,
 )
 
 _NEG_INF = float("-inf")
@@ -247,11 +248,7 @@ class _RingSigLIP(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
-        gx, gy, ds, db = ctx.saved_tensors
-        xd, yd, scale, bias = ctx.meta
-        g = g.to(gx.dtype)
-        return ((g * gx).to(xd), (g * gy).to(yd), (g * ds).to(scale.dtype).reshape(scale.shape),
-                (g * db).to(bias.dtype).reshape(bias.shape), None, None, None)
+        return siglip_saved_backward(ctx, g)
 
 
 def ring_info_nce(

@@ -286,11 +286,17 @@ class TiledSigLIPFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
-        gx, gy, ds, db = ctx.saved_tensors
-        xd, yd, scale, bias = ctx.meta
-        g = g.to(gx.dtype)
-        return ((g * gx).to(xd), (g * gy).to(yd), (g * ds).to(scale.dtype).reshape(scale.shape),
-                (g * db).to(bias.dtype).reshape(bias.shape), None, None, None)
+        return siglip_saved_backward(ctx, g)
+
+
+def siglip_saved_backward(ctx, g: Tensor) -> tuple:
+    """Backward of a SigLIP Function whose forward saved its gradients (gx, gy, d/ds, d/db) and
+    ``ctx.meta = (x dtype, y dtype, scale, bias)``: scale them by the incoming ``g``."""
+    gx, gy, ds, db = ctx.saved_tensors
+    xd, yd, scale, bias = ctx.meta
+    g = g.to(gx.dtype)
+    return ((g * gx).to(xd), (g * gy).to(yd), (g * ds).to(scale.dtype).reshape(scale.shape),
+            (g * db).to(bias.dtype).reshape(bias.shape), None, None, None)
 
 
 def tiled_info_nce(
