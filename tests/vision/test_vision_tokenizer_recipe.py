@@ -12,7 +12,7 @@ from modalab.experiment.rundir import RunDir
 from modalab.experiment.runner import run
 from modalab.experiment.tokenizer_task import num_down_for
 
-RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "tokenizer_codebook.yaml"
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "tokenizer_codebook_sweep.yaml"
 TINY = ["train.steps=3", "train.batch_size=32", "train.log_every=1", "run.progress=false",
         "train.num_threads=1", "model.channels=8", "model.latent_dim=8", "eval.samples=2"]
 KEYS = ("psnr", "ssim", "codebook_usage", "perplexity", "tokens_per_image")

@@ -9,7 +9,7 @@ tokenizer on one batch (and the discriminator, with its own optimizer, once it i
 ``evaluate`` reconstructs the held-out split and reports ``psnr``, ``ssim``, ``codebook_usage``,
 ``perplexity`` and ``tokens_per_image`` (``eval/reconstruction.py``).
 
-Sweep codebook sizes with ``modalab sweep recipes/tokenizer_codebook.yaml --grid
+Sweep codebook sizes with ``modalab sweep recipes/tokenizer_codebook_sweep.yaml --grid
 model.codebook_size=64,256,1024,4096 --seeds 3``.
 """
 
