@@ -61,7 +61,9 @@ def test_chapter5_table_is_generated_from_runs(tmp_path):
     assert len(rows) == 2
     assert "**held**" in rows[0] and "temperature-0.07: 0.70" in rows[0]
     assert "not significant at n=3" in rows[1]  # +0.001 is within the seed noise (sd 0.005)
-    assert "](../temperature/report.html)" in rows[0]
+    # the table links to a copy of each sweep report kept beside it (committed with the docs)
+    assert "](chapter5/temperature.html)" in rows[0]
+    assert (out.parent / "chapter5" / "temperature.html").read_text() == (t / "report.html").read_text()
 
 
 def _has_chromium() -> bool:

@@ -18,10 +18,9 @@ from torch import nn
 
 from modalab.audio.frontend import HOP, AudioTower, CNNFrames, LogMel
 from modalab.audio.whisper_encoder import WhisperStyleEncoder
-from modalab.config import NamedBase, Section
-from modalab.models.two_tower import TextTowerConfig, TwoTower
+from modalab.config import Section
+from modalab.models.two_tower import DualEncoderConfig, TwoTower, assemble_dual_encoder
 from modalab.registry import register
-from modalab.text.encoder import TextTransformer
 
 
 class AudioTowerConfig(Section):
@@ -34,14 +33,8 @@ class AudioTowerConfig(Section):
     spec_augment: Literal["none", "LB", "LD", "SM", "SS"] = "none"
 
 
-class ClapConfig(NamedBase):
-    embed_dim: int = Field(64, gt=0)
+class ClapConfig(DualEncoderConfig):
     audio: AudioTowerConfig = Field(default_factory=AudioTowerConfig)
-    text: TextTowerConfig = Field(default_factory=TextTowerConfig)
-    init_logit_scale: float = Field(1 / 0.07, gt=0, description="initial 1/tau")
-    max_logit_scale: float = Field(100.0, gt=0)
-    learn_logit_scale: bool = True
-    init_logit_bias: float | None = None
 
 
 def build_audio_tower(cfg: AudioTowerConfig, clip_samples: int, seed: int | None = None) -> AudioTower:
@@ -70,12 +63,4 @@ def build_clap(cfg: ClapConfig, *, image_size: int, in_channels: int, vocab_size
         raise ValueError(f"clap_two_tower expects mono audio (channels=1), got {in_channels}; "
                          f"use an audio data source (spoken_digits, audio_folder, sound_events)")
     audio = build_audio_tower(cfg.audio, image_size)
-    t = cfg.text
-    txt = TextTransformer(vocab_size=vocab_size, context_length=t.context_length, width=t.width,
-                          depth=t.depth, heads=t.heads, mlp_ratio=t.mlp_ratio, pool=t.pool)
-    return TwoTower(
-        audio, txt,
-        nn.Linear(audio.dim, cfg.embed_dim, bias=False), nn.Linear(t.width, cfg.embed_dim, bias=False),
-        init_logit_scale=cfg.init_logit_scale, max_logit_scale=cfg.max_logit_scale,
-        learn_logit_scale=cfg.learn_logit_scale, init_logit_bias=cfg.init_logit_bias,
-    )
+    return assemble_dual_encoder(cfg, audio, audio.dim, vocab_size)

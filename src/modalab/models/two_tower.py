@@ -130,9 +130,10 @@ class TextTowerConfig(Section):
     pool: Literal["mean", "eos"] = "mean"
 
 
-class TwoTowerConfig(NamedBase):
+class DualEncoderConfig(NamedBase):
+    """What every dual encoder shares: the text tower, the joint width and the temperature/bias."""
+
     embed_dim: int = Field(64, gt=0)
-    vision: VisionTowerConfig = Field(default_factory=VisionTowerConfig)
     text: TextTowerConfig = Field(default_factory=TextTowerConfig)
     init_logit_scale: float = Field(1 / 0.07, gt=0, description="initial 1/tau")
     max_logit_scale: float = Field(100.0, gt=0)
@@ -140,12 +141,43 @@ class TwoTowerConfig(NamedBase):
     init_logit_bias: float | None = None
 
 
+class TwoTowerConfig(DualEncoderConfig):
+    vision: VisionTowerConfig = Field(default_factory=VisionTowerConfig)
+
+
+def assemble_dual_encoder(
+    cfg: DualEncoderConfig, media_encoder: nn.Module, media_width: int, vocab_size: int
+) -> TwoTower:
+    """A :class:`TwoTower` from any media encoder ((B, ...) -> (B, media_width)) plus the text
+    tower, projections and temperature that ``cfg`` describes."""
+    t = cfg.text
+    txt = TextTransformer(
+        vocab_size=vocab_size,
+        context_length=t.context_length,
+        width=t.width,
+        depth=t.depth,
+        heads=t.heads,
+        mlp_ratio=t.mlp_ratio,
+        pool=t.pool,
+    )
+    return TwoTower(
+        media_encoder,
+        txt,
+        nn.Linear(media_width, cfg.embed_dim, bias=False),
+        nn.Linear(t.width, cfg.embed_dim, bias=False),
+        init_logit_scale=cfg.init_logit_scale,
+        max_logit_scale=cfg.max_logit_scale,
+        learn_logit_scale=cfg.learn_logit_scale,
+        init_logit_bias=cfg.init_logit_bias,
+    )
+
+
 @register("model", "two_tower", schema=TwoTowerConfig)
 def build_two_tower(
     cfg: TwoTowerConfig, *, image_size: int, in_channels: int, vocab_size: int
 ) -> TwoTower:
     """CLIP-style dual encoder: small ViT + small text transformer + linear projections."""
-    v, t = cfg.vision, cfg.text
+    v = cfg.vision
     vit = VisionTransformer(
         image_size=image_size,
         patch_size=v.patch_size,
@@ -159,22 +191,4 @@ def build_two_tower(
         dynamic_size=v.dynamic_size,
         patch_dropout=v.patch_dropout,
     )
-    txt = TextTransformer(
-        vocab_size=vocab_size,
-        context_length=t.context_length,
-        width=t.width,
-        depth=t.depth,
-        heads=t.heads,
-        mlp_ratio=t.mlp_ratio,
-        pool=t.pool,
-    )
-    return TwoTower(
-        vit,
-        txt,
-        nn.Linear(v.width, cfg.embed_dim, bias=False),
-        nn.Linear(t.width, cfg.embed_dim, bias=False),
-        init_logit_scale=cfg.init_logit_scale,
-        max_logit_scale=cfg.max_logit_scale,
-        learn_logit_scale=cfg.learn_logit_scale,
-        init_logit_bias=cfg.init_logit_bias,
-    )
+    return assemble_dual_encoder(cfg, vit, v.width, vocab_size)
