@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from modalab.data.sample import Sample
 
@@ -67,3 +67,27 @@ def stratified_split(
         idx, test_size=test_fraction, random_state=seed, stratify=stratify, shuffle=True
     )
     return sorted(train.tolist()), sorted(test.tolist())
+
+
+def check_batch_fits(n_train: int, batch_size: int) -> None:
+    """A training batch must fit in the training split (batches drop the last partial one)."""
+    if n_train < batch_size:
+        raise ValueError(
+            f"train.batch_size={batch_size} exceeds the {n_train} training samples; "
+            f"lower train.batch_size"
+        )
+
+
+def epoch_loader(
+    dataset: Dataset, batch_size: int, collate_fn: Callable[[list], Any], num_workers: int = 0
+) -> DataLoader:
+    """Shuffled full batches over ``dataset``, one epoch per iteration."""
+    check_batch_fits(len(dataset), batch_size)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=collate_fn,
+        num_workers=num_workers,
+    )

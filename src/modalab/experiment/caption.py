@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 
 from modalab import registry
 from modalab.config import EvalBase, NamedBase, Recipe
+from modalab.data.dataset import epoch_loader
 from modalab.data.sample import Batch, collate
 from modalab.experiment.rundir import RunDir
 from modalab.models.captioner import CaptionerConfig, DecoderConfig, EncoderConfig, VitTokens
@@ -272,13 +273,9 @@ class CaptionTask:
         return collate(samples, self.tokenizer)
 
     def train_loader(self) -> DataLoader:
-        if len(self.data.train) < self.recipe.train.batch_size:
-            raise ValueError(
-                f"train.batch_size={self.recipe.train.batch_size} exceeds the {len(self.data.train)} "
-                "training samples; lower train.batch_size"
-            )
-        return DataLoader(self.data.train, batch_size=self.recipe.train.batch_size, shuffle=True,
-                          drop_last=True, collate_fn=self.collate, num_workers=self.recipe.data.num_workers)
+        return epoch_loader(
+            self.data.train, self.recipe.train.batch_size, self.collate, self.recipe.data.num_workers
+        )
 
     # training -----------------------------------------------------------------------------
     def loss(self, batch: Batch) -> Tensor:

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from modalab import registry
 from modalab.align.queue import sample_ids
 from modalab.config import EvalBase, Recipe
+from modalab.data.dataset import epoch_loader
 from modalab.data.sample import Batch, collate
 from modalab.eval.monitors import AlignmentMonitor
 from modalab.eval.retrieval import retrieval_metrics
@@ -75,18 +76,8 @@ class ContrastiveTask:
         return collate(samples, self.tokenizer)
 
     def train_loader(self) -> DataLoader:
-        if len(self.data.train) < self.recipe.train.batch_size:
-            raise ValueError(
-                f"train.batch_size={self.recipe.train.batch_size} exceeds the {len(self.data.train)} "
-                f"training samples; lower train.batch_size"
-            )
-        return DataLoader(
-            self.data.train,
-            batch_size=self.recipe.train.batch_size,
-            shuffle=True,
-            drop_last=True,
-            collate_fn=self.collate,
-            num_workers=self.recipe.data.num_workers,
+        return epoch_loader(
+            self.data.train, self.recipe.train.batch_size, self.collate, self.recipe.data.num_workers
         )
 
     # training -----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from modalab.config import Recipe
 from modalab.data.batching import VarResBatchingSpec, bucket_batches, multiscale_size, random_batches
+from modalab.data.dataset import check_batch_fits
 from modalab.data.sample import Sample
 from modalab.experiment.contrastive import ContrastiveEval, ContrastiveTask
 from modalab.experiment.rundir import RunDir
@@ -146,11 +147,7 @@ class VarResTask:
         return VarResBatch(ids, tokens, labels, packed=packed, mean_budget=sum(budgets) / len(budgets))
 
     def train_loader(self) -> VarResLoader:
-        if len(self.clip.data.train) < self.recipe.train.batch_size:
-            raise ValueError(
-                f"train.batch_size={self.recipe.train.batch_size} exceeds the {len(self.clip.data.train)} "
-                f"training samples; lower train.batch_size"
-            )
+        check_batch_fits(len(self.clip.data.train), self.recipe.train.batch_size)
         return VarResLoader(self, self.recipe.train.batch_size, self.recipe.run.seed)
 
     def encode_images(self, batch: VarResBatch) -> Tensor:
