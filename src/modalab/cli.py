@@ -70,6 +70,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_shards_write(args: argparse.Namespace) -> int:
     from modalab.data.shards import manifest_samples, write_shards
 
+    if args.digits:
+        from modalab.data.sources.shards_source import write_digits_shards
+
+        if args.out_dir is not None:
+            raise DataError(f"shards write --digits OUT_DIR takes one folder, got {args.manifest!r} "
+                            f"and {args.out_dir!r}")
+        out = Path(args.manifest)
+        for split, idx in write_digits_shards(out, args.size, args.test_fraction, args.seed).items():
+            n = sum(s["count"] for s in idx["shards"])
+            print(f"wrote {n} {split} samples in {len(idx['shards'])} shard(s) to {out / split}")
+        return 0
+    if args.out_dir is None:
+        raise DataError("shards write: give MANIFEST OUT_DIR, or --digits OUT_DIR for the built-in digits")
     index = write_shards(manifest_samples(Path(args.manifest), args.root), Path(args.out_dir), args.size)
     n = sum(s["count"] for s in index["shards"])
     print(f"wrote {n} samples in {len(index['shards'])} shard(s) to {args.out_dir}")
@@ -102,9 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_run)
     sh = sub.add_parser("shards", help="WebDataset-format tar shards")
     shs = sh.add_subparsers(dest="shards_command", required=True)
-    sw = shs.add_parser("write", help="write tar shards from a JSONL/CSV manifest")
-    sw.add_argument("manifest", help="manifest with image, text[, label, split] columns")
-    sw.add_argument("out_dir", help="folder for shard-NNNNNN.tar and shards.json")
+    sw = shs.add_parser("write", help="write tar shards from a JSONL/CSV manifest (or --digits OUT_DIR)")
+    sw.add_argument("manifest", help="manifest with image, text[, label, split] columns (with --digits: OUT_DIR)")
+    sw.add_argument("out_dir", nargs="?", help="folder for shard-NNNNNN.tar and shards.json")
+    sw.add_argument("--digits", action="store_true",
+                    help="write the built-in handwritten digits as OUT_DIR/train and OUT_DIR/test")
+    sw.add_argument("--test-fraction", type=float, default=0.25, help="with --digits: held-out share")
+    sw.add_argument("--seed", type=int, default=0, help="with --digits: split seed")
     sw.add_argument("--size", type=int, default=1000, help="samples per shard")
     sw.add_argument("--root", help="folder image paths are relative to (default: the manifest's)")
     sw.set_defaults(fn=cmd_shards_write)

@@ -32,6 +32,7 @@ _REGISTRY: dict[str, dict[str, Entry]] = {}
 BUILDER_MODULES: tuple[str, ...] = (
     "modalab.data.sources.digits",
     "modalab.data.sources.manifest",
+    "modalab.data.sources.shards_source",
     "modalab.align.negatives",
     "modalab.align.objectives",
     "modalab.align.contrastive",
@@ -54,6 +55,8 @@ BUILDER_MODULES: tuple[str, ...] = (
     "modalab.experiment.audio_events",
     "modalab.experiment.clap",
     "modalab.experiment.tokenizer_task",
+    "modalab.experiment.unified_parts",
+    "modalab.experiment.unified_task",
 )
 
 

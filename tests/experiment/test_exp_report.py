@@ -16,7 +16,8 @@ from modalab.experiment.rundir import RunDir
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def fake_sweep(root: Path, recipe: Path, key: str, values: list[str], effect: list[float], seeds=(0, 1, 2)):
+def fake_sweep(root: Path, recipe: Path, key: str, values: list[str], effect: list[float], seeds=(0, 1, 2),
+               seconds: list[float] | None = None):
     """A finished sweep directory whose arms differ by ``effect`` in zeroshot_top1."""
     rng = np.random.default_rng(0)
     arms = [{"name": f"{key.split('.')[-1]}-{v}", "overrides": [f"{key}={v}"], "params": {key: v}} for v in values]
@@ -25,14 +26,15 @@ def fake_sweep(root: Path, recipe: Path, key: str, values: list[str], effect: li
         "recipe": str(recipe), "grid": {key: values}, "seeds": list(seeds), "overrides": [], "arms": arms,
         "runs": [{"arm": a["name"], "seed": s, "dir": f"{a['name']}/seed{s}"} for a in arms for s in seeds]}))
     (root / "recipe.yaml").write_text("train:\n  steps: 100\n  batch_size: 128\n")
-    for a, e in zip(arms, effect):
+    for i, (a, e) in enumerate(zip(arms, effect)):
         for s in seeds:
             rd = RunDir.create(root / a["name"] / f"seed{s}", "", "x")
             rd.write_run_info({"name": "x", "seed": s, "status": "finished"})
             for step in range(10, 110, 10):
                 rd.log({"step": step, "loss": 4 - step / 50 - e, "tau": 0.07})
             rd.write_results({"zeroshot_top1": 0.6 + e + rng.normal(0, 0.005), "image_to_text_R@1": 0.5 + e,
-                              "wall_seconds": 30.0})
+                              "wall_seconds": 30.0,
+                              **({"train_seconds": seconds[i] + s} if seconds else {})})
             rd.write_artifact("similarity_distribution", {
                 "positive": (rng.normal(0.6 + e, 0.1, 200)).tolist(), "negative": rng.normal(0.1, 0.2, 800).tolist()})
     return root
@@ -64,6 +66,20 @@ def test_chapter5_table_is_generated_from_runs(tmp_path):
     # the table links to a copy of each sweep report kept beside it (committed with the docs)
     assert "](chapter5/temperature.html)" in rows[0]
     assert (out.parent / "chapter5" / "temperature.html").read_text() == (t / "report.html").read_text()
+
+
+def test_chapter5_flip_verdict_weighs_accuracy_against_speed(tmp_path):
+    f = fake_sweep(tmp_path / "flip_ratio", ROOT / "recipes/chapter5/flip_ratio.yaml",
+                   "model.vision.patch_dropout", ["0.0", "0.5"], [0.0, -0.01], seconds=[60.0, 25.0])
+    slow = fake_sweep(tmp_path / "flip_slow", ROOT / "recipes/chapter5/flip_ratio.yaml",
+                      "model.vision.patch_dropout", ["0.0", "0.5"], [0.0, -0.08], seconds=[60.0, 45.0])
+    out = tmp_path / "docs" / "chapter5.md"
+    out.parent.mkdir()
+    rows = [line for line in generate([f, slow], out).splitlines() if line.startswith("| ")][1:]
+    assert "**held**: accuracy -" in rows[0] and "2.35x faster" in rows[0]  # seconds 61/26
+    assert "train 61 s" in rows[0]  # mean train seconds per arm beside the metric
+    assert "**not held here**: accuracy -7." in rows[1] and "(significant)" in rows[1]
+    assert "1.33x faster" in rows[1]
 
 
 def _has_chromium() -> bool:

@@ -116,6 +116,8 @@ class MixtureSampler:
             out[f"mix/realised/{n}"] = r
         for n, r in self.realised(self.last_phase).items():
             out[f"mix/realised_phase/{n}"] = r
+        out["mix/phase"] = float(self.last_phase)
+        out["mix/draws_phase"] = float(sum(self.phase_counts.get(self.last_phase, Counter()).values()))
         return out
 
 

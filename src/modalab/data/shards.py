@@ -54,7 +54,8 @@ def write_shards(samples: Iterable[dict[str, Any]], out_dir: Path, size: int = 1
                  prefix: str = "shard") -> dict[str, Any]:
     """Write ``{"__key__": str, ext: bytes | str, ...}`` samples into tar shards of ``size``.
 
-    Returns (and writes as ``shards.json``) the index: shard names and counts, captions, classes.
+    Returns (and writes as ``shards.json``) the index: shard names and counts, captions (``txt`` and
+    any ``captions`` list in ``json``), classes (``label`` in ``json``).
     """
     if size <= 0:
         raise ValueError(f"shard size must be positive, got {size}")
@@ -83,6 +84,7 @@ def write_shards(samples: Iterable[dict[str, Any]], out_dir: Path, size: int = 1
         if isinstance(s.get("txt"), str):
             texts.append(s["txt"])
         meta = json.loads(s["json"]) if "json" in s else {}
+        texts.extend(str(t) for t in meta.get("captions", []))  # alternative captions, for the vocabulary
         if meta.get("label") is not None:
             classes.add(str(meta["label"]))
         count += 1
@@ -198,6 +200,10 @@ class ShardStream(IterableDataset):
                 f"{path}: {len(self.index['shards'])} shards cannot feed {self.world} process(es) x "
                 f"{self.workers} worker(s); write smaller shards (--size) or use fewer workers"
             )
+
+    def __len__(self) -> int:
+        """Samples in the whole index (all processes and workers together)."""
+        return sum(s["count"] for s in self.index["shards"])
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self.position = epoch, 0

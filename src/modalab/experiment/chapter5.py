@@ -41,7 +41,32 @@ CLAIMED: dict[str, Callable[[dict[str, str]], bool]] = {
     "negative_mix": lambda p: _f(p.get("loss.negatives.hard_fraction", "nan")) == 0.2,
     "curriculum": lambda p: "curriculum" in p.get("loss.negatives", ""),
     "flip_ratio": lambda p: _f(p.get("model.vision.patch_dropout", "nan")) == 0.5,
+    "freezing": lambda p: p.get("train.stages", "[]") not in ("[]", ""),
+    "per_module_lr": lambda p: p.get("optim.param_groups", "[]") not in ("[]", ""),
+    "res_curriculum": lambda p: "stages" in p.get("data.batching.schedule", "")
+    or p.get("data.batching.schedule", "") not in ("[]", "", "null", "None"),
 }
+
+
+def flip_verdict(comp: Comparison, times: Comparison | None) -> str:
+    """FLIP's claim is a trade: about 1% accuracy lost for about 2.5x training speed."""
+    by_r = {_f(a.params.get("model.vision.patch_dropout", "nan")): a for a in comp.arms}
+    if 0.0 not in by_r or 0.5 not in by_r:
+        return "no verdict (needs patch_dropout 0.0 and 0.5 arms)"
+    full, masked = by_r[0.0], by_r[0.5]
+    d = _diff(comp, full.arm, masked.arm)
+    sig = "significant" if d and d.significant else "not significant"
+    drop = (full.mean - masked.mean) * 100
+    speed = float("nan")
+    if times is not None:
+        t = {_f(a.params.get("model.vision.patch_dropout", "nan")): a.mean for a in times.arms}
+        speed = t.get(0.0, float("nan")) / t.get(0.5, float("nan"))
+    held = drop <= 2.0 and speed >= 2.0
+    return (f"{'**held**' if held else '**not held here**'}: accuracy {-drop:+.1f} points ({sig}), "
+            f"training {speed:.2f}x faster (claim: ~-1 point for ~2.5x)")
+
+
+VERDICTS: dict[str, Callable[[Comparison, Comparison | None], str]] = {"flip_ratio": flip_verdict}
 
 
 def claim_text(recipe: Path) -> str:
@@ -94,12 +119,21 @@ def setting(root: Path) -> str:
             f"{len(plan.seeds)} seeds")
 
 
-def measured(comp: Comparison) -> str:
+def measured(comp: Comparison, times: Comparison | None = None) -> str:
+    secs = {a.arm: a.mean for a in times.arms} if times is not None else {}
     parts = []
     for a in comp.arms:
         half = a.hi - a.mean if a.hi == a.hi else float("nan")
-        parts.append(f"{a.arm}: {a.mean:.3f} ± {half:.3f} (n={a.n})")
+        t = f", train {secs[a.arm]:.0f} s" if a.arm in secs else ""
+        parts.append(f"{a.arm}: {a.mean:.3f} ± {half:.3f} (n={a.n}{t})")
     return "<br>".join(parts)
+
+
+def _times(root: Path) -> Comparison | None:
+    try:
+        return compare([root], "train_seconds")
+    except (KeyError, ValueError, FileNotFoundError):  # runs without train_seconds
+        return None
 
 
 def generate(sweeps: list[Path], out: Path, metric: str = "zeroshot_top1") -> str:
@@ -108,6 +142,7 @@ def generate(sweeps: list[Path], out: Path, metric: str = "zeroshot_top1") -> st
     for root in sweeps:
         plan = load_plan(root)
         comp = compare([root], metric)
+        times = _times(root)
         report = write_sweep_report(root, metric)
         # a copy beside the table, so the committed document links to a committed report
         kept = out.parent / out.stem / f"{root.name}.html"
@@ -116,8 +151,9 @@ def generate(sweeps: list[Path], out: Path, metric: str = "zeroshot_top1") -> st
         link = os.path.relpath(kept, out.parent)
         stem = plan.recipe.stem
         rows.append(
-            f"| {claim_text(plan.recipe)} | {setting(root)} | {measured(comp)} | "
-            f"{verdict(comp, CLAIMED.get(stem))} | [{root.name}]({link}) |"
+            f"| {claim_text(plan.recipe)} | {setting(root)} | {measured(comp, times)} | "
+            f"{VERDICTS[stem](comp, times) if stem in VERDICTS else verdict(comp, CLAIMED.get(stem))} "
+            f"| [{root.name}]({link}) |"
         )
         diffs = "\n".join(
             f"  - {d.b} − {d.a}: {d.diff:+.4f}, bootstrap 95% CI [{d.lo:+.4f}, {d.hi:+.4f}], "

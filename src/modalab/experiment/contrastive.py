@@ -13,7 +13,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from modalab import registry
 from modalab.align.queue import sample_ids
@@ -76,6 +76,9 @@ class ContrastiveTask:
         return collate(samples, self.tokenizer)
 
     def train_loader(self) -> DataLoader:
+        if isinstance(self.data.train, IterableDataset):  # streamed shards split themselves
+            return DataLoader(self.data.train, batch_size=self.recipe.train.batch_size, drop_last=True,
+                              collate_fn=self.collate, num_workers=self.recipe.data.num_workers)
         return epoch_loader(
             self.data.train, self.recipe.train.batch_size, self.collate, self.recipe.data.num_workers
         )

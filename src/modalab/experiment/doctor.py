@@ -11,7 +11,8 @@ non-finite steps; embedding collapse (effective rank, per-dimension std) and a w
 gap; false negatives in batches (same label / identical captions, unmasked); train/test leakage
 (identical content hashes across splits); a batch smaller than the number of classes; frozen
 modules that changed and trainable modules that never changed (reconstructed initial weights vs
-checkpoints); evaluation that reports only the loss.
+checkpoints); realised data-mix proportions off their target (``doctor_mix.py``); evaluation that
+reports only the loss.
 """
 
 from __future__ import annotations
@@ -21,53 +22,15 @@ import hashlib
 import json
 import math
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 from typing import Any, Callable
 
-import yaml
-
+from modalab.experiment.doctor_mix import check_mix
+from modalab.experiment.doctor_view import SEVERITY_ORDER, Finding, RunView
 from modalab.experiment.rundir import RunDir
 
 TAU_RANGE = (0.01, 0.1)
-SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
-
-
-@dataclass
-class Finding:
-    check: str
-    severity: str  # error | warning | info
-    message: str
-    evidence: str
-    fix: str
-
-
-class RunView:
-    """What the checks read, loaded once."""
-
-    def __init__(self, path: Path) -> None:
-        rd = RunDir(path)
-        self.path = Path(path)
-        self.info = rd.read_run_info()
-        cfg_f = self.path / "config.yaml"
-        self.config: dict[str, Any] = yaml.safe_load(cfg_f.read_text()) if cfg_f.is_file() else {}
-        self.results = rd.read_results()
-        self.metrics = rd.read_metrics()
-        self.train = [m for m in self.metrics if "loss" in m and "event" not in m and "step" in m]
-
-    def cfg(self, dotted: str, default: Any = None) -> Any:
-        node: Any = self.config
-        for part in dotted.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return default
-            node = node[part]
-        return node
-
-    def recipe(self) -> Any:
-        from modalab.config import validate
-
-        return validate(self.config)
 
 
 # ------------------------------------------------------------------------------------ checks
@@ -349,6 +312,7 @@ CHECKS: dict[str, Callable[[RunView], list[Finding]]] = {
     "leakage": check_leakage,
     "frozen": check_frozen,
     "eval": check_eval,
+    "data_mix": check_mix,
 }
 
 

@@ -217,8 +217,6 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
         seed_everything(recipe.run.seed + 1_000 * env.rank)  # per-rank randomness (augmentation)
     fsdp = tr.strategy == "fsdp" and env.enabled
     if fsdp:
-        if start is not None:
-            raise ConfigError("train.strategy=fsdp: --resume is not supported yet; resume with strategy=ddp")
         from modalab.layers import Block
 
         D.shard_model(model, (Block,))
@@ -262,7 +260,7 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
                          seed=recipe.run.seed, rank=env.rank, world=env.world)
     loop_state = LoopState()
     if start is not None:
-        _restore(start, payload, state, model, task, holder["opt"], scaler, stream, env, rd)
+        _restore(start, payload, state, model, task, holder["opt"], scaler, stream, env, rd, fsdp)
         loop_state = LoopState.from_dict(state.get("trainer", {}).get("loop", {}))
 
     loop = LoopConfig(
@@ -282,17 +280,18 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
 
     def checkpoint(step: int) -> None:
         rngs = D.gather_objects(rng_state(), env)
-        weights = None
+        weights, full_optim = None, {}
         if fsdp:  # every rank takes part in gathering the full tensors
-            weights = {k: D.full_tensor(v).detach().cpu().contiguous().clone()
-                       for k, v in model.state_dict().items()}
+            weights, opt_sd = D.full_state(model, holder["opt"])
+            weights = {k: v.detach().cpu().contiguous().clone() for k, v in weights.items()}
+            full_optim = {"optimizer_full": opt_sd}  # keyed by parameter name
         if env.main:
             trainer = {"data": stream.state(), "loop": loop_state.to_dict(), "stage": holder["stage"],
                        "world": env.world}
             save_checkpoint(
                 rd.checkpoints, step, model, None if fsdp else holder["opt"],
                 {**task.state(), "trainer": trainer}, tr.keep_checkpoints, task.extra_modules(),
-                trainer={"rng": rngs, **({"scaler": scaler.state_dict()} if scaler else {})},
+                trainer={"rng": rngs, **full_optim, **({"scaler": scaler.state_dict()} if scaler else {})},
                 weights=weights,
             )
         D.barrier(env)
@@ -341,16 +340,29 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
 
 def _restore(path: Path, payload: dict, state: dict, model: torch.nn.Module, task: Any,
              optimizer: torch.optim.Optimizer, scaler: Any, stream: TrainStream, env: D.DistEnv,
-             rd: RunDir) -> None:
-    """Put model, optimizer, scaler, RNGs, data position and task state back as they were."""
+             rd: RunDir, fsdp: bool = False) -> None:
+    """Put model, optimizer, scaler, RNGs, data position and task state back as they were.
+
+    Under FSDP every rank reads the full weights and the name-keyed optimizer state and keeps its
+    shard, so an fsdp checkpoint loads at any process count."""
     from safetensors.torch import load_file
 
-    load_weights(path, model)
+    if fsdp:
+        if "optimizer_full" not in payload:
+            raise ConfigError(f"{path}: written by a ddp run, its optimizer state cannot be sharded; "
+                              f"resume with train.strategy=ddp")
+        weights = load_file(str(path / "model.safetensors"))
+        D.load_full_state(model, optimizer, weights, payload["optimizer_full"])
+    else:
+        if "optimizer_full" in payload:
+            raise ConfigError(f"{path}: written by an fsdp run; resume with train.strategy=fsdp "
+                              f"(under torchrun)")
+        load_weights(path, model)
     for name, module in task.extra_modules().items():
         f = path / f"{name}.safetensors"
         if f.is_file():
             module.load_state_dict(load_file(str(f)))
-    if "optimizer" in payload:
+    if "optimizer" in payload and not fsdp:
         optimizer.load_state_dict(payload["optimizer"])
     if scaler is not None and "scaler" in payload:
         scaler.load_state_dict(payload["scaler"])

@@ -176,3 +176,29 @@ def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
         "-m", "modalab", *argv,
     ]
+
+
+def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Unsharded model and optimizer state dicts on CPU for rank 0 (empty on the others); a
+    collective under FSDP. The optimizer state is keyed by parameter name, so it loads into any
+    process count (:func:`load_full_state`)."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
+    )
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=opts), get_optimizer_state_dict(model, optimizer, options=opts)
+
+
+def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, weights: dict,
+                    optim_state: dict | None) -> None:
+    """Load what :func:`full_state` returned into a (sharded) model and its optimizer; every rank
+    passes the full dicts and keeps its own shard."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions, set_model_state_dict, set_optimizer_state_dict,
+    )
+
+    opts = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, weights, options=opts)
+    if optimizer is not None and optim_state is not None:
+        set_optimizer_state_dict(model, optimizer, optim_state, options=opts)

@@ -7,9 +7,10 @@ which rank ``r`` takes positions ``r, r + W, r + 2W, ...`` — so the W local ba
 together are exactly the single-process batch of ``W x`` the size. The position is
 ``(epoch, batch)``; a resumed stream starts at that batch without loading the ones before it.
 
-Iterable datasets (``data/shards.py``) split themselves by rank and worker; when they have
-``set_epoch``/``set_position`` the stream calls them, otherwise a resumed stream skips batches by
-reading them. Any other iterable is cycled and skipped the same way.
+Iterable datasets (``data/shards.py``) split themselves by rank and worker; their DataLoader is
+rebuilt with the local batch size (``drop_last`` as the dataset says, default True). When they
+have ``set_epoch``/``set_position`` the stream calls them, otherwise a resumed stream skips batches
+by reading them. Any other iterable is cycled and skipped the same way.
 """
 
 from __future__ import annotations
@@ -82,6 +83,15 @@ class TrainStream:
                 pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn,
                 persistent_workers=False, generator=self.generator,
             )
+        elif isinstance(loader, DataLoader):
+            # an iterable dataset splits itself by rank and worker: only the batch size becomes local
+            ds = loader.dataset
+            self.loader = DataLoader(
+                ds, batch_size=local_batch, drop_last=getattr(ds, "drop_last", True),
+                collate_fn=loader.collate_fn, num_workers=loader.num_workers,
+                pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn,
+                persistent_workers=False, generator=self.generator,
+            )
 
     @property
     def dataset(self) -> Any:
@@ -119,6 +129,7 @@ class TrainStream:
             self.generator.manual_seed((self.seed * 100_003 + self.epoch) * 1_009 + self.rank)
             self.sampler.set_epoch(self.epoch, skip * self.loader.batch_size)
             return iter(self.loader)
+        self.generator.manual_seed((self.seed * 100_003 + self.epoch) * 1_009 + self.rank)
         if hasattr(ds, "set_epoch"):
             ds.set_epoch(self.epoch)
         if hasattr(ds, "set_position"):

@@ -1,0 +1,126 @@
+"""Building blocks of the ``unified`` task: its model config and builder, the tokenizer branch's
+pretraining on the training split, and a PNG grid writer for generated images."""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor
+
+from modalab.config import NamedBase, Section
+from modalab.experiment.tokenizer_task import num_down_for
+from modalab.models.unified import Denoiser, GaussianDiffusion, UnifiedModel, UnifiedTransformer
+from modalab.registry import register
+from modalab.train.checkpoint import atomic_write_bytes
+from modalab.vision.tokenizer import ImageTokenizer
+from modalab.vision.tokenizer_train import build_quantizer
+
+
+class TokenizerBranch(Section):
+    quantizer: Literal["vq", "fsq"] = "vq"
+    codebook_size: int = Field(64, gt=1, description="K for vq; fsq picks levels with ~K codes")
+    token_grid: int = Field(4, gt=0, description="tokens per side")
+    channels: int = Field(16, gt=0)
+    latent_dim: int = Field(16, gt=0)
+    pretrain_steps: int = Field(400, ge=0, description="steps on the training split, then frozen")
+    pretrain_batch_size: int = Field(64, gt=0)
+    pretrain_lr: float = Field(2e-3, gt=0)
+
+
+class TransformerPart(Section):
+    dim: int = Field(128, gt=0)
+    depth: int = Field(4, gt=0)
+    heads: int = Field(4, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class DiffusionPart(Section):
+    channels: int = Field(32, gt=0, description="U-Net width (a multiple of 8)")
+    timesteps: int = Field(1000, gt=1)
+
+
+class UnifiedConfig(NamedBase):
+    text_context: int = Field(10, gt=2, description="caption tokens incl. <bos>/<eos>")
+    tokenizer: TokenizerBranch = Field(default_factory=TokenizerBranch)
+    transformer: TransformerPart = Field(default_factory=TransformerPart)
+    diffusion: DiffusionPart = Field(default_factory=DiffusionPart)
+
+
+@register("model", "unified", schema=UnifiedConfig)
+def build_unified_model(cfg: UnifiedConfig, *, text_vocab: int, image_size: int,
+                        channels: int) -> UnifiedModel:
+    """Image tokenizer + shared text/image-code transformer + conditional diffusion decoder."""
+    t = cfg.tokenizer
+    q = build_quantizer(t.quantizer, t.latent_dim, t.codebook_size)
+    tok = ImageTokenizer(q, in_channels=channels, channels=t.channels,
+                         num_down=num_down_for(image_size, t.token_grid), latent_dim=t.latent_dim)
+    K = tok.codebook_size
+    tr = UnifiedTransformer(text_vocab, K, t.token_grid**2, dim=cfg.transformer.dim,
+                            depth=cfg.transformer.depth, heads=cfg.transformer.heads,
+                            max_text=cfg.text_context, dropout=cfg.transformer.dropout)
+    den = Denoiser(channels, cfg.transformer.dim, channels=cfg.diffusion.channels)
+    return UnifiedModel(tr, tok, GaussianDiffusion(den, cfg.diffusion.timesteps),
+                        image_shape=(channels, image_size, image_size),
+                        token_grid=(t.token_grid, t.token_grid))
+
+
+def train_tokenizer_branch(tok: ImageTokenizer, images: Tensor, cfg: TokenizerBranch,
+                           seed: int) -> dict[str, float]:
+    """Pretrain ``tok`` on images (N, C, H, W) in [0, 1]: L1 + the quantizer's own loss, AdamW
+    with a cosine decay, batches drawn with a seeded generator. Returns step count, final L1,
+    training-set code usage and seconds."""
+    if cfg.pretrain_steps == 0:
+        return {"steps": 0}
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(tok.parameters(), lr=cfg.pretrain_lr, betas=(0.5, 0.9), weight_decay=0.0)
+    tok.train()
+    t0, rec = time.perf_counter(), float("nan")
+    for step in range(cfg.pretrain_steps):
+        for grp in opt.param_groups:
+            grp["lr"] = cfg.pretrain_lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / cfg.pretrain_steps)))
+        idx = torch.randint(len(images), (min(cfg.pretrain_batch_size, len(images)),), generator=g)
+        x = images[idx]
+        recon, _, aux = tok(x)
+        l1 = F.l1_loss(recon, x)
+        loss = l1 + aux["loss"] if "loss" in aux else l1
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        rec = float(l1.detach())
+    tok.eval()
+    with torch.no_grad():
+        codes = torch.cat([tok.encode(images[i : i + 512]).flatten() for i in range(0, len(images), 512)])
+    used = codes.unique().numel() / (tok.codebook_size or 1)
+    return {"steps": cfg.pretrain_steps, "final_l1": rec, "train_codebook_usage": used,
+            "seconds": time.perf_counter() - t0}
+
+
+def save_grid(rows: list[Tensor], path: Path, scale: int = 4) -> None:
+    """Write rows of images (each (n, C, H, W) in [0, 1]) as one PNG, atomically."""
+    from PIL import Image
+
+    rows = [r for r in rows if len(r)]
+    if not rows:
+        return
+    c, h, w = rows[0].shape[1:]
+    ncol = max(len(r) for r in rows)
+    canvas = np.zeros((len(rows) * (h + 1), ncol * (w + 1), c), dtype=np.float32)
+    for i, r in enumerate(rows):
+        for j, img in enumerate(r):
+            canvas[i * (h + 1) : i * (h + 1) + h, j * (w + 1) : j * (w + 1) + w] = \
+                img.permute(1, 2, 0).float().cpu().numpy()
+    arr = (canvas.clip(0, 1) * 255).round().astype(np.uint8)
+    img = Image.fromarray(arr[..., 0] if c == 1 else arr).resize(
+        (arr.shape[1] * scale, arr.shape[0] * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())

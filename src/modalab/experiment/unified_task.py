@@ -1,0 +1,258 @@
+"""One model that understands and generates digits (chapter 5.2.2-5.2.3), as the runner sees it.
+
+It reads top to bottom:
+1. data: an image source with captions (``digits``: "a handwritten seven", "the number 7, ...").
+2. model ``unified`` (``models/unified.py``): an image tokenizer (VQ / FSQ), a shared causal
+   transformer over text ids and image codes, and a small conditional diffusion decoder. The
+   tokenizer is the first pretrained branch: it is trained here on the training split only
+   (``model.tokenizer.pretrain_steps``) and then frozen.
+3. objective ``unified``: for every item of a step, a task mixture (``loss.mix``, the chapter's
+   understand : generate = 3 : 1 first, balanced later; ``data/mixing.py``) picks "understand"
+   (image codes -> caption, next-token loss on the text) or "generate" (caption -> image codes,
+   next-token loss on the codes, plus the diffusion loss on the pixels conditioned on the shared
+   transformer's hidden states). Realised shares are logged as ``mix/...`` in metrics.jsonl.
+4. stages (``train.stages``, the chapter's three): branches (transformer and diffusion decoder
+   learn side by side; the diffusion condition is detached), interface (diffusion frozen; its loss
+   now trains the transformer: ``loss.interface_from_stage``), joint (everything).
+5. evaluation: ``understand_accuracy`` (greedy answer names the right digit) on the held-out
+   images; the held-out captions as prompts for both generation paths, each image judged by an
+   RBF-SVM fitted on the real training images (``eval/judge.py``): ``generate_class_match_ar`` and
+   ``generate_class_match_diffusion``, with the judge's own held-out accuracy and the sampling time
+   per image of each path; a PNG grid of generations in ``artifacts/``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from modalab import registry
+from modalab.config import EvalBase, NamedBase, Recipe, Section
+from modalab.data.dataset import epoch_loader
+from modalab.data.mixing import MixtureSampler, MixtureSchedule
+from modalab.data.sample import Batch, collate
+from modalab.data.transforms import MEAN, STD
+from modalab.eval.judge import ClassJudge
+from modalab.experiment.caption import class_mentions
+from modalab.experiment.rundir import RunDir
+from modalab.experiment.unified_parts import (UnifiedConfig, build_unified_model, save_grid,
+                                              train_tokenizer_branch)
+from modalab.registry import register
+from modalab.text.tokenizer import EOS, PAD, WordTokenizer
+from modalab.train.stages import stage_index
+
+
+# objective --------------------------------------------------------------------------------
+class MixPhase(Section):
+    start: float = Field(ge=0, lt=1, description="training progress (step / steps) where it starts")
+    weights: dict[str, float] = Field(description="understand / generate -> weight")
+
+
+class UnifiedLossConfig(NamedBase):
+    mix: list[MixPhase] = Field(
+        default_factory=lambda: [MixPhase(start=0.0, weights={"understand": 3, "generate": 1}),
+                                 MixPhase(start=0.5, weights={"understand": 1, "generate": 1})],
+        min_length=1, description="task mixture schedule (understand : generate per phase)")
+    interpolate: bool = Field(False, description="shift the weights linearly between phases")
+    diffusion_weight: float = Field(1.0, ge=0, description="weight of the diffusion loss")
+    p_uncond: float = Field(0.1, ge=0, lt=1, description="condition dropout (classifier-free guidance)")
+    interface_from_stage: int = Field(
+        1, ge=0, description="from this train.stages index on, the diffusion loss trains the "
+                             "transformer (before it, the condition is detached)")
+
+
+@register("loss", "unified", schema=UnifiedLossConfig)
+def build_unified_loss(cfg: UnifiedLossConfig) -> MixtureSchedule:
+    """Understand / generate task mixture for the unified model (next-token + diffusion losses)."""
+    names = sorted(cfg.mix[0].weights)
+    if names != ["generate", "understand"]:
+        raise ValueError(f"loss.mix[0].weights: keys {names}; expected 'understand' and 'generate'")
+    return MixtureSchedule([(p.start, p.weights) for p in cfg.mix], interpolate=cfg.interpolate)
+
+
+# task -------------------------------------------------------------------------------------
+class UnifiedEval(EvalBase):
+    generate_samples: int = Field(200, gt=0, description="held-out captions used as prompts")
+    ar_temperature: float = Field(0.7, ge=0, description="0 = greedy codes")
+    ar_top_k: int | None = Field(None, gt=0)
+    ddim_steps: int = Field(50, gt=0)
+    guidance: float = Field(3.0, ge=0, description="classifier-free guidance weight")
+    grid_per_class: int = Field(4, ge=0, description="generated images per class in the PNG grid")
+
+
+class UnifiedTask:
+    """Understand (image -> caption) and generate (caption -> image, AR and diffusion) digits."""
+
+    def __init__(self, recipe: Recipe, run: RunDir) -> None:
+        self.recipe, self.run = recipe, run
+        self.eval_cfg: UnifiedEval = recipe.eval  # type: ignore[assignment]
+        self.cfg: UnifiedConfig = recipe.model  # type: ignore[assignment]
+        self.lcfg: UnifiedLossConfig = recipe.loss  # type: ignore[assignment]
+        if recipe.loss.name != "unified":
+            raise ValueError(f"task unified trains with loss.name=unified; got loss.name={recipe.loss.name}")
+        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.run.seed)
+        if not self.data.texts or not self.data.classnames:
+            raise ValueError(f"task unified needs captions and class names; data.source="
+                             f"{recipe.data.source} gives none")
+        self.text_tok = WordTokenizer.build(self.data.texts, self.cfg.text_context)
+        size, ch = self.data.image_size, self.data.channels
+        if not isinstance(size, int):
+            raise ValueError(f"task unified needs square images of one size; got image_size={size}")
+        self.model = build_unified_model(self.cfg, text_vocab=self.text_tok.vocab_size,
+                                         image_size=size, channels=ch)
+        self.pretrain = train_tokenizer_branch(self.model.tokenizer, self._train_images(),
+                                               self.cfg.tokenizer, seed=recipe.run.seed)
+        self.model.tokenizer.requires_grad_(False).eval()
+        self.sampler = MixtureSampler(registry.build("loss", "unified", recipe.loss),
+                                      recipe.train.steps, seed=recipe.run.seed)
+        self.stages = list(recipe.train.stages)
+        self.global_step = 0
+
+    # data ---------------------------------------------------------------------------------
+    def _train_images(self) -> Tensor:
+        """(N, C, H, W) un-augmented training images in [0, 1] (for the tokenizer and the judge)."""
+        ds = self.data.train
+        return torch.stack([self.to_unit(ds[i].image) for i in range(len(ds))])
+
+    @staticmethod
+    def to_unit(images: Tensor) -> Tensor:
+        return (images * STD + MEAN).clamp(0, 1)
+
+    def collate(self, samples: list) -> Batch:
+        return collate(samples, self.text_tok)
+
+    def train_loader(self):
+        return epoch_loader(self.data.train, self.recipe.train.batch_size, self.collate,
+                            self.recipe.data.num_workers)
+
+    # training -----------------------------------------------------------------------------
+    def _detach_condition(self) -> bool:
+        if not self.stages:
+            return False
+        return stage_index(self.stages, self.global_step) < self.lcfg.interface_from_stage
+
+    def step(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        m, x = self.model, self.to_unit(batch.images)  # (B, C, H, W) in [0, 1]
+        m.tokenizer.eval()  # frozen: no EMA codebook updates
+        codes = m.tokenizer.encode(x).flatten(1)  # (B, N)
+        text, pad = batch.tokens, batch.tokens == PAD  # (B, T)
+        names = self.sampler.choose(self.global_step, len(batch))
+        und = torch.tensor([n == "understand" for n in names])
+        share_u = float(und.float().mean())
+        loss, logs = x.new_zeros(()), {}
+        if und.any():
+            lu = m.transformer.understand_loss(codes[und], text[und], pad[und])
+            loss = loss + share_u * lu
+            logs["loss/understand"] = float(lu.detach())
+        gen = ~und
+        if gen.any():
+            lg = m.transformer.generate_loss(text[gen], codes[gen], pad[gen])
+            cond = m.transformer.text_condition(text[gen], pad[gen])  # (b, T + 1, D)
+            if self._detach_condition():
+                cond = cond.detach()
+            cpad = m.transformer._prompt_pad(pad[gen], cond.shape[1])
+            ld = m.diffusion.loss(x[gen] * 2 - 1, cond, cpad, p_uncond=self.lcfg.p_uncond)
+            loss = loss + (1 - share_u) * (lg + self.lcfg.diffusion_weight * ld)
+            logs.update({"loss/generate_ar": float(lg.detach()), "loss/diffusion": float(ld.detach())})
+        return loss, logs
+
+    def after_step(self, step: int) -> dict[str, float]:
+        self.global_step = step + 1
+        stage = {"stage": float(stage_index(self.stages, step))} if self.stages else {}
+        return {**stage, **self.sampler.log(step)}
+
+    # evaluation ---------------------------------------------------------------------------
+    def _held_out(self) -> tuple[Tensor, Tensor, list[str]]:
+        ds = self.data.test
+        items = [ds[i] for i in range(len(ds))]
+        return (torch.stack([self.to_unit(s.image) for s in items]),
+                torch.tensor([s.label for s in items]), [s.text for s in items])
+
+    @torch.no_grad()
+    def understand_accuracy(self, images: Tensor, labels: Tensor) -> float:
+        m, names, correct = self.model, list(self.data.classnames), 0
+        for i in range(0, len(images), self.eval_cfg.batch_size):
+            codes = m.tokenizer.encode(images[i : i + self.eval_cfg.batch_size]).flatten(1)
+            out = m.transformer.answer(codes, self.cfg.text_context, eos_id=EOS)
+            for row, y in zip(out.tolist(), labels[i : i + len(out)].tolist()):
+                correct += class_mentions(self.text_tok.decode(row), names) == {y}
+        return correct / len(images)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], path: str, seed: int) -> Tensor:
+        """Images (P, C, H, W) in [0, 1] for the prompts, in evaluation batches."""
+        e, g, out = self.eval_cfg, torch.Generator().manual_seed(seed), []
+        for i in range(0, len(prompts), e.batch_size):
+            text = self.text_tok(prompts[i : i + e.batch_size])
+            kw = (dict(temperature=e.ar_temperature, top_k=e.ar_top_k) if path == "ar"
+                  else dict(steps=e.ddim_steps, guidance=e.guidance))
+            out.append(self.model("generate", text=text, text_pad=text == PAD, path=path,
+                                  generator=g, **kw))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def evaluate(self, final: bool = True) -> dict[str, Any]:
+        self.model.eval()
+        images, labels, texts = self._held_out()
+        res: dict[str, Any] = {"understand_accuracy": self.understand_accuracy(images, labels)}
+        if final:
+            judge = ClassJudge()
+            res["judge_test_accuracy"] = judge.fit(self._train_images(), self._train_labels(),
+                                                   images, labels)
+            n = min(self.eval_cfg.generate_samples, len(texts))
+            for path in ("ar", "diffusion"):
+                t0 = time.perf_counter()
+                gen = self.generate(texts[:n], path, seed=self.recipe.run.seed)
+                res[f"sample_seconds_per_image_{path}"] = (time.perf_counter() - t0) / n
+                res[f"generate_class_match_{path}"] = judge.class_match(gen, labels[:n])
+                self._grid(path, gen, labels[:n])
+            res["generate_samples"] = n
+        self.model.train()
+        return res
+
+    def _train_labels(self) -> Tensor:
+        ds = self.data.train
+        return torch.tensor([ds[i].label for i in range(len(ds))])
+
+    def _grid(self, path: str, images: Tensor, labels: Tensor) -> None:
+        k = self.eval_cfg.grid_per_class
+        if not k:
+            return
+        rows = [images[labels == c][:k] for c in range(len(self.data.classnames))]
+        save_grid(rows, self.run.path / "artifacts" / f"generated_{path}.png")
+
+    def counts(self) -> dict[str, Any]:
+        tr = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731
+        return {
+            "num_train": len(self.data.train), "num_test": len(self.data.test),
+            "num_params": tr(self.model),
+            "params": {k: tr(getattr(self.model, k)) for k in ("tokenizer", "transformer", "diffusion")},
+            "tokenizer_pretrain": self.pretrain,
+            "mix_realised": self.sampler.realised(),
+            "mix_realised_by_phase": {str(p): self.sampler.realised(p) for p in sorted(self.sampler.phase_counts)},
+        }
+
+    def state(self) -> dict[str, Any]:
+        return {"global_step": self.global_step, "mix_counts": dict(self.sampler.counts),
+                "mix_phase_counts": {str(k): dict(v) for k, v in self.sampler.phase_counts.items()},
+                "text_tokenizer": self.text_tok.to_dict()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        from collections import Counter
+
+        self.global_step = int(state.get("global_step", 0))
+        self.sampler.counts = Counter(state.get("mix_counts", {}))
+        self.sampler.phase_counts = {int(k): Counter(v) for k, v in state.get("mix_phase_counts", {}).items()}
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        return {}
+
+
+@register("task", "unified", schema=UnifiedEval)
+def build_unified_task(recipe: Recipe, run: RunDir) -> UnifiedTask:
+    """Understand and generate with one model: tokenizer + shared transformer + diffusion decoder."""
+    return UnifiedTask(recipe, run)
