@@ -10,7 +10,8 @@ Three comparisons on a batch of B clips x S seconds at 16 kHz (defaults 64 x 10 
 librosa is warmed up first (its first calls compile with numba). Peak memory = peak RSS growth
 during the call, sampled every 2 ms. On a CUDA machine the torch side is also timed on the GPU.
 
-    python benchmarks/audio_features.py [--batch 64] [--seconds 10] [--pyin-clips 4]
+    python benchmarks/audio_features.py [--batch 64] [--seconds 10] [--pyin-clips 4] [--threads N]
+        [--repeat 2]
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--pyin-clips", type=int, default=4)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--repeat", type=int, default=2, help="bundle: best of this many runs per side")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,8 +114,8 @@ def main() -> None:
     err = float(np.abs(ours.numpy() - ref).max())
     rows.append(("log-mel (Whisper, 80)", t_l, m_l, t_o, m_o, f"max err {err:.1e}"))
 
-    t_l, m_l, _ = measure(lambda: librosa_bundle(y))
-    t_o, m_o, _ = measure(lambda: A.feature_bundle(yt, SR))
+    t_l, m_l, _ = measure(lambda: librosa_bundle(y), args.repeat)
+    t_o, m_o, _ = measure(lambda: A.feature_bundle(yt, SR), args.repeat)
     rows.append(("bundle (7 features)", t_l, m_l, t_o, m_o, "one STFT vs ~5"))
 
     k = args.pyin_clips

@@ -1,8 +1,9 @@
 """Pitch (F0) in torch, batched: YIN as ``librosa.yin`` and a fast pYIN with librosa's model.
 
-- ``cmndf``: YIN's cumulative mean normalised difference from an FFT autocorrelation;
-- ``yin`` / ``yin_from_frames``: first trough under the threshold, else the global minimum, with
-  parabolic refinement — librosa.yin exactly;
+- ``cmndf`` / ``cmndf_signal``: YIN's cumulative mean normalised difference from an FFT
+  autocorrelation (per frame, or from hop blocks shared by overlapping frames: ``autocorr.py``);
+- ``yin`` / ``yin_from_frames`` / ``yin_from_cmndf``: first trough under the threshold, else the
+  global minimum, with parabolic refinement — librosa.yin exactly, all frames at once;
 - ``pyin``: librosa.pyin's observation model (beta threshold prior, Boltzmann trough prior, pitch
   bins, voiced/unvoiced halves) with a Viterbi whose triangle transition is approximated by flat
   bands, so that each step is a few sliding maxima (see docs/audio.md, "pYIN in torch");
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from modalab.audio.framing import frame
+from modalab.audio.autocorr import cmndf_from_acf, frame_acf, frame_acf_direct
 
 
 def _period_range(sr: float, fmin: float, fmax: float, frame_length: int) -> tuple[int, int]:
@@ -37,29 +38,24 @@ def _period_range(sr: float, fmin: float, fmax: float, frame_length: int) -> tup
 
 
 def cmndf(frames: Tensor, min_period: int, max_period: int, chunk: int = 4096) -> Tensor:
-    """YIN's cumulative mean normalised difference, as librosa computes it.
+    """YIN's cumulative mean normalised difference of raw frames, one FFT per frame.
 
     (B, T, L) raw frames -> (B, T, P) for periods min_period..max_period (P = max - min + 1).
-    The autocorrelation uses an FFT of size >= L + max_period (enough for lags <= max_period
-    without wrap-around), in chunks of ``chunk`` frames to bound memory.
     """
-    import scipy.fft
+    acf = frame_acf_direct(frames, max_period, chunk)  # (B, T, max_period + 1)
+    return cmndf_from_acf(acf, frames, min_period, max_period)
 
-    B, T, L = frames.shape
-    n = scipy.fft.next_fast_len(L + max_period, real=True)
-    flat = frames.reshape(B * T, L)  # (N, L)
-    k = torch.arange(1, max_period + 1, dtype=frames.dtype, device=frames.device)
-    out = []
-    for s in range(0, flat.shape[0], chunk):
-        x = flat[s:s + chunk]
-        spec = torch.view_as_real(torch.fft.rfft(x, n=n)).square().sum(-1)  # |X|^2
-        acf = torch.fft.irfft(spec, n=n)[:, : max_period + 1]
-        energy = x[:, :max_period].square().cumsum(-1)  # (n, max_period)
-        diff = 2.0 * (acf[:, :1] - acf[:, 1:]) - energy  # d(k), k = 1..max_period
-        cum_mean = diff.cumsum(-1) / k
-        num, den = diff[:, min_period - 1:], cum_mean[:, min_period - 1:]
-        out.append(num / (den + torch.finfo(frames.dtype).tiny))
-    return torch.cat(out).view(B, T, -1)  # (B, T, P)
+
+def cmndf_signal(y: Tensor, sr: float, fmin: float, fmax: float, frame_length: int,
+                 hop_length: int) -> tuple[Tensor, int]:
+    """CMNDF of the centred frames of ``y``: (B, N) -> ((B, T, P), min_period).
+
+    Frames are librosa's (zero-padded, centred); the autocorrelation uses hop blocks when the
+    geometry allows (``autocorr.frame_acf``), which is what makes batched YIN cheap.
+    """
+    min_p, max_p = _period_range(sr, fmin, fmax, frame_length)
+    acf, frames = frame_acf(y, frame_length, hop_length, max_p)
+    return cmndf_from_acf(acf, frames, min_p, max_p), min_p
 
 
 def _parabolic_shift(d: Tensor) -> Tensor:
@@ -76,24 +72,38 @@ def _troughs(d: Tensor) -> Tensor:
     return torch.cat([d[..., :1] < d[..., 1:2], inner, d[..., -1:] < d[..., -2:-1]], dim=-1)
 
 
+def yin_from_cmndf(d: Tensor, sr: float, min_period: int,
+                   trough_threshold: float = 0.1) -> tuple[Tensor, Tensor]:
+    """YIN's period pick on a CMNDF (B, T, P) -> (f0 Hz (B, T), aperiodicity = CMNDF at the period).
+
+    First trough under the threshold, else the global minimum, refined by a parabola; all frames
+    at once (no per-frame loop).
+    """
+    below = _troughs(d) & (d < trough_threshold)
+    first = below.to(torch.int8).argmax(-1, keepdim=True)
+    idx = torch.where(below.any(-1, keepdim=True), first, d.argmin(-1, keepdim=True))  # (B, T, 1)
+    P = d.shape[-1]
+    inner = (idx > 0) & (idx < P - 1)  # the ends get no refinement, as in _parabolic_shift
+    left, mid, right = (d.gather(-1, (idx + o).clamp(0, P - 1)) for o in (-1, 0, 1))
+    a = right + left - 2 * mid
+    b = (right - left) / 2
+    shift = torch.where(inner & (b.abs() < a.abs()), -b / a, torch.zeros_like(a))
+    period = min_period + idx + shift
+    return (sr / period).squeeze(-1), mid.squeeze(-1)
+
+
 def yin_from_frames(frames: Tensor, sr: float, fmin: float, fmax: float,
                     trough_threshold: float = 0.1) -> tuple[Tensor, Tensor]:
     """YIN on raw frames (B, T, L) -> (f0 Hz (B, T), aperiodicity = CMNDF at the period (B, T))."""
     min_p, max_p = _period_range(sr, fmin, fmax, frames.shape[-1])
-    d = cmndf(frames, min_p, max_p)  # (B, T, P)
-    shift = _parabolic_shift(d)
-    below = _troughs(d) & (d < trough_threshold)
-    first = below.to(torch.int8).argmax(-1, keepdim=True)
-    idx = torch.where(below.any(-1, keepdim=True), first, d.argmin(-1, keepdim=True))
-    period = min_p + idx + shift.gather(-1, idx)
-    return (sr / period).squeeze(-1), d.gather(-1, idx).squeeze(-1)
+    return yin_from_cmndf(cmndf(frames, min_p, max_p), sr, min_p, trough_threshold)
 
 
 def yin(y: Tensor, fmin: float, fmax: float, sr: float = 22050, frame_length: int = 2048,
         hop_length: int | None = None, trough_threshold: float = 0.1) -> Tensor:
     """librosa.yin, batched: (B, N) -> F0 in Hz, (B, T)."""
-    frames = frame(y, frame_length, hop_length or frame_length // 4)
-    return yin_from_frames(frames, sr, fmin, fmax, trough_threshold)[0]
+    d, min_p = cmndf_signal(y, sr, fmin, fmax, frame_length, hop_length or frame_length // 4)
+    return yin_from_cmndf(d, sr, min_p, trough_threshold)[0]
 
 
 def _pyin_observations(d: Tensor, shift: Tensor, sr: float, min_p: int, fmin: float, n_bins: int,
@@ -215,10 +225,9 @@ def pyin(y: Tensor, fmin: float, fmax: float, sr: float = 22050, frame_length: i
     the exact triangle. Candidate pitches are summed (not overwritten) when two fall in one bin.
     """
     hop = hop_length or frame_length // 4
-    frames = frame(y, frame_length, hop)  # (B, T, L)
-    B, T, _ = frames.shape
-    min_p, max_p = _period_range(sr, fmin, fmax, frame_length)
-    d = cmndf(frames, min_p, max_p).flatten(0, 1)  # (B*T, P)
+    d, min_p = cmndf_signal(y, sr, fmin, fmax, frame_length, hop)  # (B, T, P)
+    B, T, _ = d.shape
+    d = d.flatten(0, 1)  # (B*T, P)
     bps = int(math.ceil(1.0 / resolution))
     n_bins = int(math.floor(12 * bps * math.log2(fmax / fmin))) + 1
     obs_v = _pyin_observations(d, _parabolic_shift(d), sr, min_p, fmin, n_bins, bps, n_thresholds,
