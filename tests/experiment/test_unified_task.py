@@ -37,6 +37,11 @@ def test_unified_recipe_runs_end_to_end(tmp_path):
     assert res["generate_samples"] == 12 and res["num_test"] == 450
     assert (out / "artifacts" / "generated_ar.png").stat().st_size > 100
     assert (out / "artifacts" / "generated_diffusion.png").is_file()
+    from safetensors.torch import load_file
+
+    kept = load_file(str(out / "artifacts" / "generated.safetensors"))
+    assert kept["images_ar"].shape == kept["images_diffusion"].shape == (12, 1, 16, 16)
+    assert kept["prompted_class"].shape == (12,) and 0 <= float(kept["images_ar"].min())
     recs = _records(out)
     stages = [r["name"] for r in recs if r.get("event") == "stage"]
     assert stages[-2:] == ["interface", "joint"]
@@ -130,3 +135,27 @@ def test_doctor_checks_realised_mix(tmp_path):
     found = check_mix(write(tmp_path / "bad", 0.5))
     assert found and all(f.severity == "warning" for f in found)
     assert "phase 0" in found[0].message and "target 25.0%" in " ".join(f.message for f in found)
+
+
+@pytest.mark.slow
+def test_unified_recipe_meets_its_targets(tmp_path):
+    """Full recipe (~25-40 min on one core): both generation paths draw the prompted digit for
+    >= 80% of held-out captions, judged here by a second classifier fitted on real digits."""
+    from safetensors.torch import load_file
+    from sklearn.linear_model import LogisticRegression
+
+    from modalab.data.dataset import stratified_split
+    from modalab.data.sources.digits import load_digit_images
+
+    out = run(load(RECIPE, ["run.progress=false"]), tmp_path / "run")
+    res = json.loads((out / "results.json").read_text())
+    assert res["understand_accuracy"] >= 0.8
+    images, labels = load_digit_images(16)
+    train_idx, test_idx = stratified_split(labels.tolist(), len(labels), 0.25, 0)
+    clf = LogisticRegression(max_iter=2000).fit(images[train_idx].flatten(1).numpy(), labels[train_idx].numpy())
+    assert clf.score(images[test_idx].flatten(1).numpy(), labels[test_idx].numpy()) > 0.93
+    kept = load_file(str(out / "artifacts" / "generated.safetensors"))
+    for path in ("ar", "diffusion"):
+        assert res[f"generate_class_match_{path}"] >= 0.8
+        pred = clf.predict(kept[f"images_{path}"].flatten(1).numpy())
+        assert (pred == kept["prompted_class"].numpy()).mean() >= 0.75  # a second judge agrees

@@ -99,7 +99,7 @@ def parse_grid(specs: list[str]) -> dict[str, list[str]]:
 
 def _slug(text: str) -> str:
     s = re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_")
-    return s or "x"
+    return s or "none"  # "[]", "{}", "" (an empty list of stages or groups)
 
 
 def expand_grid(grid: dict[str, list[str]]) -> list[Arm]:

@@ -30,6 +30,7 @@ class TokenizerBranch(Section):
     token_grid: int = Field(4, gt=0, description="tokens per side")
     channels: int = Field(16, gt=0)
     latent_dim: int = Field(16, gt=0)
+    dead_code_threshold: float = Field(1.0, ge=0, description="vq: restart codes below this EMA usage")
     pretrain_steps: int = Field(400, ge=0, description="steps on the training split, then frozen")
     pretrain_batch_size: int = Field(64, gt=0)
     pretrain_lr: float = Field(2e-3, gt=0)
@@ -59,7 +60,8 @@ def build_unified_model(cfg: UnifiedConfig, *, text_vocab: int, image_size: int,
                         channels: int) -> UnifiedModel:
     """Image tokenizer + shared text/image-code transformer + conditional diffusion decoder."""
     t = cfg.tokenizer
-    q = build_quantizer(t.quantizer, t.latent_dim, t.codebook_size)
+    vq = dict(dead_code_threshold=t.dead_code_threshold) if t.quantizer == "vq" else {}
+    q = build_quantizer(t.quantizer, t.latent_dim, t.codebook_size, **vq)
     tok = ImageTokenizer(q, in_channels=channels, channels=t.channels,
                          num_down=num_down_for(image_size, t.token_grid), latent_dim=t.latent_dim)
     K = tok.codebook_size
@@ -101,6 +103,14 @@ def train_tokenizer_branch(tok: ImageTokenizer, images: Tensor, cfg: TokenizerBr
     used = codes.unique().numel() / (tok.codebook_size or 1)
     return {"steps": cfg.pretrain_steps, "final_l1": rec, "train_codebook_usage": used,
             "seconds": time.perf_counter() - t0}
+
+
+def save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
+    """safetensors file written through a temporary name and a rename."""
+    from safetensors.torch import save
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
 
 
 def save_grid(rows: list[Tensor], path: Path, scale: int = 4) -> None:

@@ -40,7 +40,7 @@ from modalab.eval.judge import ClassJudge
 from modalab.experiment.caption import class_mentions
 from modalab.experiment.rundir import RunDir
 from modalab.experiment.unified_parts import (UnifiedConfig, build_unified_model, save_grid,
-                                              train_tokenizer_branch)
+                                              save_tensors, train_tokenizer_branch)
 from modalab.registry import register
 from modalab.text.tokenizer import EOS, PAD, WordTokenizer
 from modalab.train.stages import stage_index
@@ -82,6 +82,8 @@ class UnifiedEval(EvalBase):
     ddim_steps: int = Field(50, gt=0)
     guidance: float = Field(3.0, ge=0, description="classifier-free guidance weight")
     grid_per_class: int = Field(4, ge=0, description="generated images per class in the PNG grid")
+    save_generated: bool = Field(True, description="artifacts/generated.safetensors: every generated "
+                                                   "image with its prompted class, for other judges")
 
 
 class UnifiedTask:
@@ -204,13 +206,17 @@ class UnifiedTask:
             res["judge_test_accuracy"] = judge.fit(self._train_images(), self._train_labels(),
                                                    images, labels)
             n = min(self.eval_cfg.generate_samples, len(texts))
+            kept = {"prompted_class": labels[:n].clone()}
             for path in ("ar", "diffusion"):
                 t0 = time.perf_counter()
                 gen = self.generate(texts[:n], path, seed=self.recipe.run.seed)
                 res[f"sample_seconds_per_image_{path}"] = (time.perf_counter() - t0) / n
                 res[f"generate_class_match_{path}"] = judge.class_match(gen, labels[:n])
                 self._grid(path, gen, labels[:n])
+                kept[f"images_{path}"] = gen.contiguous()
             res["generate_samples"] = n
+            if self.eval_cfg.save_generated:
+                save_tensors(kept, self.run.path / "artifacts" / "generated.safetensors")
         self.model.train()
         return res
 
