@@ -199,17 +199,19 @@ class VarResBatchingSpec(Section):
     """Recipe section (``data.batching``) for training on images of any size.
 
     ``resize``: ``smart`` keeps the aspect ratio and caps each image at ``max_patches`` patches
-    (Qwen2-VL's smart_resize with factor = the ViT patch); ``fixed`` pads every image into the
-    ``data.image_size`` square (the fixed-resolution baseline). ``layout`` (``smart`` only): ``pack``
+    (Qwen2-VL's smart_resize with factor = the ViT patch: small images stay small);
+    ``pix2struct`` scales each image, up or down, to the largest aspect-preserving grid of at most
+    ``max_patches`` patches (Pix2Struct); ``fixed`` pads every image into the ``data.image_size``
+    square (the fixed-resolution baseline). ``layout`` (``smart``/``pix2struct``): ``pack``
     = NaViT sequences of ``max_seq_len``; ``bucket`` = aspect-ratio buckets, one image per row padded
     to the batch's longest; ``pad`` = random batches, one image per row. ``schedule``: a resolution
     curriculum whose ``resolutions`` are patch budgets per image (replacing ``max_patches`` in
     training) plus optional multi-scale factors; evaluation always uses ``max_patches``.
     """
 
-    resize: Literal["smart", "fixed"] = "smart"
+    resize: Literal["smart", "pix2struct", "fixed"] = "smart"
     layout: Literal["pack", "bucket", "pad"] = "pack"
-    max_patches: int = Field(64, ge=1, description="patch budget per image (smart resize)")
+    max_patches: int = Field(64, ge=1, description="patch budget per image (smart / pix2struct)")
     max_seq_len: int = Field(256, ge=2, description="tokens per packed sequence (layout pack)")
     token_drop: float = Field(0.0, ge=0, lt=1, description="NaViT token dropping rate in training")
     schedule: ResolutionScheduleSpec | None = None

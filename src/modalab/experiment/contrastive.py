@@ -26,6 +26,7 @@ from modalab.eval.zeroshot import class_embeddings, zeroshot_accuracy
 from modalab.experiment.rundir import RunDir
 from modalab.registry import register
 from modalab.text.tokenizer import build_tokenizer
+from modalab.vision.masking import unmasking_ratio
 
 TAU_RANGE = (0.01, 0.1)  # the chapter's advice for the temperature
 
@@ -70,6 +71,13 @@ class ContrastiveTask:
         self.monitor = AlignmentMonitor(max_logit_scale=recipe.model.max_logit_scale)  # type: ignore[attr-defined]
         self.fixed_scale = getattr(recipe.loss, "temperature", None)
         self._warned: set[str] = set()
+        self.unmask_steps = getattr(getattr(recipe.model, "vision", None), "unmask_steps", 0)
+        if self.unmask_steps:  # FLIP unmasking tuning: the last steps without patch dropout
+            self.flip = getattr(self.model.image_encoder, "patch_dropout", None)
+            if self.flip is None:
+                raise ValueError("model.vision.unmask_steps > 0 needs model.vision.patch_dropout > 0 (FLIP)")
+            self.flip_ratio = self.flip.ratio
+            unmasking_ratio(0, recipe.train.steps, self.flip_ratio, self.unmask_steps)  # checks the range
 
     # data ---------------------------------------------------------------------------------
     def collate(self, samples: list) -> Batch:
@@ -126,6 +134,10 @@ class ContrastiveTask:
             self.objective.set_progress((step + 1) / self.recipe.train.steps)
         scale = float(self.logit_scale().detach())
         logs = {"logit_scale": scale, "tau": 1.0 / scale}
+        if self.unmask_steps:  # log the ratio of this step, set the next step's
+            logs["patch_dropout"] = self.flip.ratio
+            total = self.recipe.train.steps
+            self.flip.ratio = unmasking_ratio(step + 1, total, self.flip_ratio, self.unmask_steps)
         if self.model.logit_bias is not None:
             logs["logit_bias"] = float(self.model.logit_bias.detach())
         self._check_temperature(step, scale)

@@ -11,6 +11,8 @@ how images become a batch. The recipe's ``data.batching`` (:class:`VarResBatchin
   sequences of ``max_seq_len``, block-diagonal attention), ``bucket`` (aspect-ratio buckets, one
   image per row padded to the batch's longest) or ``pad`` (random batches, one image per row).
   The three layouts give the same embeddings; they differ in padding, hence in cost.
+- ``resize: pix2struct``: as ``smart`` but every image is scaled, up or down, to the largest
+  aspect-preserving grid within the budget (Pix2Struct), so small images are enlarged.
 - ``resize: fixed``: every image is padded into the ``data.image_size`` square and goes through the
   plain ViT forward (the fixed-resolution baseline; FLIP's ``patch_dropout`` applies there).
 - ``schedule``: per-sample patch budgets drawn by training progress (e.g. 100% low, then 60/30/10,
@@ -34,14 +36,22 @@ from modalab.experiment.contrastive import ContrastiveEval, ContrastiveTask
 from modalab.experiment.rundir import RunDir
 from modalab.registry import register
 from modalab.vision.packing import PackedBatch, pack_images
-from modalab.vision.resolution import resize, resize_fixed, smart_resize
+from modalab.vision.resolution import pix2struct_grid, resize, resize_fixed, smart_resize
 
 BACKGROUND = -1.0  # normalised value of an empty canvas; the fixed policy pads with it
 
 
-def budget_size(size: tuple[int, int], patch: int, max_patches: int) -> tuple[int, int]:
+def budget_size(
+    size: tuple[int, int], patch: int, max_patches: int, policy: str = "smart"
+) -> tuple[int, int]:
     """(h, w) multiples of ``patch`` with the aspect ratio of ``size`` and at most ``max_patches``
-    patches (Qwen2-VL smart_resize, factor = patch)."""
+    patches. ``smart``: Qwen2-VL smart_resize (factor = patch; only images above the budget shrink);
+    ``pix2struct``: the largest such grid, so small images are scaled up to fill the budget."""
+    if policy == "pix2struct":
+        rows, cols = pix2struct_grid(size[0], size[1], max_patches, patch)
+        return rows * patch, cols * patch
+    if policy != "smart":
+        raise ValueError(f"budget_size: unknown policy '{policy}'; expected 'smart' or 'pix2struct'")
     return smart_resize(size[0], size[1], factor=patch, min_pixels=patch * patch, max_pixels=max_patches * patch**2)
 
 
@@ -77,7 +87,7 @@ class VarResLoader:
 
     def __iter__(self):
         data = self.task.clip.data.train
-        if self.task.spec.layout == "bucket" and self.task.spec.resize == "smart":
+        if self.task.spec.layout == "bucket" and self.task.spec.resize != "fixed":
             order = bucket_batches(data.sizes, self.batch_size, self.seed, self.epoch, drop_last=True)
         else:
             order = [b for b in random_batches(len(data), self.batch_size, self.seed, self.epoch)
@@ -100,11 +110,14 @@ class VarResTask:
                 f"data.source: varres_digits); data.source '{recipe.data.source}' has none"
             )
         if spec.resize == "fixed" and spec.schedule is not None:
-            raise ValueError("data.batching.schedule needs data.batching.resize: smart (budgets are patch counts)")
+            raise ValueError(
+                "data.batching.schedule needs data.batching.resize: smart or pix2struct "
+                "(budgets are patch counts)"
+            )
         self.recipe, self.spec = recipe, spec
         self.clip = ContrastiveTask(recipe, run)  # data, tokenizer, model, objective, evaluation
         self.clip.embed = self.embed  # its evaluation embeds the test split through this task
-        if self.clip.needs_tokens and spec.resize == "smart":
+        if self.clip.needs_tokens and spec.resize != "fixed":
             raise ValueError(
                 f"loss '{recipe.loss.name}' needs token-level features, which packed batches do not "
                 f"provide; use a global loss or data.batching.resize: fixed"
@@ -134,7 +147,7 @@ class VarResTask:
         ms = self.spec.schedule.multiscale if train and self.spec.schedule is not None else None
         images = []
         for s, budget in zip(samples, budgets):
-            h, w = budget_size(tuple(s.image.shape[-2:]), self.patch, budget)
+            h, w = budget_size(tuple(s.image.shape[-2:]), self.patch, budget, self.spec.resize)
             if ms:
                 h, w = multiscale_size((h, w), self.recipe.run.seed, step, ms[0], ms[1], self.patch)
             images.append(resize(s.image, h, w))

@@ -118,6 +118,9 @@ class VisionTowerConfig(Section):
     pos_encoding: Literal["learned", "sincos", "factorized", "rope", "none"] = "learned"
     dynamic_size: bool = Field(False, description="accept other grids (learned positions resampled)")
     patch_dropout: float = Field(0.0, ge=0, lt=1, description="FLIP masking ratio in training")
+    unmask_steps: int = Field(
+        0, ge=0, description="FLIP unmasking tuning: the last N training steps run with patch_dropout 0"
+    )
 
 
 class TextTowerConfig(Section):

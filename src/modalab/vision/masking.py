@@ -3,8 +3,8 @@
 At ratio r each image keeps ``max(1, int(N * (1 - r)))`` of its N patch tokens, chosen by a random
 top-k (open_clip's ``PatchDropout``); prefix tokens (the class token) are always kept, and kept
 patches stay in their original order. Apply it after the position embeddings, so each kept token
-carries its own position. It is the identity in eval mode and at r = 0; FLIP's recipe ends with a
-short unmasked fine-tune (set the ratio to 0).
+carries its own position. It is the identity in eval mode and at r = 0. FLIP's recipe ends with a
+short unmasked fine-tune ("unmasking tuning"): :func:`unmasking_ratio` gives the ratio by step.
 """
 
 from __future__ import annotations
@@ -16,6 +16,16 @@ from torch import Tensor, nn
 def num_kept(num_patches: int, ratio: float) -> int:
     """How many of ``num_patches`` patches survive dropout at ``ratio``."""
     return max(1, int(num_patches * (1.0 - ratio)))
+
+
+def unmasking_ratio(step: int, total_steps: int, ratio: float, unmask_steps: int) -> float:
+    """FLIP's schedule: ``ratio`` for 0-based steps [0, total_steps - unmask_steps), then 0 for the
+    last ``unmask_steps`` steps (unmasking tuning)."""
+    if not 0 <= unmask_steps < total_steps:
+        raise ValueError(
+            f"unmask_steps={unmask_steps} must be >= 0 and below the {total_steps} training steps"
+        )
+    return 0.0 if step >= total_steps - unmask_steps else ratio
 
 
 def keep_indices(
