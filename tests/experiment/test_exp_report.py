@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def fake_sweep(root: Path, recipe: Path, key: str, values: list[str], effect: list[float], seeds=(0, 1, 2),
-               seconds: list[float] | None = None):
+               seconds: list[float] | None = None, extra: list[dict] | None = None):
     """A finished sweep directory whose arms differ by ``effect`` in zeroshot_top1."""
     rng = np.random.default_rng(0)
     arms = [{"name": f"{key.split('.')[-1]}-{v}", "overrides": [f"{key}={v}"], "params": {key: v}} for v in values]
@@ -34,7 +34,8 @@ def fake_sweep(root: Path, recipe: Path, key: str, values: list[str], effect: li
                 rd.log({"step": step, "loss": 4 - step / 50 - e, "tau": 0.07})
             rd.write_results({"zeroshot_top1": 0.6 + e + rng.normal(0, 0.005), "image_to_text_R@1": 0.5 + e,
                               "wall_seconds": 30.0,
-                              **({"train_seconds": seconds[i] + s} if seconds else {})})
+                              **({"train_seconds": seconds[i] + s} if seconds else {}),
+                              **(extra[i] if extra else {})})
             rd.write_artifact("similarity_distribution", {
                 "positive": (rng.normal(0.6 + e, 0.1, 200)).tolist(), "negative": rng.normal(0.1, 0.2, 800).tolist()})
     return root
@@ -80,6 +81,16 @@ def test_chapter5_flip_verdict_weighs_accuracy_against_speed(tmp_path):
     assert "train 61 s" in rows[0]  # mean train seconds per arm beside the metric
     assert "**not held here**: accuracy -7." in rows[1] and "(significant)" in rows[1]
     assert "1.33x faster" in rows[1]
+
+
+def test_chapter5_res_curriculum_verdict_counts_tokens(tmp_path):
+    rc = fake_sweep(tmp_path / "res_curriculum", ROOT / "recipes/chapter5/res_curriculum.yaml",
+                    "data.batching.schedule", ["null", "{resolutions: [16, 36]}"], [0.0, -0.005],
+                    extra=[{"train_tokens_per_image": 30.0}, {"train_tokens_per_image": 18.0}])
+    out = tmp_path / "docs" / "chapter5.md"
+    out.parent.mkdir()
+    row = [line for line in generate([rc], out).splitlines() if line.startswith("| ")][1]
+    assert "**held**: accuracy -0." in row and "40% fewer training tokens per image" in row
 
 
 def _has_chromium() -> bool:

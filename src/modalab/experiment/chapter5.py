@@ -43,12 +43,10 @@ CLAIMED: dict[str, Callable[[dict[str, str]], bool]] = {
     "flip_ratio": lambda p: _f(p.get("model.vision.patch_dropout", "nan")) == 0.5,
     "freezing": lambda p: p.get("train.stages", "[]") not in ("[]", ""),
     "per_module_lr": lambda p: p.get("optim.param_groups", "[]") not in ("[]", ""),
-    "res_curriculum": lambda p: "stages" in p.get("data.batching.schedule", "")
-    or p.get("data.batching.schedule", "") not in ("[]", "", "null", "None"),
 }
 
 
-def flip_verdict(comp: Comparison, times: Comparison | None) -> str:
+def flip_verdict(comp: Comparison, root: Path) -> str:
     """FLIP's claim is a trade: about 1% accuracy lost for about 2.5x training speed."""
     by_r = {_f(a.params.get("model.vision.patch_dropout", "nan")): a for a in comp.arms}
     if 0.0 not in by_r or 0.5 not in by_r:
@@ -57,7 +55,7 @@ def flip_verdict(comp: Comparison, times: Comparison | None) -> str:
     d = _diff(comp, full.arm, masked.arm)
     sig = "significant" if d and d.significant else "not significant"
     drop = (full.mean - masked.mean) * 100
-    speed = float("nan")
+    speed, times = float("nan"), _times(root)
     if times is not None:
         t = {_f(a.params.get("model.vision.patch_dropout", "nan")): a.mean for a in times.arms}
         speed = t.get(0.0, float("nan")) / t.get(0.5, float("nan"))
@@ -66,7 +64,29 @@ def flip_verdict(comp: Comparison, times: Comparison | None) -> str:
             f"training {speed:.2f}x faster (claim: ~-1 point for ~2.5x)")
 
 
-VERDICTS: dict[str, Callable[[Comparison, Comparison | None], str]] = {"flip_ratio": flip_verdict}
+def res_curriculum_verdict(comp: Comparison, root: Path) -> str:
+    """The curriculum's claim: about as accurate as full resolution throughout, for fewer tokens."""
+    key = "data.batching.schedule"
+    flat = [a for a in comp.arms if a.params.get(key, "null") in ("null", "None", "")]
+    sched = [a for a in comp.arms if a not in flat]
+    if not flat or not sched:
+        return "no verdict (needs a schedule arm and a schedule=null arm)"
+    full, cur = flat[0], sched[0]
+    d = _diff(comp, full.arm, cur.arm)
+    sig = "significant" if d and d.significant else "not significant"
+    drop = (full.mean - cur.mean) * 100
+    try:
+        tok = {a.arm: a.mean for a in compare([root], "train_tokens_per_image").arms}
+        saved = 1 - tok[cur.arm] / tok[full.arm]
+    except (KeyError, ValueError, FileNotFoundError, ZeroDivisionError):
+        saved = float("nan")
+    held = drop <= 2.0 and saved > 0
+    return (f"{'**held**' if held else '**not held here**'}: accuracy {-drop:+.1f} points ({sig}) "
+            f"for {saved:.0%} fewer training tokens per image")
+
+
+VERDICTS: dict[str, Callable[[Comparison, Path], str]] = {
+    "flip_ratio": flip_verdict, "res_curriculum": res_curriculum_verdict}
 
 
 def claim_text(recipe: Path) -> str:
@@ -152,7 +172,7 @@ def generate(sweeps: list[Path], out: Path, metric: str = "zeroshot_top1") -> st
         stem = plan.recipe.stem
         rows.append(
             f"| {claim_text(plan.recipe)} | {setting(root)} | {measured(comp, times)} | "
-            f"{VERDICTS[stem](comp, times) if stem in VERDICTS else verdict(comp, CLAIMED.get(stem))} "
+            f"{VERDICTS[stem](comp, root) if stem in VERDICTS else verdict(comp, CLAIMED.get(stem))} "
             f"| [{root.name}]({link}) |"
         )
         diffs = "\n".join(
