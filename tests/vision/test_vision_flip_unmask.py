@@ -43,6 +43,18 @@ def test_tokens_per_image_drop_to_full_at_the_unmask_step(tmp_path):
     assert logged == [0.5, 0.5, 0.0, 0.0]
 
 
+def test_resumed_task_keeps_the_unmasked_ratio(tmp_path):
+    rec = load(RECIPE, [*SMALL, "train.steps=4", "model.vision.unmask_steps=2"])
+    task = registry.build("task", rec.task, rec, RunDir.create(tmp_path / "a", "", "x"))
+    for step in range(3):
+        task.after_step(step)
+    state = json.loads(json.dumps(task.state()))  # a checkpoint written after step 3 of 4
+    fresh = registry.build("task", rec.task, rec, RunDir.create(tmp_path / "b", "", "x"))
+    assert fresh.model.image_encoder.patch_dropout.ratio == 0.5
+    fresh.load_state(state)
+    assert fresh.model.image_encoder.patch_dropout.ratio == 0.0  # the last step stays unmasked
+
+
 def test_unmask_steps_logged_in_metrics(tmp_path):
     rec = load(RECIPE, [*SMALL, "train.steps=5", "train.log_every=1", "train.eval_every=0",
                         "model.vision.unmask_steps=2"])

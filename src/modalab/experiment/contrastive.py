@@ -228,12 +228,17 @@ class ContrastiveTask:
 
     def state(self) -> dict[str, Any]:
         """JSON state kept with checkpoints (the tokenizer's vocabulary, the monitor's reference)."""
-        return {"tokenizer": self.tokenizer.to_dict(), "monitor": self.monitor.state_dict()}
+        out = {"tokenizer": self.tokenizer.to_dict(), "monitor": self.monitor.state_dict()}
+        if self.unmask_steps:  # the ratio of the next step (0 once unmasking tuning has begun)
+            out["patch_dropout"] = self.flip.ratio
+        return out
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state` saved (on resume; the tokenizer is rebuilt identically)."""
         if "monitor" in state:
             self.monitor.load_state_dict(state["monitor"])
+        if self.unmask_steps and "patch_dropout" in state:
+            self.flip.ratio = float(state["patch_dropout"])
 
     def extra_modules(self) -> dict[str, torch.nn.Module]:
         """Modules with state outside the model (e.g. negative queues), saved with checkpoints."""
