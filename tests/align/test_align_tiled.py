@@ -217,3 +217,25 @@ def test_registered_variants_pick_the_implementation():
         obj(x, y, logit_scale=s)
     with pytest.raises(ValueError):
         TiledLossConfig(name="info_nce", impl="fast")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("spread", [1.0, 30.0, 200.0])  # 200: beyond the one-exponential path
+def test_two_softmaxes_one_exponential_path_and_fallback(dtype, spread):
+    """G = exp(S - a_i) + exp(S - b_j), from one exponential when max a - min b is small enough,
+    from two otherwise; compared with float64 on masked and unmasked logits."""
+    from modalab.align.tiled import _two_softmaxes
+
+    g = torch.Generator().manual_seed(1)
+    s = torch.randn(12, 9, generator=g, dtype=torch.float64) * 3
+    s[2, 4] = float("-inf")  # a masked pair
+    # global LSEs are at least this tile's: rows may carry much more mass from other tiles
+    a = torch.logsumexp(s, 1) + spread * torch.rand(12, generator=g, dtype=torch.float64)
+    b = torch.logsumexp(s, 0) + torch.rand(9, generator=g, dtype=torch.float64)
+    want = (s - a[:, None]).exp() + (s - b[None, :]).exp()
+    got = _two_softmaxes(s.to(dtype).clone(), a.to(dtype), b.to(dtype), torch.empty(200, dtype=dtype))
+    assert got[2, 4] == 0
+    if dtype == torch.float64:
+        assert ((got - want).abs() / want.clamp_min(1e-300)).max() < 1e-12
+    else:  # relative where float32 represents the value, absolute (~1e-21) below that
+        assert ((got.double() - want).abs() - 1e-5 * want).max() < 1e-20

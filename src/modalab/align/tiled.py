@@ -9,8 +9,8 @@ in ``docs/align_tiled.md``; in short:
   row maxima; row sums merge into the running row log-sum-exp (LSE) and a matrix-vector product
   gives the column sums, merged into the column LSE (``logaddexp``). Only the inputs and the two
   LSE vectors are saved. Backward recomputes each block and forms
-  ``G = exp(S - a_i) + exp(S - b_j)`` (the two softmaxes) in place, then ``dX += G Y`` and
-  ``dY += G^T X``.
+  ``G = exp(S - a_i) + exp(S - b_j)`` (the two softmaxes) in place from one exponential
+  (``_two_softmaxes``), then ``dX += G Y`` and ``dY += G^T X``.
 - SigLIP has no normaliser, so its gradient ``sigmoid(z)`` is known block by block: the forward
   computes loss and gradients in the same sweep (6 B^2 D flops instead of 8) and backward only
   scales them by the incoming gradient.
@@ -137,16 +137,33 @@ def grad_pass(
                 if mask is not None else None
             if m is not None:
                 s_blk.masked_fill_(m, _NEG_INF)
-            p = None
-            if row_lse is not None:  # row softmax P = exp(S - a_i) into the second buffer
-                p = buf2[: s_blk.numel()].view_as(s_blk)
-                torch.sub(s_blk, row_lse[r0:r1, None], out=p).exp_()
-            if col_lse is not None:  # column softmax Q = exp(S - b_j) in place
-                s_blk.sub_(col_lse[None, c0:c1]).exp_()
-                g_blk = s_blk.add_(p) if p is not None else s_blk
-            else:
-                g_blk = p
+            if row_lse is not None and col_lse is not None:
+                g_blk = _two_softmaxes(s_blk, row_lse[r0:r1], col_lse[c0:c1], buf2)
+            elif row_lse is not None:  # row softmax P = exp(S - a_i) only
+                g_blk = s_blk.sub_(row_lse[r0:r1, None]).exp_()
+            else:  # column softmax Q = exp(S - b_j) only
+                g_blk = s_blk.sub_(col_lse[None, c0:c1]).exp_()
             _accumulate(gx[r0:r1], gy[c0:c1], g_blk, xa, ya, lp)
+
+
+def _two_softmaxes(s_blk: Tensor, a: Tensor, b: Tensor, buf: Tensor) -> Tensor:
+    """``G = exp(S - a_i) + exp(S - b_j)`` in place of ``s_blk`` (r, c); ``buf`` is scratch.
+
+    With ``E = exp(S - a_i)`` (the row softmax), ``exp(S - b_j) = E * exp(a_i - b_j)`` and
+    ``exp(a_i - b_j) = u_i v_j`` (``u = exp(a - max a) <= 1``, ``v = exp(max a - b) <= e^L``), so
+    ``G = E + E * (u v^T)``: one exponential per entry instead of two. Exact as long as
+    ``max a - min b <= L`` with ``L`` = 0.45 x the dtype's log-underflow range: a column-softmax
+    entry it could miss is below ``e^-(0.55 log(1/tiny))`` (~1e-21 in float32). Otherwise both
+    exponentials are computed directly.
+    """
+    limit = 0.45 * -math.log(torch.finfo(s_blk.dtype).tiny)
+    top = a.max()
+    if float(top - b.min()) <= limit:
+        w = torch.outer((a - top).exp(), (top - b).exp(), out=buf[: s_blk.numel()].view_as(s_blk))
+        e = s_blk.sub_(a[:, None]).exp_()  # E = exp(S - a_i)
+        return e.addcmul_(e, w)
+    p = torch.sub(s_blk, a[:, None], out=buf[: s_blk.numel()].view_as(s_blk)).exp_()
+    return s_blk.sub_(b[None, :]).exp_().add_(p)
 
 
 def siglip_pass(
