@@ -106,7 +106,7 @@ class UnifiedTask:
             raise ValueError(f"task unified needs square images of one size; got image_size={size}")
         self.model = build_unified_model(self.cfg, text_vocab=self.text_tok.vocab_size,
                                          image_size=size, channels=ch)
-        self.pretrain = train_tokenizer_branch(self.model.tokenizer, self._train_images(),
+        self.pretrain = train_tokenizer_branch(self.model.tokenizer, self._tensors(self.data.train)[0],
                                                self.cfg.tokenizer, seed=recipe.run.seed)
         self.model.tokenizer.requires_grad_(False).eval()
         self.sampler = MixtureSampler(registry.build("loss", "unified", recipe.loss),
@@ -115,10 +115,12 @@ class UnifiedTask:
         self.global_step = 0
 
     # data ---------------------------------------------------------------------------------
-    def _train_images(self) -> Tensor:
-        """(N, C, H, W) un-augmented training images in [0, 1] (for the tokenizer and the judge)."""
-        ds = self.data.train
-        return torch.stack([self.to_unit(ds[i].image) for i in range(len(ds))])
+    def _tensors(self, ds) -> tuple[Tensor, Tensor, list[str]]:
+        """A whole split as images (N, C, H, W) in [0, 1], labels (N,) and captions, as the split
+        yields them (the training split augments when ``data.augment`` is on)."""
+        items = [ds[i] for i in range(len(ds))]
+        return (torch.stack([self.to_unit(s.image) for s in items]),
+                torch.tensor([s.label for s in items]), [s.text for s in items])
 
     @staticmethod
     def to_unit(images: Tensor) -> Tensor:
@@ -168,12 +170,6 @@ class UnifiedTask:
         return {**stage, **self.sampler.log(step)}
 
     # evaluation ---------------------------------------------------------------------------
-    def _held_out(self) -> tuple[Tensor, Tensor, list[str]]:
-        ds = self.data.test
-        items = [ds[i] for i in range(len(ds))]
-        return (torch.stack([self.to_unit(s.image) for s in items]),
-                torch.tensor([s.label for s in items]), [s.text for s in items])
-
     @torch.no_grad()
     def understand_accuracy(self, images: Tensor, labels: Tensor) -> float:
         m, names, correct = self.model, list(self.data.classnames), 0
@@ -199,12 +195,11 @@ class UnifiedTask:
     @torch.no_grad()
     def evaluate(self, final: bool = True) -> dict[str, Any]:
         self.model.eval()
-        images, labels, texts = self._held_out()
+        images, labels, texts = self._tensors(self.data.test)
         res: dict[str, Any] = {"understand_accuracy": self.understand_accuracy(images, labels)}
         if final:
-            judge = ClassJudge()
-            res["judge_test_accuracy"] = judge.fit(self._train_images(), self._train_labels(),
-                                                   images, labels)
+            judge, (train_x, train_y, _) = ClassJudge(), self._tensors(self.data.train)
+            res["judge_test_accuracy"] = judge.fit(train_x, train_y, images, labels)
             n = min(self.eval_cfg.generate_samples, len(texts))
             kept = {"prompted_class": labels[:n].clone()}
             for path in ("ar", "diffusion"):
@@ -220,10 +215,6 @@ class UnifiedTask:
         self.model.train()
         return res
 
-    def _train_labels(self) -> Tensor:
-        ds = self.data.train
-        return torch.tensor([ds[i].label for i in range(len(ds))])
-
     def _grid(self, path: str, images: Tensor, labels: Tensor) -> None:
         k = self.eval_cfg.grid_per_class
         if not k:
@@ -232,11 +223,13 @@ class UnifiedTask:
         save_grid(rows, self.run.path / "artifacts" / f"generated_{path}.png")
 
     def counts(self) -> dict[str, Any]:
-        tr = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731
+        def n_params(mod: nn.Module) -> int:
+            return sum(p.numel() for p in mod.parameters())
+
         return {
             "num_train": len(self.data.train), "num_test": len(self.data.test),
-            "num_params": tr(self.model),
-            "params": {k: tr(getattr(self.model, k)) for k in ("tokenizer", "transformer", "diffusion")},
+            "num_params": n_params(self.model),
+            "params": {k: n_params(getattr(self.model, k)) for k in ("tokenizer", "transformer", "diffusion")},
             "tokenizer_pretrain": self.pretrain,
             "mix_realised": self.sampler.realised(),
             "mix_realised_by_phase": {str(p): self.sampler.realised(p) for p in sorted(self.sampler.phase_counts)},
