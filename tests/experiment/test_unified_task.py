@@ -139,7 +139,7 @@ def test_doctor_checks_realised_mix(tmp_path):
 
 @pytest.mark.slow
 def test_unified_recipe_meets_its_targets(tmp_path):
-    """Full recipe (~25-40 min on one core): both generation paths draw the prompted digit for
+    """Full recipe (13.5 min on an idle core): both generation paths draw the prompted digit for
     >= 80% of held-out captions, judged here by a second classifier fitted on real digits."""
     from safetensors.torch import load_file
     from sklearn.linear_model import LogisticRegression
