@@ -2,7 +2,7 @@
 
 Part 1: text queries (B, H, T, Dh) attend to media keys of growing length S, forward + backward.
     naive: softmax(Q K^T / sqrt(d)) V, materialising the (B, H, T, S) scores.
-    ours:  fusion.attention (F.scaled_dot_product_attention), same masks.
+    ours:  layers.attention (F.scaled_dot_product_attention), same masks.
     Time: median over repeats; peak memory: extra resident memory of one forward + backward
     (Linux: reset VmHWM through /proc/self/clear_refs, then VmHWM - VmRSS before); both in this process.
 Part 2: a frozen encoder's N media tokens reach a 4-layer decoder either all of them (MLP
@@ -21,7 +21,7 @@ import torch
 
 from _memory import fix_malloc, peak_mib  # benchmarks/_memory.py
 
-from modalab.fusion.attention import naive_attention
+from modalab.layers.attention import naive_attention
 from modalab.fusion.connectors import mlp
 from modalab.fusion.resampler import PerceiverResampler
 from modalab.text.decoder import TextDecoder

@@ -5,13 +5,16 @@ component. ``build(kind, name, **kwargs)`` calls it; ``entries(kind)`` lists wha
 ``modalab list`` can show everything. Registering the same (kind, name) twice is an error.
 
 Components register themselves when their module is imported; ``load_all()`` imports every module
-that defines builders so that the listing is complete.
+that defines builders (found by ``builder_modules()``, which walks the package) so that the listing
+is complete.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -28,36 +31,25 @@ class Entry:
 
 _REGISTRY: dict[str, dict[str, Entry]] = {}
 
-# Modules that hold registered builders; imported by load_all().
-BUILDER_MODULES: tuple[str, ...] = (
-    "modalab.data.sources.digits",
-    "modalab.data.sources.manifest",
-    "modalab.data.sources.shards_source",
-    "modalab.align.negatives",
-    "modalab.align.objectives",
-    "modalab.align.contrastive",
-    "modalab.models.two_tower",
-    "modalab.experiment.contrastive",
-    "modalab.data.sources.moving_digits",
-    "modalab.models.video_classifier",
-    "modalab.experiment.video",
-    "modalab.data.sources.varres_digits",
-    "modalab.experiment.varres",
-    "modalab.fusion.connectors",
-    "modalab.fusion.resampler",
-    "modalab.fusion.qformer",
-    "modalab.models.captioner",
-    "modalab.experiment.caption",
-    "modalab.experiment.fusion_ablation",
-    "modalab.data.sources.audio_registry",
-    "modalab.models.event_detector",
-    "modalab.models.clap",
-    "modalab.experiment.audio_events",
-    "modalab.experiment.clap",
-    "modalab.experiment.tokenizer_task",
-    "modalab.experiment.unified_parts",
-    "modalab.experiment.unified_task",
-)
+_REGISTERS = re.compile(r"^@register\(", re.MULTILINE)
+
+
+def builder_modules() -> list[str]:
+    """Every ``modalab`` module that registers a builder (a line starting ``@register(``), found by
+    walking the package's files; sorted, so the import order is the same on every machine.
+
+    Only the source text is read here; ``load_all`` imports what this returns. A new module that
+    registers is found without being listed anywhere.
+    """
+    root = Path(__file__).resolve().parent
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "registry.py" and path.parent == root:
+            continue
+        if _REGISTERS.search(path.read_text(encoding="utf-8")):
+            rel = path.relative_to(root.parent).with_suffix("")
+            out.append(".".join(rel.parts))
+    return out
 
 
 class RegistryError(KeyError):
@@ -136,7 +128,7 @@ def load_all() -> None:
     if _loaded:
         return
     _loaded = True
-    for mod in BUILDER_MODULES:
+    for mod in builder_modules():
         importlib.import_module(mod)
 
 

@@ -124,7 +124,7 @@ def test_existing_run_directory_is_not_reused(tmp_path):
 def test_heatmap_subset_shows_every_class():
     import torch
 
-    from modalab.experiment.contrastive import heatmap_subset
+    from modalab.tasks.contrastive import heatmap_subset
 
     labels = torch.tensor([3, 1, 1, 0, 2, 3, 0, 2, 1, 3])
     idx = heatmap_subset(labels, 10, 8)

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modalab.fusion.attention import KVCache, multi_head_attention, naive_attention
+from modalab.layers.attention import KVCache, multi_head_attention, naive_attention
 
 
 def _reference(mha, x, ctx, mask):

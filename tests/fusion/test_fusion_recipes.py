@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from modalab.config import load
-from modalab.experiment.caption import class_mentions
-from modalab.experiment.fusion_ablation import PairDataset
+from modalab.config import ConfigError, load
+from modalab.tasks.caption import class_mentions
+from modalab.tasks.fusion_ablation import PairDataset
 from modalab.experiment.runner import run
 from modalab.fusion.agreement import KINDS, agreement_model
 from modalab.fusion.lora import LoRALinear
@@ -44,6 +44,26 @@ def _stages(*stages: str) -> str:
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("caption_cache")
+
+
+def test_caption_task_without_encoder_checkpoint_names_the_key(tmp_path):
+    """The task never trains its own encoder: built directly with no checkpoint it says which key."""
+    from modalab.experiment.rundir import RunDir
+    from modalab.tasks.caption import CaptionTask
+
+    with pytest.raises(ConfigError, match="model.encoder.checkpoint is not set"):
+        CaptionTask(load(RECIPES / "caption_digits.yaml", TINY_CAPTION), RunDir.create(tmp_path / "r", "x", "x"))
+
+
+def test_caption_prerequisite_is_one_contrastive_run_keyed_by_content(tmp_path):
+    from modalab.experiment.prerequisites import declared
+
+    rec = load(RECIPES / "caption_digits.yaml", [*TINY_CAPTION, f"model.encoder.cache_dir={tmp_path}"])
+    (pre,) = declared(rec)
+    assert (pre.key, pre.prefix, pre.cache_dir) == ("model.encoder.checkpoint", "clip", tmp_path)
+    assert pre.recipe["task"] == "contrastive" and pre.recipe["model"]["name"] == "two_tower"
+    given = load(RECIPES / "caption_digits.yaml", [*TINY_CAPTION, f"model.encoder.checkpoint={tmp_path}"])
+    assert declared(given) == []
 
 
 def _caption(tmp_path, cache, recipe="caption_digits.yaml", extra=()):
@@ -167,11 +187,13 @@ def test_agreement_models_ignore_padding(kind):
 
 
 def test_lora_captioner_freezes_base_weights(tmp_path, cache):
-    from modalab.experiment.caption import CaptionTask
+    from modalab.experiment.prerequisites import resolve
     from modalab.experiment.rundir import RunDir
+    from modalab.tasks.caption import CaptionTask
 
     ov = [*TINY_CAPTION, f"model.encoder.cache_dir={cache}"]
-    task = CaptionTask(load(RECIPES / "caption_adaptation_lora.yaml", ov), RunDir.create(tmp_path / "r", "x", "x"))
+    recipe, _ = resolve(load(RECIPES / "caption_adaptation_lora.yaml", ov), run)
+    task = CaptionTask(recipe, RunDir.create(tmp_path / "r", "x", "x"))
     loras = [m for m in task.model.decoder.modules() if isinstance(m, LoRALinear)]
     assert len(loras) == 2 * 2  # q and v in 2 blocks
     assert task.learnable == {n for n, _ in task.model.named_parameters()

@@ -31,7 +31,7 @@ def test_exact_accumulation_matches_one_batch(tmp_path):
 
 
 def test_exact_mode_needs_the_task_hooks(tmp_path, monkeypatch):
-    from modalab.experiment.contrastive import ContrastiveTask
+    from modalab.tasks.contrastive import ContrastiveTask
 
     monkeypatch.delattr(ContrastiveTask, "embed_batch")
     with pytest.raises(ConfigError, match="accum_mode=exact.*embed_batch.*accum_mode=naive"):

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from modalab.data.sources.moving_digits import ACTIONS, make_clips, make_long_videos, render_action
-from modalab.models.video_classifier import (
-    LocalizationHead, TemporalLocalizer, build_video_classifier, decode_segments,
-    localization_loss, localization_targets,
+from modalab.models.temporal_localizer import (
+    LocalizationHead, TemporalLocalizer, decode_segments, localization_loss, localization_targets,
 )
+from modalab.models.video_classifier import build_video_classifier
 from modalab.video.decode import probe, read_all
 from modalab.video.localization import mean_average_precision
 from modalab.video.temporal import transformer

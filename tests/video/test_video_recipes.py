@@ -12,7 +12,7 @@ from modalab import registry
 from modalab.config import load
 from modalab.data.sources.moving_digits import ACTIONS, make_long_videos
 from modalab.experiment.runner import run
-from modalab.experiment.video import topk_accuracy
+from modalab.tasks.video import topk_accuracy
 from modalab.video.decode import probe
 from modalab.video.merging import ToMeEncoder, set_merge_r, tokens_after_merging
 

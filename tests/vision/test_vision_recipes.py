@@ -11,7 +11,7 @@ from modalab.config import ConfigError, load
 from modalab.data.batching import ResolutionScheduleSpec
 from modalab.experiment.rundir import RunDir
 from modalab.experiment.runner import run
-from modalab.experiment.varres import VarResTask, budget_size
+from modalab.tasks.varres import VarResTask, budget_size
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 TINY = [

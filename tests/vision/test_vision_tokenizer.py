@@ -5,7 +5,8 @@ import torch
 
 from modalab.vision.quantizers import FSQ, ContinuousQuantizer, VectorQuantizer
 from modalab.vision.tokenizer import ImageTokenizer
-from modalab.vision.tokenizer_train import build_quantizer, digits_images, train_tokenizer
+from modalab.eval.tokenizer_sweep import digits_images, train_tokenizer
+from modalab.vision.quantizers import build_quantizer
 
 
 

@@ -10,7 +10,7 @@ from modalab import registry
 from modalab.config import ConfigError, load
 from modalab.experiment.rundir import RunDir
 from modalab.experiment.runner import run
-from modalab.experiment.tokenizer_task import num_down_for
+from modalab.vision.tokenizer_builders import num_down_for
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "tokenizer_codebook_sweep.yaml"
 TINY = ["train.steps=3", "train.batch_size=32", "train.log_every=1", "run.progress=false",

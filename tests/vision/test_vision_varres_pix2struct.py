@@ -8,7 +8,7 @@ import torch
 from modalab import registry
 from modalab.config import ConfigError, load
 from modalab.experiment.rundir import RunDir
-from modalab.experiment.varres import budget_size
+from modalab.tasks.varres import budget_size
 from modalab.vision.resolution import pix2struct_grid
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"

@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from modalab._dist_info import is_dist, world_info
 from modalab.align.tile_plan import PairMask, acc_dtype, make_mask
 from modalab.align.tiled import (
     TiledInfoNCEFn, TiledSigLIPFn, _as_tensor, _check, _tile, grad_pass, lse_pass, siglip_pass,
@@ -33,18 +34,6 @@ from modalab.align.tiled import (
 )
 
 _NEG_INF = float("-inf")
-
-
-def is_dist() -> bool:
-    """True when torch.distributed is available and a process group is initialised."""
-    return dist.is_available() and dist.is_initialized()
-
-
-def world_info(group: dist.ProcessGroup | None = None) -> tuple[int, int]:
-    """(rank, world_size) in ``group``; (0, 1) without a process group."""
-    if not is_dist():
-        return 0, 1
-    return dist.get_rank(group), dist.get_world_size(group)
 
 
 def _gather(x: Tensor, group: dist.ProcessGroup | None) -> Tensor:

@@ -188,7 +188,7 @@ class ShardStream(IterableDataset):
         self.index = read_index(self.path)
         self.decode, self.buffer, self.seed = decode, shuffle_buffer, seed
         if rank is None or world is None:
-            from modalab.align.distributed import world_info
+            from modalab._dist_info import world_info
 
             rank, world = world_info()
         self.rank, self.world, self.workers = rank, world, max(1, num_workers)

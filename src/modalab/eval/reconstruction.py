@@ -17,66 +17,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-
-def _check_pair(x: Tensor, y: Tensor, name: str) -> None:
-    if x.shape != y.shape or x.dim() != 4:
-        raise ValueError(
-            f"{name}: expected two (B, C, H, W) tensors of equal shape, got "
-            f"{tuple(x.shape)} and {tuple(y.shape)}"
-        )
-
-
-def psnr(x: Tensor, y: Tensor, data_range: float = 1.0) -> Tensor:
-    """Peak signal-to-noise ratio in dB per image: x, y (B, C, H, W) -> (B,). Identical -> inf."""
-    _check_pair(x, y, "psnr")
-    mse = (x.double() - y.double()).pow(2).flatten(1).mean(1)  # (B,)
-    return (10 * torch.log10(data_range**2 / mse)).to(x.dtype)
-
-
-def gaussian_window(size: int = 11, sigma: float = 1.5, dtype=torch.float64) -> Tensor:
-    """Normalised 1-D gaussian (size,) centred on the middle tap."""
-    r = torch.arange(size, dtype=dtype) - (size - 1) / 2
-    w = torch.exp(-(r**2) / (2 * sigma**2))
-    return w / w.sum()
-
-
-def ssim(
-    x: Tensor,
-    y: Tensor,
-    data_range: float = 1.0,
-    window_size: int = 11,
-    sigma: float = 1.5,
-    k1: float = 0.01,
-    k2: float = 0.03,
-) -> Tensor:
-    """Structural similarity per image: x, y (B, C, H, W) -> (B,); mean over valid positions.
-
-    The window must fit: H and W >= ``window_size`` (as in skimage); otherwise a ValueError.
-    """
-    _check_pair(x, y, "ssim")
-    b, c, h, w = x.shape
-    if h < window_size or w < window_size:
-        raise ValueError(
-            f"ssim: image {h}x{w} is smaller than the {window_size}x{window_size} window; "
-            f"upsample the images or pass a smaller odd window_size"
-        )
-    g = gaussian_window(window_size, sigma, dtype=x.dtype).to(x.device)
-    kernel = (g[:, None] * g[None, :]).expand(c, 1, window_size, window_size)  # (C, 1, k, k)
-
-    def filt(t: Tensor) -> Tensor:
-        return F.conv2d(t, kernel, groups=c)  # (B, C, H - k + 1, W - k + 1)
-
-    mu_x, mu_y = filt(x), filt(y)
-    var_x = filt(x * x) - mu_x**2
-    var_y = filt(y * y) - mu_y**2
-    cov = filt(x * y) - mu_x * mu_y
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
-    den = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
-    return (num / den).flatten(1).mean(1)  # (B,)
+from modalab.vision.image_quality import psnr, ssim  # noqa: F401 (public here too)
 
 
 def code_counts(indices: Tensor, codebook_size: int) -> Tensor:
@@ -140,3 +83,26 @@ def reconstruction_metrics(
         num_tokens = tokens_per_image(indices) if indices is not None else None
     out["tokens_per_image"] = float("nan") if num_tokens is None else num_tokens
     return out
+
+
+@torch.no_grad()
+def evaluate_tokenizer(tok: nn.Module, images: Tensor, batch_size: int = 256) -> dict:
+    """Reconstruction metrics of ``tok`` on images (N, C, H, W) in [0, 1].
+
+    SSIM uses the standard 11x11 window, shrunk to the largest odd size that fits smaller images.
+    """
+    was_training = tok.training
+    tok.eval()
+    recons, indices = [], []
+    for i in range(0, len(images), batch_size):
+        r, idx, _ = tok(images[i : i + batch_size])
+        recons.append(r)
+        if idx is not None:
+            indices.append(idx)
+    tok.train(was_training)
+    idx_all = torch.cat(indices) if indices else None
+    n_tok = tok.tokens_per_image(images.shape[-2], images.shape[-1])
+    side = min(images.shape[-2:])
+    window = min(11, side if side % 2 else side - 1)
+    return reconstruction_metrics(images, torch.cat(recons), idx_all, tok.codebook_size,
+                                  num_tokens=n_tok, ssim_window=window)

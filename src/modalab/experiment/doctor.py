@@ -201,12 +201,13 @@ def _frozen_patterns(v: RunView) -> tuple[list[str], list[tuple[int, int, list[s
 def initial_weights(v: RunView) -> dict[str, Any]:
     """The model's weights at step 0, rebuilt with the run's seed exactly as the runner does."""
     from modalab import registry
-    from modalab.experiment.runner import _QuietRunDir, seed_everything
+    from modalab.experiment.rundir import ReadOnlyRunDir
+    from modalab.train.seeding import seed_everything
 
     recipe = v.recipe()
     seed_everything(recipe.run.seed)
     with tempfile.TemporaryDirectory() as tmp:
-        task = registry.build("task", recipe.task, recipe, _QuietRunDir(Path(tmp)))
+        task = registry.build("task", recipe.task, recipe, ReadOnlyRunDir(Path(tmp)))
     return {k: t.detach().clone() for k, t in task.model.state_dict().items()}
 
 

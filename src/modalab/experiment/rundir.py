@@ -139,6 +139,26 @@ class RunDir:
         return json.loads(f.read_text()) if f.is_file() else None
 
 
+class ReadOnlyRunDir(RunDir):
+    """A run directory that is read but never written: what ranks other than 0 see, and what a
+    task built only to inspect its initial weights (``modalab doctor``) is given."""
+
+    def log(self, record: dict[str, Any]) -> None:
+        pass
+
+    def write_artifact(self, name: str, data: Any) -> None:
+        pass
+
+    def write_results(self, results: dict[str, Any]) -> None:
+        pass
+
+    def write_run_info(self, info: dict[str, Any]) -> None:
+        pass
+
+    def write_config(self, yaml_text: str) -> None:
+        pass
+
+
 def machine_info() -> dict[str, Any]:
     return {
         "host": platform.node(),

@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from modalab import registry
 from modalab.config import ConfigError, Recipe
+from modalab.experiment.prerequisites import resolve as resolve_prerequisites
 from modalab.experiment.report import write_report
-from modalab.experiment.rundir import RunDir, git_commit, machine_info, now_iso, text_hash
+from modalab.experiment.rundir import ReadOnlyRunDir, RunDir, git_commit, machine_info, now_iso, text_hash
+from modalab.tasks.base import Resumable, Task, implements, missing_members
 from modalab.train import dist as D
 from modalab.train.checkpoint import (
     latest_valid, load_trainer_state, load_weights, rng_state, save_checkpoint, set_rng_state,
@@ -34,32 +34,8 @@ from modalab.train.gradcache import gradcache_accumulate, naive_accumulate, spli
 from modalab.train.loader import TrainStream
 from modalab.train.optim import GroupRule, build_optimizer, param_groups
 from modalab.train.precision import autocast, enable_grad_checkpointing, make_scaler
+from modalab.train.seeding import seed_everything
 from modalab.train.stages import Stage, rebuild_optimizer, set_trainable, stage_index
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-class _QuietRunDir(RunDir):
-    """The run directory as ranks other than 0 see it: readable, never written."""
-
-    def log(self, record: dict[str, Any]) -> None:
-        pass
-
-    def write_artifact(self, name: str, data: Any) -> None:
-        pass
-
-    def write_results(self, results: dict[str, Any]) -> None:
-        pass
-
-    def write_run_info(self, info: dict[str, Any]) -> None:
-        pass
-
-    def write_config(self, yaml_text: str) -> None:
-        pass
 
 
 def find_run_dir(out_dir: str, name: str) -> Path | None:
@@ -97,13 +73,14 @@ def run(
 
 def _run(recipe: Recipe, env: D.DistEnv, out: Path | None, recipe_path: str | None,
          overrides: list[str] | None, resume: bool) -> Path:
+    recipe, pre_events = resolve_prerequisites(recipe, lambda r, o: run(r, o))
     seed_everything(recipe.run.seed)
     path = None
     if env.main:
         if resume and out is None:
             out = find_run_dir(recipe.run.out_dir, recipe.run.name)
         path = RunDir.create(out, recipe.run.out_dir, recipe.run.name, exist_ok=resume).path
-    rd = RunDir(D.broadcast_object(path, env)) if env.main else _QuietRunDir(D.broadcast_object(path, env))
+    rd = RunDir(D.broadcast_object(path, env)) if env.main else ReadOnlyRunDir(D.broadcast_object(path, env))
     yaml_text = recipe.to_yaml()
     start = latest_valid(rd.checkpoints) if resume else None
     if start is not None:
@@ -130,6 +107,8 @@ def _run(recipe: Recipe, env: D.DistEnv, out: Path | None, recipe_path: str | No
                 "status": "running",
             }
         )
+    for event in pre_events:
+        rd.log(event)
     try:
         _train_and_evaluate(recipe, rd, env, start)
     except BaseException as e:
@@ -206,6 +185,9 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
             f"{env.world} x {tr.accum_steps}"
         )
     task = registry.build("task", recipe.task, recipe, rd)
+    if not implements(task, Task):
+        raise TypeError(f"task '{recipe.task}' ({type(task).__qualname__}) does not implement the task "
+                        f"contract (tasks/base.py): missing {', '.join(missing_members(task))}")
     model = task.model
     if tr.grad_checkpointing:
         enable_grad_checkpointing(model, tr.grad_checkpointing)
@@ -375,7 +357,7 @@ def _restore(path: Path, payload: dict, state: dict, model: torch.nn.Module, tas
                            f"{env.world}; random streams restart from the seed"})
     if "data" in trainer:
         stream.load_state(trainer["data"])
-    if hasattr(task, "load_state"):
+    if implements(task, Resumable):
         task.load_state(state)
     step = int(state["step"])
     if step > 0:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from modalab.fusion.attention import KVCache, multi_head_attention
+from modalab.layers.attention import KVCache, multi_head_attention
 from modalab.fusion.resampler import feed_forward
 
 

@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from modalab.fusion.attention import multi_head_attention
+from modalab.layers.attention import multi_head_attention
 
 
 class EncoderBlock(nn.Module):

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from modalab.fusion.attention import multi_head_attention
+from modalab.layers.attention import multi_head_attention
 
 
 def ffn(dim: int, mlp_ratio: int = 4) -> nn.Sequential:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from modalab.config import Section
-from modalab.fusion.attention import multi_head_attention
+from modalab.layers.attention import multi_head_attention
 from modalab.registry import register
 
 

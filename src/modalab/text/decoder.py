@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modalab.fusion.attention import KVCache, multi_head_attention
+from modalab.layers.attention import KVCache, multi_head_attention
 
 
 class BottleneckAdapter(nn.Module):

@@ -24,7 +24,7 @@ negatives (B/n - 1 instead of B - 1), which is a different, weaker objective.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -32,10 +32,19 @@ from torch import Tensor
 Backward = Callable[[Tensor], None]
 
 
+@runtime_checkable
+class ExactAccumulation(Protocol):
+    """A task that splits its step into embedding and loss, as exact (GradCache) accumulation needs."""
+
+    def embed_batch(self, batch: Any) -> Any: ...
+
+    def loss_from_embeddings(self, emb: Any, batch: Any) -> tuple[Tensor, dict[str, float]]: ...
+
+
 def supports_exact(task: Any) -> bool:
-    return callable(getattr(task, "embed_batch", None)) and callable(
-        getattr(task, "loss_from_embeddings", None)
-    )
+    """Whether ``task`` implements :class:`ExactAccumulation` (checked on every call: ``isinstance``
+    on a runtime-checkable Protocol caches per class, which a test that removes a hook defeats)."""
+    return all(callable(getattr(task, n, None)) for n in ("embed_batch", "loss_from_embeddings"))
 
 
 def split_batch(batch: Any, n: int) -> list[Any]:

@@ -289,3 +289,33 @@ class ContinuousQuantizer(nn.Module):
     def indices_to_codes(self, indices: Tensor) -> Tensor:
         """Continuous tokens are their own codes: identity on (..., dim)."""
         return indices
+
+
+# FSQ levels per (approximate) codebook size, from Mentzer et al. 2023, table 1 (64 is ours).
+FSQ_LEVELS: dict[int, list[int]] = {
+    64: [4, 4, 4], 256: [8, 6, 5], 1024: [8, 5, 5, 5], 4096: [7, 5, 5, 5, 5],
+    16384: [8, 8, 8, 6, 5], 65536: [8, 8, 8, 5, 5, 5],
+}
+
+
+def build_quantizer(
+    kind: str,
+    latent_dim: int,
+    codebook_size: int = 256,
+    fsq_levels: list[int] | None = None,
+    **vq_kwargs,
+) -> nn.Module:
+    """``vq`` | ``fsq`` | ``continuous`` quantizer for ``latent_dim`` features."""
+    if kind == "vq":
+        return VectorQuantizer(codebook_size, latent_dim, **vq_kwargs)
+    if kind == "fsq":
+        levels = fsq_levels or FSQ_LEVELS.get(codebook_size)
+        if levels is None:
+            raise ValueError(
+                f"build_quantizer: no default FSQ levels for codebook_size={codebook_size}; "
+                f"pass fsq_levels or use one of {sorted(FSQ_LEVELS)}"
+            )
+        return FSQ(levels, dim=latent_dim)
+    if kind == "continuous":
+        return ContinuousQuantizer(latent_dim)
+    raise ValueError(f"build_quantizer: kind='{kind}'; expected 'vq', 'fsq' or 'continuous'")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modalab.eval.reconstruction import ssim
+from modalab.vision.image_quality import ssim
 
 
 def hinge_d_loss(logits_real: Tensor, logits_fake: Tensor) -> Tensor:

@@ -8,7 +8,7 @@ is the digit's. Everything is deterministic given the seed.
 The registered source ``varres_digits`` splits the 1,797 digits like ``digits`` (stratified by the
 run seed), keeps each image at its canvas size (normalised to [-1, 1], background -1) and carries the
 recipe's ``batching`` section (resize policy, layout, resolution curriculum), which the task
-``contrastive_varres`` (``experiment/varres.py``) applies.
+``contrastive_varres`` (``tasks/varres.py``) applies.
 """
 
 from __future__ import annotations

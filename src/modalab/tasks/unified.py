@@ -31,47 +31,20 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from modalab import registry
-from modalab.config import EvalBase, NamedBase, Recipe, Section
+from modalab.config import EvalBase, Recipe
 from modalab.data.dataset import epoch_loader
-from modalab.data.mixing import MixtureSampler, MixtureSchedule
+from modalab.data.mixing import MixtureSampler
 from modalab.data.sample import Batch, collate
 from modalab.data.transforms import MEAN, STD
 from modalab.eval.judge import ClassJudge
-from modalab.experiment.caption import class_mentions
+from modalab.tasks.caption import class_mentions
 from modalab.experiment.rundir import RunDir
-from modalab.experiment.unified_parts import (UnifiedConfig, build_unified_model, save_grid,
-                                              save_tensors, train_tokenizer_branch)
+from modalab.models.unified_builder import (
+    UnifiedConfig, UnifiedLossConfig, build_unified_model, save_grid, save_tensors, train_tokenizer_branch,
+)
 from modalab.registry import register
 from modalab.text.tokenizer import EOS, PAD, WordTokenizer
 from modalab.train.stages import stage_index
-
-
-# objective --------------------------------------------------------------------------------
-class MixPhase(Section):
-    start: float = Field(ge=0, lt=1, description="training progress (step / steps) where it starts")
-    weights: dict[str, float] = Field(description="understand / generate -> weight")
-
-
-class UnifiedLossConfig(NamedBase):
-    mix: list[MixPhase] = Field(
-        default_factory=lambda: [MixPhase(start=0.0, weights={"understand": 3, "generate": 1}),
-                                 MixPhase(start=0.5, weights={"understand": 1, "generate": 1})],
-        min_length=1, description="task mixture schedule (understand : generate per phase)")
-    interpolate: bool = Field(False, description="shift the weights linearly between phases")
-    diffusion_weight: float = Field(1.0, ge=0, description="weight of the diffusion loss")
-    p_uncond: float = Field(0.1, ge=0, lt=1, description="condition dropout (classifier-free guidance)")
-    interface_from_stage: int = Field(
-        1, ge=0, description="from this train.stages index on, the diffusion loss trains the "
-                             "transformer (before it, the condition is detached)")
-
-
-@register("loss", "unified", schema=UnifiedLossConfig)
-def build_unified_loss(cfg: UnifiedLossConfig) -> MixtureSchedule:
-    """Understand / generate task mixture for the unified model (next-token + diffusion losses)."""
-    names = sorted(cfg.mix[0].weights)
-    if names != ["generate", "understand"]:
-        raise ValueError(f"loss.mix[0].weights: keys {names}; expected 'understand' and 'generate'")
-    return MixtureSchedule([(p.start, p.weights) for p in cfg.mix], interpolate=cfg.interpolate)
 
 
 # task -------------------------------------------------------------------------------------

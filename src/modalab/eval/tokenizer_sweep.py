@@ -1,4 +1,4 @@
-"""Train an image tokenizer on the sklearn digits and report reconstruction metrics.
+"""Train image tokenizers on the sklearn digits and report reconstruction metrics (a sweep harness).
 
 ``train_tokenizer(...)`` is the function a recipe task calls: it builds the quantizer and the
 tokenizer, trains with the VQGAN objective (GAN and perceptual terms optional), evaluates on the
@@ -16,18 +16,13 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from modalab.eval.reconstruction import reconstruction_metrics
-from modalab.vision.quantizers import FSQ, ContinuousQuantizer, VectorQuantizer
+from modalab.eval.reconstruction import evaluate_tokenizer
+from modalab.vision.quantizers import build_quantizer
 from modalab.vision.tokenizer import ImageTokenizer
 from modalab.vision.vqgan import PatchDiscriminator, StructuralLoss, VQGANLoss
 
-# FSQ levels per (approximate) codebook size, from Mentzer et al. 2023, table 1 (64 is ours).
-FSQ_LEVELS: dict[int, list[int]] = {
-    64: [4, 4, 4], 256: [8, 6, 5], 1024: [8, 5, 5, 5], 4096: [7, 5, 5, 5, 5],
-    16384: [8, 8, 8, 6, 5], 65536: [8, 8, 8, 5, 5, 5],
-}
 NUM_TRAIN = 1500
 
 
@@ -39,52 +34,6 @@ def digits_images(image_size: int = 16) -> Tensor:
     if image_size != 8:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
     return x.clamp(0, 1)
-
-
-def build_quantizer(
-    kind: str,
-    latent_dim: int,
-    codebook_size: int = 256,
-    fsq_levels: list[int] | None = None,
-    **vq_kwargs,
-) -> nn.Module:
-    """``vq`` | ``fsq`` | ``continuous`` quantizer for ``latent_dim`` features."""
-    if kind == "vq":
-        return VectorQuantizer(codebook_size, latent_dim, **vq_kwargs)
-    if kind == "fsq":
-        levels = fsq_levels or FSQ_LEVELS.get(codebook_size)
-        if levels is None:
-            raise ValueError(
-                f"build_quantizer: no default FSQ levels for codebook_size={codebook_size}; "
-                f"pass fsq_levels or use one of {sorted(FSQ_LEVELS)}"
-            )
-        return FSQ(levels, dim=latent_dim)
-    if kind == "continuous":
-        return ContinuousQuantizer(latent_dim)
-    raise ValueError(f"build_quantizer: kind='{kind}'; expected 'vq', 'fsq' or 'continuous'")
-
-
-@torch.no_grad()
-def evaluate_tokenizer(tok: ImageTokenizer, images: Tensor, batch_size: int = 256) -> dict:
-    """Reconstruction metrics of ``tok`` on images (N, C, H, W) in [0, 1].
-
-    SSIM uses the standard 11x11 window, shrunk to the largest odd size that fits smaller images.
-    """
-    was_training = tok.training
-    tok.eval()
-    recons, indices = [], []
-    for i in range(0, len(images), batch_size):
-        r, idx, _ = tok(images[i : i + batch_size])
-        recons.append(r)
-        if idx is not None:
-            indices.append(idx)
-    tok.train(was_training)
-    idx_all = torch.cat(indices) if indices else None
-    n_tok = tok.tokens_per_image(images.shape[-2], images.shape[-1])
-    side = min(images.shape[-2:])
-    window = min(11, side if side % 2 else side - 1)
-    return reconstruction_metrics(images, torch.cat(recons), idx_all, tok.codebook_size,
-                                  num_tokens=n_tok, ssim_window=window)
 
 
 def train_tokenizer(

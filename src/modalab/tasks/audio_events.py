@@ -1,6 +1,6 @@
 """Sound-event tagging and detection (chapter 5.3.2) as the runner sees it.
 
-It reads top to bottom like ``experiment/contrastive.py``: build the data (a source whose samples
+It reads top to bottom like ``tasks/contrastive.py``: build the data (a source whose samples
 carry ``meta["events"]``, i.e. ``sound_events``), the model (``event_cnn``: frame logits pooled to
 clip probabilities by max / mean / attention), the objective (``event_bce``); ``step`` trains on one
 batch; ``evaluate`` scores the held-out scenes:
@@ -12,7 +12,6 @@ batch; ``evaluate`` scores the held-out scenes:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from modalab import registry
 from modalab.config import EvalBase, Recipe
+from modalab.data.batches import EventBatch
 from modalab.data.sample import Sample
 from modalab.data.sources.sound_events import clip_targets, frame_targets
 from modalab.eval.tagging import decode_events, frame_f1, mean_average_precision, onset_f1
@@ -34,22 +34,6 @@ class EventsEval(EvalBase):
     threshold: float = Field(0.5, gt=0, lt=1, description="frame probability counted as active")
     onset_tolerance: float = Field(0.2, gt=0, description="seconds (DCASE collar)")
     min_event_s: float = Field(0.0, ge=0, description="drop decoded events shorter than this")
-
-
-@dataclass
-class EventBatch:
-    """audio (B, samples); clip_targets (B, C); events: the reference events of each clip."""
-
-    ids: list[str]
-    audio: Tensor
-    clip_targets: Tensor
-    events: list[list[dict]]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def to(self, device: torch.device | str) -> "EventBatch":
-        return EventBatch(self.ids, self.audio.to(device), self.clip_targets.to(device), self.events)
 
 
 class AudioEventsTask:

@@ -5,7 +5,7 @@ image keeps its own caption with probability 1/2, otherwise it gets a caption of
 (drawn from the source's caption list); held-out pairs are fixed by the seed. Every variant in
 ``model.variants`` (``fusion/agreement.py``) is trained in the same run on the same batches with
 the same learning-rate schedule (on raw image patches, or on the tokens of a frozen pre-trained
-image tower, ``model.image_encoder``, trained and cached as for the captioner): ``step`` runs forward and backward for each variant in turn,
+image tower, ``model.image_encoder``, trained first and cached as for the captioner): ``step`` runs forward and backward for each variant in turn,
 clips that variant's gradients on their own (``model.grad_clip``; keep ``train.grad_clip: null``)
 and times it, so the optimizer step is equivalent to separate runs. Results: a table of held-out
 accuracy, parameter count and mean forward+backward time per step for each variant.
@@ -15,22 +15,21 @@ from __future__ import annotations
 
 import random
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from pydantic import Field, field_validator
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from modalab import registry
-from modalab.config import EvalBase, NamedBase, Recipe
+from modalab.config import EvalBase, Recipe
 from modalab.data.sample import Batch, Sample, collate
-from modalab.experiment.caption import class_mentions, load_image_tower, prepare_encoder
+from modalab.tasks.base import Prerequisite
+from modalab.tasks.caption import class_mentions, encoder_dir, encoder_prerequisites, load_image_tower
 from modalab.experiment.rundir import RunDir
-from modalab.fusion.agreement import KINDS, AgreementModel, agreement_model
-from modalab.models.captioner import EncoderConfig, VitTokens
+from modalab.fusion.agreement import AgreementModel
+from modalab.models.fusion_ablation import AblationModelConfig
+from modalab.models.captioner import VitTokens
 from modalab.registry import register
 from modalab.text.tokenizer import WordTokenizer
 
@@ -57,49 +56,10 @@ class PairDataset(Dataset):
         return Sample(id=s.id, image=s.image, text=rng.choice(self.texts[other]), label=0)
 
 
-class AblationModelConfig(NamedBase):
-    variants: list[str] = Field(default_factory=lambda: list(KINDS), min_length=1)
-    dim: int = Field(64, gt=0)
-    depth: int = Field(2, gt=0)
-    heads: int = Field(4, gt=0)
-    patch_size: int = Field(4, gt=0)
-    context_length: int = Field(12, gt=2)
-    grad_clip: float | None = Field(1.0, gt=0, description="per-variant gradient clipping")
-    image_encoder: EncoderConfig | None = Field(
-        None, description="a frozen pre-trained image tower (as in the captioner); None = raw patches"
-    )
-
-    @field_validator("variants")
-    @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        bad = [k for k in v if k not in KINDS]
-        if bad or len(set(v)) != len(v):
-            raise ValueError(f"model.variants: {v} must be distinct names from {list(KINDS)}")
-        return v
-
-
-@register("model", "fusion_ablation", schema=AblationModelConfig)
-def build_fusion_ablation(
-    cfg: AblationModelConfig, *, image_size: int, channels: int, vocab_size: int,
-    image_token_dim: int | None = None,
-) -> nn.ModuleDict:
-    """One agreement classifier per fusion kind (early, late, gated cross-attention, MoME)."""
-    return nn.ModuleDict({
-        k: agreement_model(k, image_size=image_size, channels=channels, patch=cfg.patch_size,
-                           vocab_size=vocab_size, context_length=cfg.context_length,
-                           dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, image_token_dim=image_token_dim)
-        for k in cfg.variants
-    })
-
-
-class AgreementLossConfig(NamedBase):
-    pass
-
-
-@register("loss", "binary_agreement", schema=AgreementLossConfig)
-def build_binary_agreement(cfg: AgreementLossConfig) -> Any:
-    """Binary cross-entropy of an agreement logit (B,) against 0/1 labels (B,)."""
-    return lambda logits, labels: F.binary_cross_entropy_with_logits(logits, labels.float())
+@register("prerequisites", "fusion_ablation")
+def fusion_prerequisites(recipe: Recipe) -> list[Prerequisite]:
+    """The digits CLIP image tower when model.image_encoder is set without a checkpoint."""
+    return encoder_prerequisites(recipe.model.image_encoder, "model.image_encoder.checkpoint", recipe)  # type: ignore[attr-defined]
 
 
 class FusionAblationTask:
@@ -125,8 +85,7 @@ class FusionAblationTask:
         self.encoder, self.encoder_dir, width = None, None, None
         if self.cfg.image_encoder is not None:  # shared, frozen, outside the trained models
             enc = self.cfg.image_encoder
-            cache = Path(enc.cache_dir or Path(recipe.run.out_dir) / "cache")
-            self.encoder_dir = prepare_encoder(enc, recipe, cache, run)
+            self.encoder_dir = encoder_dir(enc, "model.image_encoder.checkpoint")
             vit = load_image_tower(self.encoder_dir, data.image_size, data.channels).eval().requires_grad_(False)
             self.encoder = VitTokens(vit)
             width = self.encoder.width

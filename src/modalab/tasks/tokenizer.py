@@ -1,6 +1,6 @@
 """Image tokenizer training (chapter 5.2.2-5.2.3) as the runner sees it.
 
-It reads top to bottom like ``experiment/contrastive.py``: build the data (any image source, e.g.
+It reads top to bottom like ``tasks/contrastive.py``: build the data (any image source, e.g.
 ``digits``; images are mapped from the sources' [-1, 1] back to [0, 1]), the model
 (``image_tokenizer``: encoder -> ``vq`` | ``fsq`` | ``continuous`` quantizer -> decoder, the token
 grid chosen in the recipe), the objective (``vqgan``: L1/L2 + codebook/commitment + optional
@@ -15,8 +15,7 @@ model.codebook_size=64,256,1024,4096 --seeds 3``.
 
 from __future__ import annotations
 
-import math
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from pydantic import Field
@@ -24,80 +23,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from modalab import registry
-from modalab.config import EvalBase, NamedBase, Recipe
+from modalab.config import EvalBase, Recipe
 from modalab.data.sample import Batch, collate
 from modalab.data.transforms import MEAN, STD
 from modalab.experiment.rundir import RunDir
 from modalab.registry import register
-from modalab.vision.tokenizer import ImageTokenizer
-from modalab.vision.tokenizer_train import build_quantizer, evaluate_tokenizer
-from modalab.vision.vqgan import PatchDiscriminator, StructuralLoss, VQGANLoss
-
-
-# model ------------------------------------------------------------------------------------
-class ImageTokenizerConfig(NamedBase):
-    quantizer: Literal["vq", "fsq", "continuous"] = "vq"
-    codebook_size: int = Field(256, gt=1, description="K for vq; fsq picks levels with ~K codes")
-    fsq_levels: list[int] | None = Field(None, description="explicit FSQ levels, e.g. [8, 5, 5, 5]")
-    token_grid: int = Field(4, gt=0, description="tokens per side: image_size / token_grid = 2**k")
-    channels: int = Field(16, gt=0, description="width of the first encoder stage")
-    latent_dim: int = Field(16, gt=0, description="channels handed to the quantizer")
-    code_dim: int | None = Field(None, gt=0, description="vq: low-dimensional codes (ViT-VQGAN)")
-    l2_normalize: bool = Field(False, description="vq: cosine lookup on the unit sphere")
-    beta: float = Field(0.25, ge=0, description="vq: commitment weight")
-    use_ema: bool = Field(True, description="vq: EMA codebook instead of the codebook loss")
-    decay: float = Field(0.99, ge=0, lt=1, description="vq: EMA decay")
-    kmeans_init: bool = Field(True, description="vq: k-means on the first training batch")
-    dead_code_threshold: float = Field(1.0, ge=0, description="vq: restart codes below this EMA usage")
-
-
-def num_down_for(image_size: int, token_grid: int) -> int:
-    """Stride-2 stages that turn ``image_size`` into ``token_grid`` tokens per side."""
-    ratio = image_size / token_grid
-    k = round(math.log2(ratio)) if ratio >= 1 else -1
-    if k < 0 or 2**k * token_grid != image_size:
-        raise ValueError(
-            f"model.token_grid={token_grid}: image_size {image_size} / token_grid must be a power of "
-            f"two (1, 2, 4, ...); e.g. token_grid={image_size // 4} or data.image_size={token_grid * 4}"
-        )
-    return k
-
-
-@register("model", "image_tokenizer", schema=ImageTokenizerConfig)
-def build_image_tokenizer(cfg: ImageTokenizerConfig, *, image_size: int, in_channels: int) -> ImageTokenizer:
-    """Convolutional VQ / FSQ / continuous image tokenizer with a token_grid x token_grid output."""
-    vq = {}
-    if cfg.quantizer == "vq":
-        vq = dict(code_dim=cfg.code_dim, l2_normalize=cfg.l2_normalize, beta=cfg.beta, use_ema=cfg.use_ema,
-                  decay=cfg.decay, kmeans_init=cfg.kmeans_init, dead_code_threshold=cfg.dead_code_threshold)
-    q = build_quantizer(cfg.quantizer, cfg.latent_dim, cfg.codebook_size, cfg.fsq_levels, **vq)
-    return ImageTokenizer(q, in_channels=in_channels, channels=cfg.channels,
-                          num_down=num_down_for(image_size, cfg.token_grid), latent_dim=cfg.latent_dim)
-
-
-# objective --------------------------------------------------------------------------------
-class VQGANLossConfig(NamedBase):
-    rec_loss: Literal["l1", "l2"] = "l1"
-    perceptual_weight: float = Field(0.0, ge=0, description="weight of StructuralLoss (SSIM + gradients)")
-    codebook_weight: float = Field(1.0, ge=0)
-    use_gan: bool = Field(False, description="add the PatchGAN hinge loss from disc_start on")
-    disc_start: int = Field(250, ge=0, description="first step with GAN terms")
-    disc_weight: float = Field(0.5, ge=0, description="multiplies the adaptive weight")
-    disc_channels: int = Field(16, gt=0)
-    disc_lr: float = Field(2e-3, gt=0, description="the discriminator's own AdamW learning rate")
-
-
-@register("loss", "vqgan", schema=VQGANLossConfig)
-def build_vqgan_loss(cfg: VQGANLossConfig, *, in_channels: int = 1, image_size: int = 16) -> VQGANLoss:
-    """VQGAN objective: reconstruction + codebook + optional structural and adversarial terms."""
-    disc = None
-    if cfg.use_gan:
-        n_layers = 1 if image_size < 16 else 2  # 8x8 inputs are too small for two stride-2 layers
-        disc = PatchDiscriminator(in_channels, cfg.disc_channels, n_layers=n_layers)
-    perceptual = StructuralLoss() if cfg.perceptual_weight > 0 else None
-    return VQGANLoss(disc, perceptual, rec_loss=cfg.rec_loss, perceptual_weight=cfg.perceptual_weight,
-                     codebook_weight=cfg.codebook_weight, disc_weight=cfg.disc_weight,
-                     disc_start=cfg.disc_start)
+from modalab.eval.reconstruction import evaluate_tokenizer
 
 
 # task -------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
-"""Multi-head attention on ``F.scaled_dot_product_attention`` with key masks and a KV cache.
+"""Attention on ``F.scaled_dot_product_attention``: the towers' fused-qkv self-attention
+(:class:`Attention`, optional RoPE via ``rope(q, k)``) and multi-head attention with key masks and a
+KV cache (:class:`MultiHeadAttention`).
 
-One module serves self-attention (``context=None``), cross-attention (``context`` = media tokens)
+The latter serves self-attention (``context=None``), cross-attention (``context`` = media tokens)
 and incremental decoding (``cache``). The q/k/v/out projections are injected (torchtune style), so
 LoRA or other wrappers can replace them; ``multi_head_attention`` builds the plain version.
 
@@ -16,10 +18,13 @@ returns exactly zero instead of SDPA's NaN, so ``0 * out`` stays ``0`` in gated 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+RopeFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 class KVCache:
@@ -89,7 +94,7 @@ class MultiHeadAttention(nn.Module):
         b, n, hd = x.shape
         if hd % self.num_heads:
             raise ValueError(
-                f"fusion/attention.py: projected width {hd} is not divisible by "
+                f"layers/attention.py: projected width {hd} is not divisible by "
                 f"num_heads={self.num_heads}"
             )
         return x.view(b, n, self.num_heads, hd // self.num_heads).transpose(1, 2)  # (B, H, N, Dh)
@@ -128,7 +133,7 @@ class MultiHeadAttention(nn.Module):
         if key_mask is not None:
             if key_mask.shape != (b, s):
                 raise ValueError(
-                    f"fusion/attention.py: key_mask has shape {tuple(key_mask.shape)}, "
+                    f"layers/attention.py: key_mask has shape {tuple(key_mask.shape)}, "
                     f"expected (batch, keys) = ({b}, {s})"
                 )
             km = key_mask[:, None, None, :].bool()  # (B, 1, 1, S)
@@ -189,3 +194,43 @@ def naive_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None)
         scores = scores.masked_fill(~row_ok, 0.0)
         return torch.softmax(scores, dim=-1) @ v * row_ok.to(v.dtype)
     return torch.softmax(scores, dim=-1) @ v
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention.
+
+    Args:
+        dim: model width D; heads: number of heads (D must be divisible by heads).
+    Shapes: x (B, N, D) -> (B, N, D).
+    """
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"width {dim} is not divisible by heads {heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        rope: RopeFn | None = None,
+    ) -> Tensor:
+        b, n, d = x.shape
+        qkv = self.qkv(x).view(b, n, 3, self.heads, d // self.heads)  # (B, N, 3, H, Dh)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, Dh)
+        if rope is not None:
+            q, k = rope(q, k)
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal and attn_mask is None,
+        )  # (B, H, N, Dh)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))  # (B, N, D)

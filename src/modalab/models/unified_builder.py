@@ -1,4 +1,4 @@
-"""Building blocks of the ``unified`` task: its model config and builder, the tokenizer branch's
+"""Building blocks of the ``unified`` model (task ``tasks/unified.py``): its model config and builder, the tokenizer branch's
 pretraining on the training split, and a PNG grid writer for generated images."""
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from pydantic import Field
 from torch import Tensor
 
 from modalab.config import NamedBase, Section
-from modalab.experiment.tokenizer_task import num_down_for
+from modalab.vision.tokenizer_builders import num_down_for
 from modalab.models.unified import Denoiser, GaussianDiffusion, UnifiedModel, UnifiedTransformer
 from modalab.registry import register
 from modalab.train.checkpoint import atomic_write_bytes
+from modalab.data.mixing import MixtureSchedule
 from modalab.vision.tokenizer import ImageTokenizer
-from modalab.vision.tokenizer_train import build_quantizer
+from modalab.vision.quantizers import build_quantizer
 
 
 class TokenizerBranch(Section):
@@ -134,3 +135,31 @@ def save_grid(rows: list[Tensor], path: Path, scale: int = 4) -> None:
     img.save(buf, format="PNG")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buf.getvalue())
+
+
+# objective --------------------------------------------------------------------------------
+class MixPhase(Section):
+    start: float = Field(ge=0, lt=1, description="training progress (step / steps) where it starts")
+    weights: dict[str, float] = Field(description="understand / generate -> weight")
+
+
+class UnifiedLossConfig(NamedBase):
+    mix: list[MixPhase] = Field(
+        default_factory=lambda: [MixPhase(start=0.0, weights={"understand": 3, "generate": 1}),
+                                 MixPhase(start=0.5, weights={"understand": 1, "generate": 1})],
+        min_length=1, description="task mixture schedule (understand : generate per phase)")
+    interpolate: bool = Field(False, description="shift the weights linearly between phases")
+    diffusion_weight: float = Field(1.0, ge=0, description="weight of the diffusion loss")
+    p_uncond: float = Field(0.1, ge=0, lt=1, description="condition dropout (classifier-free guidance)")
+    interface_from_stage: int = Field(
+        1, ge=0, description="from this train.stages index on, the diffusion loss trains the "
+                             "transformer (before it, the condition is detached)")
+
+
+@register("loss", "unified", schema=UnifiedLossConfig)
+def build_unified_loss(cfg: UnifiedLossConfig) -> MixtureSchedule:
+    """Understand / generate task mixture for the unified model (next-token + diffusion losses)."""
+    names = sorted(cfg.mix[0].weights)
+    if names != ["generate", "understand"]:
+        raise ValueError(f"loss.mix[0].weights: keys {names}; expected 'understand' and 'generate'")
+    return MixtureSchedule([(p.start, p.weights) for p in cfg.mix], interpolate=cfg.interpolate)

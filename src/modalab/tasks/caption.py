@@ -3,9 +3,11 @@
 It reads top to bottom:
 
 1. data: a registered image source with captions (digits: "a handwritten seven", ...);
-2. encoder: ``model.encoder.checkpoint`` (a two_tower run directory) or, when none is given, a
-   digits CLIP image tower trained here by a nested contrastive run and cached under
-   ``model.encoder.cache_dir`` (default ``<run.out_dir>/cache``), so the recipe runs standalone;
+2. encoder: ``model.encoder.checkpoint`` (a two_tower run directory). When the recipe leaves it
+   unset, ``caption_prerequisites`` declares the contrastive run that trains a digits CLIP image
+   tower; ``modalab run`` (experiment/prerequisites.py) runs it first, cached under
+   ``model.encoder.cache_dir`` (default ``<run.out_dir>/cache``), and sets the key, so the recipe
+   runs standalone with one command. The task itself never runs another recipe;
 3. decoder: a small causal LM, first trained on the captions alone (the "pretrained LLM" of the
    chapter at toy scale, also cached), then wrapped by ``models/captioner.py``;
 4. stages: ``train.stages`` (the runner's) says for how many steps which parameter patterns learn
@@ -23,7 +25,6 @@ import fnmatch
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from modalab import registry
-from modalab.config import EvalBase, NamedBase, Recipe
+from modalab.config import ConfigError, EvalBase, Recipe
 from modalab.data.dataset import epoch_loader
 from modalab.data.sample import Batch, collate
 from modalab.experiment.rundir import RunDir
 from modalab.models.captioner import CaptionerConfig, DecoderConfig, EncoderConfig, VitTokens
 from modalab.registry import register
+from modalab.tasks.base import Prerequisite
 from modalab.text.decoder import TextDecoder
 from modalab.text.tokenizer import BOS, EOS, PAD, WordTokenizer, tokenizer_from_dict, words
 from modalab.train.optim import lr_multiplier
@@ -50,30 +52,6 @@ class CaptionEval(EvalBase):
     beam_size: int = Field(1, gt=0, description="1 = greedy decoding")
     length_penalty: float = 0.0
     num_examples: int = Field(12, ge=0, description="captions written to results.json")
-
-
-class NextTokenConfig(NamedBase):
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-
-
-class NextTokenLoss(nn.Module):
-    """Cross-entropy of logits (B, T, V) against targets (B, T), padding (id 0) ignored."""
-
-    def __init__(self, label_smoothing: float = 0.0) -> None:
-        super().__init__()
-        self.label_smoothing = label_smoothing
-
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
-            ignore_index=PAD, label_smoothing=self.label_smoothing,
-        )
-
-
-@register("loss", "next_token", schema=NextTokenConfig)
-def build_next_token(cfg: NextTokenConfig) -> NextTokenLoss:
-    """Next-token cross-entropy for captioning / language modelling (padding ignored)."""
-    return NextTokenLoss(cfg.label_smoothing)
 
 
 def class_mentions(text: str, classnames: list[str]) -> set[int]:
@@ -110,36 +88,38 @@ def encoder_recipe(enc: EncoderConfig, recipe: Recipe) -> dict[str, Any]:
     }
 
 
-def prepare_encoder(enc: EncoderConfig, recipe: Recipe, cache: Path, run: RunDir) -> Path:
-    """Run directory of the image encoder: ``enc.checkpoint``, a cached run, or a new one."""
-    if enc.checkpoint is not None:
-        path = Path(enc.checkpoint)
-        if not (path / "config.yaml").is_file():
-            raise FileNotFoundError(
-                f"model.encoder.checkpoint={enc.checkpoint!r}: no config.yaml there; give the run "
-                "directory of a two_tower run (e.g. runs/clip_digits-...)"
-            )
-        return path
-    from modalab.config import from_dict
-    from modalab.experiment.runner import run as run_recipe
+def encoder_cache(enc: EncoderConfig, recipe: Recipe) -> Path:
+    return Path(enc.cache_dir or Path(recipe.run.out_dir) / "cache")
 
-    raw = encoder_recipe(enc, recipe)
-    out = cache / f"clip-{_key(raw)}"
-    if (out / "results.json").is_file():
-        run.log({"event": "encoder", "source": "cache", "path": str(out)})
-        return out
-    raw["train"]["num_threads"] = recipe.train.num_threads
-    raw["run"]["progress"] = recipe.run.progress
-    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")  # concurrent runs never share it
-    shutil.rmtree(tmp, ignore_errors=True)
-    run.log({"event": "encoder", "source": "training", "path": str(out), "steps": enc.pretrain_steps})
-    run_recipe(from_dict(raw), tmp)
-    if (out / "results.json").is_file():  # another run finished the same encoder first
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-    return out
+
+def encoder_prerequisites(enc: EncoderConfig | None, key: str, recipe: Recipe) -> list[Prerequisite]:
+    """The contrastive run that trains the image tower, unless ``key`` already names one."""
+    if enc is None or enc.checkpoint is not None:
+        return []
+    return [Prerequisite(key, encoder_recipe(enc, recipe), encoder_cache(enc, recipe), "clip")]
+
+
+@register("prerequisites", "caption")
+def caption_prerequisites(recipe: Recipe) -> list[Prerequisite]:
+    """The digits CLIP image tower (a contrastive run) when model.encoder.checkpoint is unset."""
+    return encoder_prerequisites(recipe.model.encoder, "model.encoder.checkpoint", recipe)  # type: ignore[attr-defined]
+
+
+def encoder_dir(enc: EncoderConfig, key: str) -> Path:
+    """Run directory of the image encoder named by the recipe key ``key`` (``enc.checkpoint``)."""
+    if enc.checkpoint is None:
+        raise ConfigError(
+            f"{key} is not set: give the run directory of a two_tower run "
+            f"(e.g. {key}=runs/clip_digits-YYYYMMDD-HHMMSS); `modalab run` trains one first and "
+            f"sets it (registry kind 'prerequisites', experiment/prerequisites.py)"
+        )
+    path = Path(enc.checkpoint)
+    if not (path / "config.yaml").is_file():
+        raise FileNotFoundError(
+            f"{key}={enc.checkpoint!r}: no config.yaml there; give the run "
+            "directory of a two_tower run (e.g. runs/clip_digits-...)"
+        )
+    return path
 
 
 def load_image_tower(run_dir: Path, image_size: int, channels: int) -> nn.Module:
@@ -217,8 +197,8 @@ class CaptionTask:
             raise ValueError(f"task caption: data source '{recipe.data.source}' has no class names to score")
         self.tokenizer = WordTokenizer.build(self.data.texts, cfg.decoder.context_length)
         # encoder: given, cached, or trained now
-        cache = Path(cfg.encoder.cache_dir or Path(recipe.run.out_dir) / "cache")
-        self.encoder_dir = prepare_encoder(cfg.encoder, recipe, cache, run)
+        cache = encoder_cache(cfg.encoder, recipe)
+        self.encoder_dir = encoder_dir(cfg.encoder, "model.encoder.checkpoint")
         vit = load_image_tower(self.encoder_dir, self.data.image_size, self.data.channels)
         torch.manual_seed(recipe.run.seed)  # same state whether the encoder was cached or trained
         # decoder: a language model of the captions first (cached), then the captioner around it

@@ -2,7 +2,7 @@
 
 Audio plays the image role: an audio source (``spoken_digits``, ``audio_folder``) puts the waveform
 in ``Sample.image`` and the ``clap_two_tower`` model embeds it with an audio tower, so the whole
-contrastive task of ``experiment/contrastive.py`` — tokenizer, registered losses, logit-scale
+contrastive task of ``tasks/contrastive.py`` — tokenizer, registered losses, logit-scale
 clamp and temperature warnings, zero-shot (``eval/zeroshot.py``) and retrieval (``eval/retrieval.py``)
 — runs unchanged. This task composes it and adds what audio evaluation needs:
 
@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from modalab.config import Recipe
 from modalab.eval.zeroshot import class_embeddings, zeroshot_accuracy
-from modalab.experiment.contrastive import ContrastiveEval, ContrastiveTask
+from modalab.tasks.contrastive import ContrastiveEval, ContrastiveTask
 from modalab.experiment.rundir import RunDir
 from modalab.registry import register
 

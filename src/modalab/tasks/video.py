@@ -8,14 +8,13 @@
   start/end offsets, decoded with NMS / Soft-NMS); reports ActivityNet-style mAP at tIoU
   0.3:0.1:0.7 (``mAP@0.3`` ... ``mAP@0.7``, ``mAP_avg``).
 
-Each reads top to bottom like ``experiment/contrastive.py``: build data, model, objective;
+Each reads top to bottom like ``tasks/contrastive.py``: build data, model, objective;
 ``step`` computes one batch's loss; ``evaluate`` runs the held-out split.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Literal, Sequence
 
 import torch
@@ -24,10 +23,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from modalab import registry
-from modalab.config import EvalBase, NamedBase, Recipe
-from modalab.data.sample import Batch, Sample, collate
+from modalab.config import EvalBase, Recipe
+from modalab.data.batches import LocBatch, collate_long
+from modalab.data.sample import Batch, collate
 from modalab.experiment.rundir import RunDir
-from modalab.models.video_classifier import decode_segments, localization_loss, localization_targets
+from modalab.models.temporal_localizer import decode_segments, localization_targets
 from modalab.registry import register
 from modalab.video.localization import THUMOS_THRESHOLDS, mean_average_precision
 from modalab.video.merging import ToMeEncoder, set_merge_r, tokens_after_merging
@@ -56,47 +56,7 @@ class LocalizationEval(EvalBase):
     max_segments: int = Field(100, gt=0, description="kept per video after NMS")
 
 
-class CrossEntropyConfig(NamedBase):
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-
-
-class LocalizationLossConfig(NamedBase):
-    alpha: float = Field(0.25, ge=0, le=1, description="focal loss positive weight")
-    gamma: float = Field(2.0, ge=0, description="focal loss focusing exponent")
-    reg_weight: float = Field(1.0, ge=0, description="weight of the 1 - tIoU offset loss")
-
-
 # ----------------------------------------------------------------------------------- losses
-
-
-@register("loss", "action_cross_entropy", schema=CrossEntropyConfig)
-def build_action_cross_entropy(cfg: CrossEntropyConfig) -> nn.Module:
-    """Softmax cross-entropy over action classes (optional label smoothing)."""
-    return nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-
-
-class ActionLocalizationLoss(nn.Module):
-    """Sigmoid focal loss on per-step classes + reg_weight * (1 - tIoU) on positive steps.
-
-    forward(cls_logits (B, T, C), offsets (B, T, 2), cls_t, off_t) -> (loss, {"cls", "reg"}).
-    """
-
-    def __init__(self, alpha: float = 0.25, gamma: float = 2.0, reg_weight: float = 1.0) -> None:
-        super().__init__()
-        self.alpha, self.gamma, self.reg_weight = alpha, gamma, reg_weight
-
-    def forward(
-        self, cls_logits: Tensor, offsets: Tensor, cls_t: Tensor, off_t: Tensor
-    ) -> tuple[Tensor, dict[str, float]]:
-        cls_loss, reg_loss = localization_loss(cls_logits, offsets, cls_t, off_t, self.alpha, self.gamma)
-        logs = {"loss_cls": float(cls_loss.detach()), "loss_reg": float(reg_loss.detach())}
-        return cls_loss + self.reg_weight * reg_loss, logs
-
-
-@register("loss", "action_localization", schema=LocalizationLossConfig)
-def build_action_localization(cfg: LocalizationLossConfig) -> ActionLocalizationLoss:
-    """Focal classification + 1 - tIoU regression loss for per-step action localisation."""
-    return ActionLocalizationLoss(cfg.alpha, cfg.gamma, cfg.reg_weight)
 
 
 # ------------------------------------------------------------------------------ recognition
@@ -257,28 +217,6 @@ def build_video_long_tome(recipe: Recipe, run: RunDir) -> VideoActionsTask:
 
 
 # ----------------------------------------------------------------------------- localisation
-
-
-@dataclass
-class LocBatch:
-    """Long videos (B, T, C, H, W), their segments (seconds) and seconds per model step."""
-
-    ids: list[str]
-    videos: Tensor
-    segments: list[list[dict]]
-    seconds_per_step: list[float]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def to(self, device: torch.device | str) -> "LocBatch":
-        return LocBatch(self.ids, self.videos.to(device), self.segments, self.seconds_per_step)
-
-
-def collate_long(samples: Sequence[Sample]) -> LocBatch:
-    return LocBatch([s.id for s in samples], torch.stack([s.image for s in samples]),
-                    [s.meta["segments"] for s in samples],
-                    [float(s.meta["seconds_per_step"]) for s in samples])
 
 
 class VideoLocalizationTask:

@@ -1,7 +1,7 @@
 """Contrastive alignment on images of any size (chapter 5.2.3-5.2.4): NaViT packing, aspect-ratio
 buckets, a resolution curriculum with multi-scale training.
 
-The task composes :class:`~modalab.experiment.contrastive.ContrastiveTask` (data, tokenizer, model,
+The task composes :class:`~modalab.tasks.contrastive.ContrastiveTask` (data, tokenizer, model,
 objective, temperature checks and the evaluation: zero-shot + retrieval + monitors) and replaces
 how images become a batch. The recipe's ``data.batching`` (:class:`VarResBatchingSpec`) says how:
 
@@ -32,7 +32,7 @@ from modalab.config import Recipe
 from modalab.data.batching import VarResBatchingSpec, bucket_batches, multiscale_size, random_batches
 from modalab.data.dataset import check_batch_fits
 from modalab.data.sample import Sample
-from modalab.experiment.contrastive import ContrastiveEval, ContrastiveTask
+from modalab.tasks.contrastive import ContrastiveEval, ContrastiveTask
 from modalab.experiment.rundir import RunDir
 from modalab.registry import register
 from modalab.vision.packing import PackedBatch, pack_images
