@@ -25,6 +25,8 @@ import numpy as np
 import torch
 
 from modalab.audio import features as A
+from modalab.audio.bundle import feature_bundle
+from modalab.audio import pitch as P
 
 SR = 16000
 
@@ -106,7 +108,7 @@ def main() -> None:
     yt = torch.from_numpy(y)
     warm = y[:2, : SR]
     librosa_bundle(warm), librosa_log_mel(warm), librosa.pyin(warm, fmin=65, fmax=2093, sr=SR)
-    A.feature_bundle(torch.from_numpy(warm), SR), A.pyin(torch.from_numpy(warm), 65, 2093, sr=SR)
+    feature_bundle(torch.from_numpy(warm), SR), P.pyin(torch.from_numpy(warm), 65, 2093, sr=SR)
 
     rows = []
     t_l, m_l, ref = measure(lambda: librosa_log_mel(y), 2)
@@ -115,25 +117,25 @@ def main() -> None:
     rows.append(("log-mel (Whisper, 80)", t_l, m_l, t_o, m_o, f"max err {err:.1e}"))
 
     t_l, m_l, _ = measure(lambda: librosa_bundle(y), args.repeat)
-    t_o, m_o, _ = measure(lambda: A.feature_bundle(yt, SR), args.repeat)
+    t_o, m_o, _ = measure(lambda: feature_bundle(yt, SR), args.repeat)
     rows.append(("bundle (7 features)", t_l, m_l, t_o, m_o, "one STFT vs ~5"))
 
     k = args.pyin_clips
     t_l, m_l, (f_r, v_r, _) = measure(lambda: librosa.pyin(y[:k], fmin=65, fmax=2093, sr=SR))
-    t_o, m_o, (f_o, v_o, _) = measure(lambda: A.pyin(yt[:k], 65, 2093, sr=SR))
+    t_o, m_o, (f_o, v_o, _) = measure(lambda: P.pyin(yt[:k], 65, 2093, sr=SR))
     agree = float((v_o.numpy() == v_r).mean())
     both = v_r & v_o.numpy()
     cents = float(np.median(np.abs(1200 * np.log2(f_o.numpy()[both] / f_r[both])))) if both.any() else 0.0
     rows.append((f"pYIN ({k} clips)", t_l, m_l, t_o, m_o, f"voicing agree {agree:.3f}, median {cents:.2f} cents"))
-    t_o64, m_o64, _ = measure(lambda: A.pyin(yt, 65, 2093, sr=SR))
+    t_o64, m_o64, _ = measure(lambda: P.pyin(yt, 65, 2093, sr=SR))
     rows.append((f"pYIN ours, all {args.batch}", float("nan"), float("nan"), t_o64, m_o64,
                  f"{1000 * t_o64 / args.batch:.0f} ms/clip vs librosa {1000 * t_l / k:.0f} ms/clip "
                  f"-> {t_l / k / (t_o64 / args.batch):.1f}x"))
 
     if torch.cuda.is_available():
         yg = yt.cuda()
-        for name, fn in [("log-mel", lambda: A.log_mel(yg)), ("bundle", lambda: A.feature_bundle(yg, SR)),
-                         ("pYIN", lambda: A.pyin(yg, 65, 2093, sr=SR))]:
+        for name, fn in [("log-mel", lambda: A.log_mel(yg)), ("bundle", lambda: feature_bundle(yg, SR)),
+                         ("pYIN", lambda: P.pyin(yg, 65, 2093, sr=SR))]:
             fn()
             t_g, _, _ = measure(fn, 3)
             rows.append((f"{name} GPU ({torch.cuda.get_device_name()})", float("nan"), float("nan"), t_g,

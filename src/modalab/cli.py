@@ -1,5 +1,10 @@
 """The ``modalab`` command line: run | list, plus the experiment layer's commands
-(``experiment/commands.py``)."""
+(``experiment/commands.py``).
+
+Only the standard library is imported up front: ``modalab --help`` and ``modalab list`` (which
+reads the registrations from source, ``registry.declared_entries``) never import torch or the
+modality libraries; each command imports what it needs.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,6 @@ import sys
 from pathlib import Path
 
 from modalab import registry
-from modalab.config import ConfigError, load
-from modalab.data.dataset import DataError
 from modalab.experiment.commands import add_commands
 
 HEADLINE_KEYS = (
@@ -36,6 +39,7 @@ def _table(rows: list[tuple[str, str]]) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from modalab.config import load
     from modalab.experiment.runner import run
 
     recipe = load(args.recipe, args.overrides)
@@ -68,6 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_shards_write(args: argparse.Namespace) -> int:
+    from modalab.data.dataset import DataError
     from modalab.data.shards import manifest_samples, write_shards
 
     if args.digits:
@@ -90,14 +95,21 @@ def cmd_shards_write(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    entries = registry.entries(args.kind)
     current = None
-    for e in entries:
-        if e.kind != current:
-            current = e.kind
-            print(f"{e.kind}:")
-        print(f"  {e.name:<28} {e.description}")
+    for kind, name, description in registry.declared_entries(args.kind):
+        if kind != current:
+            current = kind
+            print(f"{kind}:")
+        print(f"  {name:<28} {description}")
     return 0
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors shown as one line (exit 2) rather than a traceback; imported only when one is raised."""
+    from modalab.config import ConfigError
+    from modalab.data.dataset import DataError
+
+    return ConfigError, DataError, registry.RegistryError, FileNotFoundError, FileExistsError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     try:
         return args.fn(args)
-    except (ConfigError, DataError, registry.RegistryError, FileNotFoundError, FileExistsError) as e:
+    except Exception as e:
+        if not isinstance(e, _user_errors()):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `modalab compare ... | head`

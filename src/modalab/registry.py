@@ -11,6 +11,7 @@ is complete.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import re
 from dataclasses import dataclass
@@ -135,3 +136,39 @@ def load_all() -> None:
 def unregister(kind: str, name: str) -> None:
     """Remove an entry (used by tests that register temporary builders)."""
     _REGISTRY.get(kind, {}).pop(name, None)
+
+
+# --------------------------------------------------------------------- listing without imports
+
+
+def _const(node: ast.AST | None) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def declared_entries(kind: str | None = None) -> list[tuple[str, str, str]]:
+    """``(kind, name, description)`` of every ``@register(...)`` in the package, read from the
+    source with ``ast`` (nothing imported: ``modalab list`` stays fast without torch and the
+    modality libraries). Sorted like :func:`entries`; a test checks both agree.
+    """
+    root = Path(__file__).resolve().parent
+    found: dict[tuple[str, str], str] = {}
+    for mod in builder_modules():
+        path = root.parent.joinpath(*mod.split(".")).with_suffix(".py")
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                continue
+            for dec in node.decorator_list:
+                if not (isinstance(dec, ast.Call) and getattr(dec.func, "id", None) == "register"):
+                    continue
+                args = [_const(a) for a in dec.args[:3]]
+                k, name = (args + [None, None])[:2]
+                if k is None or name is None:
+                    raise RegistryError(f"{path}:{dec.lineno}: @register needs literal kind and name strings")
+                desc = args[2] if len(args) > 2 else None
+                desc = next((_const(kw.value) for kw in dec.keywords if kw.arg == "description"), desc)
+                doc = desc or (ast.get_docstring(node) or "").strip().split("\n")[0]
+                found[(k, name)] = doc
+    if kind is not None and kind not in {k for k, _ in found}:
+        raise RegistryError(f"unknown kind '{kind}'; known kinds: {', '.join(sorted({k for k, _ in found}))}")
+    return [(k, n, found[(k, n)]) for k, n in sorted(found) if kind is None or k == kind]

@@ -87,10 +87,7 @@ def test_audio_bundle_float32_matches_librosa():
     assert b["mel"].shape == (2, 128, 2 * SR // 512 + 1) and b["f0"].shape == (2, 2 * SR // 512 + 1)
 
 
-def test_audio_features_module_reexports_bundle():
-    assert A.feature_bundle is feature_bundle
-    with pytest.raises(AttributeError, match="no_such_feature"):
-        A.no_such_feature  # noqa: B018
+def test_period_range_of_the_default_pitch_band():
     assert _period_range(SR, 65, 2093, 2048) == (7, 247)
 
 

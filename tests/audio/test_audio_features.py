@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from modalab.audio import features as A
+from modalab.audio.bundle import feature_bundle
+from modalab.audio import pitch as P
 
 SR = 16000
 
@@ -83,14 +85,14 @@ def test_audio_features_float32_match_librosa():
 
 def test_audio_feature_bundle_equals_single_features():
     y = torch.tensor(_signals())
-    b = A.feature_bundle(y, SR)
+    b = feature_bundle(y, SR)
     torch.testing.assert_close(b["mel"], A.mel_spectrogram(y, SR))
     torch.testing.assert_close(b["mfcc"], A.mfcc(y, SR))
     torch.testing.assert_close(b["zcr"], A.zero_crossing_rate(y))
     torch.testing.assert_close(b["rms"], A.rms(y))
     torch.testing.assert_close(b["centroid"], A.spectral_centroid(y, SR))
     torch.testing.assert_close(b["rolloff"], A.spectral_rolloff(y, SR))
-    torch.testing.assert_close(b["f0"], A.yin(y, 65.0, 2093.0, SR))
+    torch.testing.assert_close(b["f0"], P.yin(y, 65.0, 2093.0, SR))
     assert {v.shape[-1] for v in b.values()} == {y.shape[-1] // 512 + 1}
 
 
@@ -102,7 +104,7 @@ def test_audio_mel_gradient_matches_float64_finite_differences():
 
 def test_audio_yin_matches_librosa():
     y = _signals()
-    _close(A.yin(torch.tensor(y), 65, 2093, sr=SR), librosa.yin(y, fmin=65, fmax=2093, sr=SR))
+    _close(P.yin(torch.tensor(y), 65, 2093, sr=SR), librosa.yin(y, fmin=65, fmax=2093, sr=SR))
 
 
 @pytest.mark.parametrize("f0", [82.0, 110.0, 196.0, 440.0, 987.0])
@@ -112,7 +114,7 @@ def test_audio_yin_within_one_percent(f0, harmonic):
     y = np.sin(2 * np.pi * f0 * t)
     if harmonic:
         y = y + 0.6 * np.sin(2 * np.pi * 2 * f0 * t + 0.3) + 0.4 * np.sin(2 * np.pi * 3 * f0 * t + 1.0)
-    est = A.yin(torch.tensor(y, dtype=torch.float32), 65, 2093, sr=SR)[0, 4:-4]  # skip padded edges
+    est = P.yin(torch.tensor(y, dtype=torch.float32), 65, 2093, sr=SR)[0, 4:-4]  # skip padded edges
     assert torch.all((est / f0 - 1).abs() < 0.01), est
 
 
@@ -120,7 +122,7 @@ def test_audio_pyin_torch_tracks_pitch_and_voicing():
     t = np.arange(SR) / SR
     tone = np.sin(2 * np.pi * 150 * t) + 0.5 * np.sin(2 * np.pi * 300 * t)
     y = np.concatenate([tone, np.zeros(SR // 2)]).astype(np.float32)
-    f0, voiced, prob = A.pyin(torch.tensor(y), 65, 1000, sr=SR)
+    f0, voiced, prob = P.pyin(torch.tensor(y), 65, 1000, sr=SR)
     assert voiced[0, 4:25].all() and not voiced[0, -8:].any()
     assert torch.all((f0[0, 4:25] / 150 - 1).abs() < 0.01)
     assert torch.isnan(f0[0, -8:]).all() and prob.shape == f0.shape
@@ -135,7 +137,7 @@ def test_audio_pyin_torch_matches_librosa_pyin():
     y = (np.sin(ph) + 0.4 * np.sin(2 * ph)) * (t < 1.3) + 0.05 * rng.standard_normal(n)
     y = np.stack([y, 0.3 * rng.standard_normal(n)]).astype(np.float32)
     f_r, v_r, p_r = librosa.pyin(y, fmin=65, fmax=2093, sr=SR)
-    f_o, v_o, p_o = A.pyin(torch.tensor(y), 65, 2093, sr=SR)
+    f_o, v_o, p_o = P.pyin(torch.tensor(y), 65, 2093, sr=SR)
     np.testing.assert_allclose(p_o.numpy(), p_r, atol=1e-5)
     assert (v_o.numpy() == v_r).mean() > 0.95
     both = v_r & v_o.numpy()

@@ -19,17 +19,23 @@ Work runs in chunks of frames (``chunk``) so that memory stays bounded for long 
 
 from __future__ import annotations
 
-import scipy.fft
 import torch
 from torch import Tensor
 
 from modalab.audio.framing import _as_batch, pad_center
 
 
+def _fft():
+    """scipy.fft, imported on first use (keeps ``modalab list`` free of scipy)."""
+    import scipy.fft
+
+    return scipy.fft
+
+
 def frame_acf_direct(frames: Tensor, max_lag: int, chunk: int = 4096) -> Tensor:
     """Autocorrelation of raw frames by one FFT each: (B, T, L) -> (B, T, max_lag + 1)."""
     B, T, L = frames.shape
-    n = scipy.fft.next_fast_len(L + max_lag, real=True)
+    n = _fft().next_fast_len(L + max_lag, real=True)
     flat = frames.reshape(B * T, L)  # (N, L)
     out = []
     for s in range(0, flat.shape[0], chunk):
@@ -55,7 +61,7 @@ def frame_acf_blocked(yp: Tensor, frame_length: int, hop: int, max_lag: int, chu
     B, Np = yp.shape
     m = frame_length // hop
     T = 1 + (Np - frame_length) // hop
-    n = scipy.fft.next_fast_len(hop + max_lag, real=True)
+    n = _fft().next_fast_len(hop + max_lag, real=True)
     step = max(1, chunk // max(B, 1))  # frames per chunk
     out = []
     for s in range(0, T, step):

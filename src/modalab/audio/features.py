@@ -13,9 +13,9 @@ max over the whole input tensor, so in a batch one loud clip raises the floor of
 ``max_over="sample"`` (default) takes it per clip, which equals Whisper's one-clip-at-a-time output;
 ``max_over="batch"`` reproduces Whisper's batched call exactly.
 
-``feature_bundle`` (in ``audio/bundle.py``, re-exported here) computes mel, log-mel (dB), MFCC, ZCR,
+``feature_bundle`` (in ``audio/bundle.py``) computes mel, log-mel (dB), MFCC, ZCR,
 RMS, centroid, rolloff and YIN F0 from one framing of the signal and one STFT. Pitch lives in
-``audio/pitch.py`` (re-exported here): ``yin`` matches ``librosa.yin``; ``pyin`` is a batched torch pYIN (same observation model as
+``audio/pitch.py``: ``yin`` matches ``librosa.yin``; ``pyin`` is a batched torch pYIN (same observation model as
 ``librosa.pyin``, Viterbi with a flat transition band so that each step is a sliding max);
 ``pyin_librosa`` wraps librosa's for reference quality. Framing is in ``audio/framing.py``.
 """
@@ -25,31 +25,16 @@ from __future__ import annotations
 import functools
 import math
 
-import librosa
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from modalab.audio.framing import _as_batch, frame, pad_center  # noqa: F401  (re-exported)
-from modalab.audio.pitch import (  # noqa: F401  (re-exported: features.yin, features.pyin, ...)
-    cmndf,
-    cmndf_signal,
-    pyin,
-    pyin_librosa,
-    yin,
-    yin_from_cmndf,
-    yin_from_frames,
-)
+from modalab._optional import lazy
+from modalab.audio.framing import _as_batch, frame, pad_center
+from modalab.audio.pitch import yin_from_frames
 
-
-def stft_from_frames(frames: Tensor, n_fft: int) -> Tensor:
-    """Complex STFT of already-centred frames with a periodic Hann window: (B, T, L) -> (B, F, T).
-
-    The result is a transposed view of the frames-major (B, T, F) FFT.
-    """
-    window = torch.hann_window(n_fft, periodic=True, dtype=frames.dtype, device=frames.device)
-    return torch.fft.rfft(frames * window, n=n_fft).transpose(-1, -2)  # (B, T, F) -> (B, F, T)
+librosa = lazy("librosa")  # imported on first use (pip install 'modalab[audio]')
 
 
 def spectrogram(y: Tensor, n_fft: int = 2048, hop_length: int = 512, power: float = 2.0,
@@ -268,12 +253,3 @@ def prosody(y: Tensor, sr: int = 16000, fmin: float = 65.0, fmax: float = 500.0,
         "voiced_ratio": voiced.to(y.dtype).mean(1),
         "rate": peaks.to(y.dtype).sum(1) / duration,
     }
-
-
-def __getattr__(name: str):
-    """``features.feature_bundle`` lives in ``audio/bundle.py`` (which imports this module)."""
-    if name == "feature_bundle":
-        from modalab.audio.bundle import feature_bundle
-
-        return feature_bundle
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

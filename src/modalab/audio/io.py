@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Iterable, Literal
 
 import numpy as np
-import soundfile as sf
+
+from modalab._optional import lazy
+
+sf = lazy("soundfile")  # imported on first use (pip install 'modalab[audio]')
 
 
 class AudioError(ValueError):

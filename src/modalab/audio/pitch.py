@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import math
 
-import librosa
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from modalab._optional import lazy
 from modalab.audio.autocorr import cmndf_from_acf, frame_acf, frame_acf_direct
+
+librosa = lazy("librosa")  # imported on first use (pip install 'modalab[audio]')
 
 
 def _period_range(sr: float, fmin: float, fmax: float, frame_length: int) -> tuple[int, int]:

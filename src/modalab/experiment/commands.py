@@ -9,7 +9,6 @@ import signal
 import sys
 from pathlib import Path
 
-from modalab.experiment.rundir import RunDir
 
 
 def _sweep_args(argv: list[str]) -> argparse.Namespace:
@@ -82,6 +81,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from modalab.experiment.report import write_report, write_sweep_report
+    from modalab.experiment.rundir import RunDir
 
     path = Path(args.path)
     if (path / "sweep.json").is_file():

@@ -12,13 +12,12 @@ import io
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from modalab._optional import lazy
+from modalab.experiment.rundir import RunDir
+from modalab.train.checkpoint import atomic_write_text
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from modalab.experiment.rundir import RunDir  # noqa: E402
-from modalab.train.checkpoint import atomic_write_text  # noqa: E402
+# pyplot on the Agg backend, imported when the first figure is drawn
+plt = lazy("matplotlib.pyplot", setup=lambda: __import__("matplotlib").use("Agg"))
 
 
 def fig_to_data_uri(fig: Any) -> str:

@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from scipy import stats as sps
+
+from modalab._optional import lazy
+
+sps = lazy("scipy.stats")  # imported on first use
 
 
 def mean_ci(values: Sequence[float], conf: float = 0.95) -> tuple[float, float, float, float]:

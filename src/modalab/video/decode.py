@@ -22,8 +22,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
-import av
 import numpy as np
+
+from modalab._optional import lazy
+
+av = lazy("av")  # PyAV, imported on first use (pip install 'modalab[video]')
 
 
 class VideoError(RuntimeError):

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import lfilter
 
 WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -52,6 +51,8 @@ def make_speakers(n: int, seed: int = 0) -> list[Speaker]:
 def _resonator(x: np.ndarray, freq: float, bw: float, sr: int) -> np.ndarray:
     r = np.exp(-np.pi * bw / sr)
     a = [1.0, -2 * r * np.cos(2 * np.pi * freq / sr), r * r]
+    from scipy.signal import lfilter  # local: keeps `modalab list` free of scipy
+
     return lfilter([1 - r], a, x)
 
 
