@@ -73,10 +73,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_shards_write(args: argparse.Namespace) -> int:
     from modalab.data.dataset import DataError
-    from modalab.data.shards import manifest_samples, write_shards
+    from modalab.data.tar_shards import manifest_samples, write_shards
 
     if args.digits:
-        from modalab.data.sources.shards_source import write_digits_shards
+        from modalab.data.sources.shards import write_digits_shards
 
         if args.out_dir is not None:
             raise DataError(f"shards write --digits OUT_DIR takes one folder, got {args.manifest!r} "

@@ -445,7 +445,7 @@ def test_masked_rows_have_zero_gradient_and_are_exact_zero():
 
 def _build(name, **fields):
     from modalab import registry
-    import modalab.align.objectives  # noqa: F401  (registers the losses)
+    import modalab.align.objectives_extended  # noqa: F401  (registers the losses)
 
     entry = registry.get("loss", name)
     return entry.builder(entry.schema.model_validate({"name": name, **fields}))

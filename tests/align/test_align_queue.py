@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from modalab.align.losses import info_nce
-from modalab.align.objectives import QueueInfoNCE
+from modalab.align.objectives_extended import QueueInfoNCE
 from modalab.align.queue import MomentumEncoder, NegativeQueue, queue_info_nce, sample_ids
 
 

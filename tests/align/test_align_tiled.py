@@ -197,7 +197,7 @@ def test_errors_name_the_problem():
 
 def test_registered_variants_pick_the_implementation():
     from modalab import registry
-    from modalab.align.contrastive import TiledLossConfig
+    from modalab.align.objectives_clip import TiledLossConfig
 
     x, y, labels = _inputs(40, 8, torch.float64, seed=6)
     s, bias = torch.tensor(9.0, dtype=torch.float64), torch.tensor(-2.0, dtype=torch.float64)

@@ -10,7 +10,7 @@ from modalab import registry
 from modalab.config import ConfigError, from_dict, load
 from modalab.data.dataset import DataError
 from modalab.data.sources import spoken_digits as sd
-from modalab.data.sources.audio_registry import AudioFolderConfig, build_audio_folder
+from modalab.data.sources.audio_sources import AudioFolderConfig, build_audio_folder
 from modalab.experiment.runner import run
 from modalab.models.event_detector import EventBCE, EventCNNConfig, build_event_cnn
 

@@ -9,7 +9,7 @@ import pytest
 from torch.utils.data import DataLoader
 
 from modalab.cli import main
-from modalab.data.shards import ShardError, ShardStream, iter_tar, worker_batches, write_shards
+from modalab.data.tar_shards import ShardError, ShardStream, iter_tar, worker_batches, write_shards
 
 
 def _samples(n):
@@ -80,7 +80,7 @@ def test_shards_write_cli(tmp_path):
     assert main(["shards", "write", str(tmp_path / "m.jsonl"), str(tmp_path / "out"), "--size", "3"]) == 0
     index = json.loads((tmp_path / "out" / "shards.json").read_text())
     assert [s["count"] for s in index["shards"]] == [3, 3, 1]
-    from modalab.data.shards import decode_image_text
+    from modalab.data.tar_shards import decode_image_text
 
     ds = ShardStream(tmp_path / "out", decode_image_text(8, 1), shuffle_buffer=0, rank=0, world=1)
     samples = list(ds)

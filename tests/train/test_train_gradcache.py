@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from modalab.align.contrastive import TiledContrastive
+from modalab.align.objectives_clip import TiledContrastive
 from modalab.data.sample import Batch
 from modalab.models.two_tower import TwoTower
 from modalab.text.encoder import TextTransformer

@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 from modalab.cli import main
 from modalab.config import ConfigError, load
 from modalab.data.dataset import DataError
-from modalab.data.shards import ShardStream, read_index, write_shards
-from modalab.data.sources.shards_source import ShardsConfig, build_shards
+from modalab.data.tar_shards import ShardStream, read_index, write_shards
+from modalab.data.sources.shards import ShardsConfig, build_shards
 from modalab.train.loader import TrainStream
 
 RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "clip_digits_shards.yaml")

@@ -27,7 +27,8 @@ import torch.distributed as dist
 from torch import Tensor
 
 from modalab._dist_info import is_dist, world_info
-from modalab.align.tile_plan import PairMask, acc_dtype, make_mask
+from modalab.align.tile_plan import PairMask, make_mask
+from modalab.constants import acc_dtype
 from modalab.align.tiled import (
     TiledInfoNCEFn, TiledSigLIPFn, _as_tensor, _check, _tile, grad_pass, lse_pass, siglip_pass,
     siglip_saved_backward,

@@ -21,12 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from modalab.constants import acc_dtype
+
 NEG_INF = float("-inf")
-
-
-def _acc_dtype(*tensors: Tensor) -> torch.dtype:
-    """float64 if any input is float64, else float32."""
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
 def _check_pair(fn: str, image_emb: Tensor, text_emb: Tensor) -> None:
@@ -65,7 +62,7 @@ def same_label_mask(labels: Tensor) -> Tensor:
 
 
 def _logits(image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor | float) -> Tensor:
-    dt = _acc_dtype(image_emb, text_emb)
+    dt = acc_dtype(image_emb, text_emb)
     return logit_scale * (image_emb.to(dt) @ text_emb.to(dt).T)  # (B, B)
 
 
@@ -318,7 +315,7 @@ def filip_logits(
             f"filip_logits expects (B, Ni, D) and (C, Nt, D) tokens, got "
             f"{tuple(image_tokens.shape)} and {tuple(text_tokens.shape)}"
         )
-    dt = _acc_dtype(image_tokens, text_tokens)
+    dt = acc_dtype(image_tokens, text_tokens)
     bi, ni, _ = image_tokens.shape
     bt, nt, _ = text_tokens.shape
     dev = image_tokens.device

@@ -28,7 +28,7 @@ import yaml
 from pydantic import Field, field_validator
 from torch import Tensor
 
-from modalab.align.losses import _acc_dtype
+from modalab.constants import acc_dtype
 from modalab.config import NamedBase
 from modalab.registry import register
 
@@ -319,7 +319,7 @@ def sampled_info_nce(
         if n < b:
             raise ValueError(f"sampled_info_nce: {b} anchors but only {n} candidates; pass positive_index")
         positive_index = torch.arange(b, device=image_emb.device)
-    dt = _acc_dtype(image_emb, text_emb)
+    dt = acc_dtype(image_emb, text_emb)
     img, txt = image_emb.to(dt), text_emb.to(dt)
     pos = logit_scale * (img * txt[positive_index.long()]).sum(dim=1)  # (B,)
     none = neg_idx < 0

@@ -24,7 +24,8 @@ import hashlib
 import torch
 from torch import Tensor, nn
 
-from modalab.align.losses import NEG_INF, _acc_dtype, _check_pair, _exclusion
+from modalab.align.losses import NEG_INF, _check_pair, _exclusion
+from modalab.constants import acc_dtype
 
 
 class NegativeQueue(nn.Module):
@@ -184,7 +185,7 @@ def queue_info_nce(
         scalar loss in the accumulation dtype.
     """
     _check_pair("queue_info_nce", image_emb, text_emb)
-    dt = _acc_dtype(image_emb, text_emb)
+    dt = acc_dtype(image_emb, text_emb)
     img, txt = image_emb.to(dt), text_emb.to(dt)
     b = img.shape[0]
     batch = logit_scale * (img @ txt.T)  # (B, B)

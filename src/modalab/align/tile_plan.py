@@ -16,11 +16,6 @@ DEFAULT_BUDGET = 160 * MiB  # logit buffers per loss call (4096 x 4096 x 2 in fp
 MAX_EDGE = 8192
 
 
-def acc_dtype(*tensors: Tensor) -> torch.dtype:
-    """float64 if any input is float64, else float32 (bfloat16 / float16 accumulate in fp32)."""
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
 # None: bfloat16 / float16 inputs use low-precision GEMMs where the hardware is fast at them
 # (CUDA, or a CPU with AMX); True / False forces the choice (tests, benchmarks).
 LOWP_MATMUL: bool | None = None

@@ -28,7 +28,8 @@ import math
 import torch
 from torch import Tensor
 
-from modalab.align.tile_plan import PairMask, acc_dtype, auto_tile, lowp_matmul, make_mask
+from modalab.align.tile_plan import PairMask, auto_tile, lowp_matmul, make_mask
+from modalab.constants import acc_dtype
 
 __all__ = [
     "tiled_info_nce", "tiled_siglip", "TiledInfoNCEFn", "TiledSigLIPFn",

@@ -26,6 +26,7 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor
 
+from modalab.constants import TAU_RANGE
 from modalab.eval.geometry import (
     alignment,
     effective_rank,
@@ -56,7 +57,7 @@ class AlignmentMonitor:
         min_rank_fraction: float = 0.05,
         gap_factor: float = 1.5,
         gap_floor: float = 0.1,
-        tau_range: tuple[float, float] = (0.01, 0.1),
+        tau_range: tuple[float, float] = TAU_RANGE,
         max_logit_scale: float = 100.0,
         quantiles: Sequence[float] = (0.05, 0.5, 0.95),
         prefix: str = "monitor/",

@@ -25,6 +25,7 @@ import yaml
 from modalab.experiment.report import write_sweep_report
 from modalab.experiment.stats import Comparison, compare, fmt_p
 from modalab.experiment.sweep import base_config_text, load_plan
+from modalab.constants import TAU_RANGE
 
 
 def _f(v: str) -> float:
@@ -36,7 +37,7 @@ def _f(v: str) -> float:
 
 # recipe stem -> which arms (by swept params) the chapter says should win
 CLAIMED: dict[str, Callable[[dict[str, str]], bool]] = {
-    "temperature": lambda p: 0.01 <= _f(p.get("loss.temperature", "nan")) <= 0.1,
+    "temperature": lambda p: TAU_RANGE[0] <= _f(p.get("loss.temperature", "nan")) <= TAU_RANGE[1],
     "batch_size": lambda p: _f(p.get("train.batch_size", "nan")) >= 128,
     "negative_mix": lambda p: _f(p.get("loss.negatives.hard_fraction", "nan")) == 0.2,
     "curriculum": lambda p: "curriculum" in p.get("loss.negatives", ""),

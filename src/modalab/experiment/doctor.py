@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
-import math
 import tempfile
 from pathlib import Path
 from statistics import median
@@ -29,8 +27,8 @@ from typing import Any, Callable
 from modalab.experiment.doctor_mix import check_mix
 from modalab.experiment.doctor_view import SEVERITY_ORDER, Finding, RunView
 from modalab.experiment.rundir import RunDir
+from modalab.constants import TAU_RANGE
 
-TAU_RANGE = (0.01, 0.1)
 
 
 # ------------------------------------------------------------------------------------ checks
@@ -337,7 +335,3 @@ def format_findings(findings: list[Finding], path: Path) -> str:
     for f in findings:
         lines += [f"[{f.severity.upper()}] {f.check}: {f.message}", f"    evidence: {f.evidence}", f"    fix: {f.fix}"]
     return "\n".join(lines)
-
-
-def findings_json(findings: list[Finding]) -> str:
-    return json.dumps([f.__dict__ for f in findings], indent=2, default=lambda x: None if math.isnan(x) else x)

@@ -27,8 +27,8 @@ from modalab.experiment.rundir import RunDir
 from modalab.registry import register
 from modalab.text.tokenizer import build_tokenizer
 from modalab.vision.masking import unmasking_ratio
+from modalab.constants import TAU_RANGE
 
-TAU_RANGE = (0.01, 0.1)  # the chapter's advice for the temperature
 
 
 class ContrastiveEval(EvalBase):

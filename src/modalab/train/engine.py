@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from modalab.train.optim import clip_gradients, grad_norm, lr_multiplier, set_lr
-from modalab.train.precision import autocast  # noqa: F401 - re-exported (older imports)
+from modalab.train.precision import autocast
 
 
 class TrainingError(RuntimeError):
@@ -186,9 +186,3 @@ def fit(
         bar.update(1)
     bar.close()
     return {"steps": cfg.steps, "skipped_steps": st.skipped, "train_seconds": time.perf_counter() - t_start}
-
-
-def infinite(loader: Any) -> Iterator[Any]:
-    """Cycle over a DataLoader forever (a new shuffle each epoch)."""
-    while True:
-        yield from loader

@@ -7,7 +7,7 @@ which rank ``r`` takes positions ``r, r + W, r + 2W, ...`` — so the W local ba
 together are exactly the single-process batch of ``W x`` the size. The position is
 ``(epoch, batch)``; a resumed stream starts at that batch without loading the ones before it.
 
-Iterable datasets (``data/shards.py``) split themselves by rank and worker; their DataLoader is
+Iterable datasets (``data/tar_shards.py``) split themselves by rank and worker; their DataLoader is
 rebuilt with the local batch size (``drop_last`` as the dataset says, default True). When they
 have ``set_epoch``/``set_position`` the stream calls them, otherwise a resumed stream skips batches
 by reading them. Any other iterable is cycled and skipped the same way.

@@ -41,10 +41,6 @@ def stage_index(stages: Sequence[Stage], step: int) -> int:
     return len(stages) - 1
 
 
-def stage_start(stages: Sequence[Stage], index: int) -> int:
-    return sum(s.steps for s in stages[:index])
-
-
 def set_trainable(model: nn.Module, patterns: Sequence[str]) -> int:
     """``requires_grad`` = name matches one of ``patterns``; returns the trainable count.
 

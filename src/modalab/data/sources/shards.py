@@ -1,6 +1,6 @@
 """Image-text pairs from WebDataset-format tar shards (``data.source: shards``).
 
-Training streams ``data.root`` through :class:`~modalab.data.shards.ShardStream`: shard order and a
+Training streams ``data.root`` through :class:`~modalab.data.tar_shards.ShardStream`: shard order and a
 shuffle buffer (``data.shuffle_buffer``) drawn per epoch, shards split by process and DataLoader
 worker (``data.num_workers``), resumable from the checkpointed position. Evaluation reads the
 held-out shards in ``data.eval_root`` (a second folder written the same way) in full on every
@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from modalab.config import DataBase
 from modalab.data.dataset import DataError, DataSplits, stratified_split
 from modalab.data.sample import Sample
-from modalab.data.shards import ShardError, ShardStream, decode_image_text, iter_tar, read_index, write_shards
+from modalab.data.tar_shards import ShardError, ShardStream, decode_image_text, iter_tar, read_index, write_shards
 from modalab.data.transforms import random_shift
 from modalab.registry import register
 

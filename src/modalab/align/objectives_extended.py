@@ -1,6 +1,6 @@
 """Registered objectives for the extended losses: thin ``nn.Module`` wrappers.
 
-They share the call of ``align/contrastive.py``::
+They share the call of ``align/objectives_clip.py``::
 
     loss = objective(image_emb, text_emb, logit_scale=..., logit_bias=..., labels=...)
 

@@ -1,0 +1,86 @@
+"""The package layout rules of docs/architecture.md, checked on the source with ``ast``.
+
+- no file in src/ is longer than 400 lines;
+- component packages import nothing from the layers above them (tasks, experiment, models);
+- modality packages (text, vision, audio, video) import neither each other nor fusion;
+- layers/ imports nothing else from modalab; tasks never import the runner.
+Every import counts, including those inside functions.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "modalab"
+COMPONENTS = ("align", "fusion", "text", "vision", "audio", "video", "data", "eval", "layers")
+ABOVE = ("tasks", "experiment", "models")
+MODALITIES = ("text", "vision", "audio", "video")
+
+
+def _files():
+    return sorted(SRC.rglob("*.py"))
+
+
+def _package(path: Path) -> str:
+    rel = path.relative_to(SRC)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every modalab import in ``path``, relative imports resolved."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    pkg = ["modalab", *path.relative_to(SRC).parent.parts]
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(pkg[: len(pkg) - node.level + 1] + ([base] if base else []))
+            names = [f"{base}.{a.name}" for a in node.names] if base in ("modalab",) else [base]
+            out += [(node.lineno, n) for n in names]
+    return [(ln, m) for ln, m in out if m == "modalab" or m.startswith("modalab.")]
+
+
+def _target(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_imports_are_parsed_with_relative_and_function_level_ones(tmp_path):
+    f = SRC / "vision" / "vit.py"
+    mods = [m for _, m in imports(f)]
+    assert "modalab.layers" in mods or any(m.startswith("modalab.layers.") for m in mods)
+    assert _package(SRC / "layers" / "block.py") == "layers" and _package(SRC / "config.py") == "config"
+
+
+def test_no_source_file_over_400_lines():
+    long = {str(p.relative_to(SRC)): n for p in _files()
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400}
+    assert long == {}
+
+
+@pytest.mark.parametrize("package", COMPONENTS)
+def test_component_packages_do_not_import_upwards(package):
+    bad = [f"{p.relative_to(SRC)}:{ln} imports {m}" for p in _files() if _package(p) == package
+           for ln, m in imports(p) if _target(m) in ABOVE]
+    assert bad == []
+
+
+@pytest.mark.parametrize("package", MODALITIES)
+def test_modality_packages_import_neither_each_other_nor_fusion(package):
+    others = {*MODALITIES, "fusion"} - {package}
+    bad = [f"{p.relative_to(SRC)}:{ln} imports {m}" for p in _files() if _package(p) == package
+           for ln, m in imports(p) if _target(m) in others]
+    assert bad == []
+
+
+def test_layers_import_only_layers_and_tasks_never_the_runner():
+    bad = [f"{p.relative_to(SRC)}:{ln} imports {m}" for p in _files() if _package(p) == "layers"
+           for ln, m in imports(p) if _target(m) != "layers"]
+    bad += [f"{p.relative_to(SRC)}:{ln} imports {m}" for p in _files() if _package(p) == "tasks"
+            for ln, m in imports(p) if m.startswith(("modalab.experiment.runner", "modalab.experiment.sweep",
+                                                      "modalab.experiment.prerequisites"))]
+    assert bad == []
