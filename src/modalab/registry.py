@@ -155,7 +155,7 @@ def declared_entries(kind: str | None = None) -> list[tuple[str, str, str]]:
     for mod in builder_modules():
         path = root.parent.joinpath(*mod.split(".")).with_suffix(".py")
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        for node in ast.walk(tree):
+        for node in tree.body:  # builder_modules() matched column-0 decorators: module level only
             if not isinstance(node, (ast.FunctionDef, ast.ClassDef)):
                 continue
             for dec in node.decorator_list:

@@ -14,14 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from modalab.align.fine_grained import filip_logits, multi_granularity_loss, multi_granularity_terms
 from modalab.align.losses import (
-    filip_logits,
     hard_negative_info_nce,
     hcl_info_nce,
     info_nce,
     label_targets,
-    multi_granularity_loss,
-    multi_granularity_terms,
     same_label_mask,
     siglip,
     soft_label_info_nce,

@@ -28,10 +28,10 @@ from modalab.align.losses import (
     hard_negative_info_nce,
     hcl_info_nce,
     label_targets,
-    multi_granularity_loss,
     same_label_mask,
     soft_label_info_nce,
 )
+from modalab.align.fine_grained import multi_granularity_loss
 from modalab.align.negatives import sampled_info_nce
 from modalab.align.queue import NegativeQueue, queue_info_nce
 from modalab.config import LossBase
