@@ -22,10 +22,10 @@ from typing import Callable
 
 import yaml
 
+from modalab.constants import TAU_RANGE
 from modalab.experiment.report import write_sweep_report
 from modalab.experiment.stats import Comparison, compare, fmt_p
 from modalab.experiment.sweep import base_config_text, load_plan
-from modalab.constants import TAU_RANGE
 
 
 def _f(v: str) -> float:

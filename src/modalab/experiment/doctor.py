@@ -24,10 +24,10 @@ from pathlib import Path
 from statistics import median
 from typing import Any, Callable
 
+from modalab.constants import TAU_RANGE
 from modalab.experiment.doctor_mix import check_mix
 from modalab.experiment.doctor_view import SEVERITY_ORDER, Finding, RunView
 from modalab.experiment.rundir import RunDir
-from modalab.constants import TAU_RANGE
 
 
 

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from modalab import registry
 from modalab.align.queue import sample_ids
 from modalab.config import EvalBase, Recipe
+from modalab.constants import TAU_RANGE
 from modalab.data.dataset import epoch_loader
 from modalab.data.sample import Batch, collate
 from modalab.eval.monitors import AlignmentMonitor
@@ -27,7 +28,6 @@ from modalab.experiment.rundir import RunDir
 from modalab.registry import register
 from modalab.text.tokenizer import build_tokenizer
 from modalab.vision.masking import unmasking_ratio
-from modalab.constants import TAU_RANGE
 
 
 
