@@ -7,9 +7,9 @@ from modalab.layers.attention import (
     Attention, KVCache, MultiHeadAttention, RopeFn, causal_mask, multi_head_attention, naive_attention,
 )
 from modalab.layers.block import Block, Transformer
-from modalab.layers.mlp import Mlp
+from modalab.layers.mlp import Activation, Mlp
 
 __all__ = [
-    "Attention", "Block", "KVCache", "Mlp", "MultiHeadAttention", "RopeFn", "Transformer",
+    "Activation", "Attention", "Block", "KVCache", "Mlp", "MultiHeadAttention", "RopeFn", "Transformer",
     "causal_mask", "multi_head_attention", "naive_attention",
 ]
