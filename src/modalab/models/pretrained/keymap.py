@@ -23,6 +23,7 @@ class KeyMap:
     renames: dict[str, str] = field(default_factory=dict)  # modalab key -> library key
     fused: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # modalab qkv -> (q, k, v)
     ignore: tuple[str, ...] = ("*position_ids",)  # library keys that carry no weights
+    transposed: set[str] = field(default_factory=set)  # modalab keys stored transposed there
 
     def rename(self, ours: str, theirs: str) -> None:
         self.renames[ours] = theirs
@@ -52,7 +53,7 @@ class KeyMap:
             return theirs[key]
 
         for ours, key in self.renames.items():
-            out[ours] = take(key)
+            out[ours] = take(key).T if ours in self.transposed else take(key)
         for ours, (q, k, v) in self.fused.items():
             tq = take(q)
             tk = take(k) if (k in theirs or not ours.endswith(".bias")) else torch.zeros_like(tq)
@@ -75,7 +76,8 @@ class KeyMap:
         shapes = shapes or {}
         out: dict[str, Tensor] = {}
         for mine, key in self.renames.items():
-            out[key] = ours[mine].detach().clone().contiguous()
+            t = ours[mine].detach()
+            out[key] = (t.T if mine in self.transposed else t).clone().contiguous()
         for mine, (q, k, v) in self.fused.items():
             tq, tk, tv = ours[mine].detach().chunk(3, dim=0)
             out[q], out[k], out[v] = tq.clone(), tk.clone(), tv.clone()
