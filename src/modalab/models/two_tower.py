@@ -121,6 +121,9 @@ class VisionTowerConfig(Section):
     unmask_steps: int = Field(
         0, ge=0, description="FLIP unmasking tuning: the last N training steps run with patch_dropout 0"
     )
+    pretrained: str | None = Field(
+        None, description="hf:DIR image tower (CLIP/SigLIP/ViT); its checkpoint decides the architecture"
+    )
 
 
 class TextTowerConfig(Section):
@@ -131,6 +134,9 @@ class TextTowerConfig(Section):
     heads: int = Field(4, gt=0)
     mlp_ratio: float = Field(4.0, gt=0)
     pool: Literal["mean", "eos"] = "mean"
+    pretrained: str | None = Field(
+        None, description="hf:DIR text tower (CLIP/SigLIP) with its tokenizer; decides the architecture"
+    )
 
 
 class DualEncoderConfig(NamedBase):
@@ -146,28 +152,37 @@ class DualEncoderConfig(NamedBase):
 
 class TwoTowerConfig(DualEncoderConfig):
     vision: VisionTowerConfig = Field(default_factory=VisionTowerConfig)
+    pretrained: str | None = Field(
+        None, description="hf:DIR (CLIPModel/SiglipModel folder) or open_clip:FILE: the whole dual encoder"
+    )
 
 
 def assemble_dual_encoder(
     cfg: DualEncoderConfig, media_encoder: nn.Module, media_width: int, vocab_size: int
 ) -> TwoTower:
     """A :class:`TwoTower` from any media encoder ((B, ...) -> (B, media_width)) plus the text
-    tower, projections and temperature that ``cfg`` describes."""
+    tower, projections and temperature that ``cfg`` describes (``text.pretrained``: a loaded tower)."""
     t = cfg.text
-    txt = TextTransformer(
-        vocab_size=vocab_size,
-        context_length=t.context_length,
-        width=t.width,
-        depth=t.depth,
-        heads=t.heads,
-        mlp_ratio=t.mlp_ratio,
-        pool=t.pool,
-    )
+    if t.pretrained:
+        from modalab.models.pretrained.recipe_build import pretrained_text_tower
+
+        txt, text_width = pretrained_text_tower(t.pretrained, vocab_size)
+    else:
+        txt = TextTransformer(
+            vocab_size=vocab_size,
+            context_length=t.context_length,
+            width=t.width,
+            depth=t.depth,
+            heads=t.heads,
+            mlp_ratio=t.mlp_ratio,
+            pool=t.pool,
+        )
+        text_width = t.width
     return TwoTower(
         media_encoder,
         txt,
         nn.Linear(media_width, cfg.embed_dim, bias=False),
-        nn.Linear(t.width, cfg.embed_dim, bias=False),
+        nn.Linear(text_width, cfg.embed_dim, bias=False),
         init_logit_scale=cfg.init_logit_scale,
         max_logit_scale=cfg.max_logit_scale,
         learn_logit_scale=cfg.learn_logit_scale,
@@ -179,8 +194,16 @@ def assemble_dual_encoder(
 def build_two_tower(
     cfg: TwoTowerConfig, *, image_size: int, in_channels: int, vocab_size: int
 ) -> TwoTower:
-    """CLIP-style dual encoder: small ViT + small text transformer + linear projections."""
+    """CLIP-style dual encoder: small ViT + small text transformer + linear projections; or a
+    pretrained one (``pretrained``), or pretrained towers (``vision.pretrained``, ``text.pretrained``)."""
+    from modalab.models.pretrained import recipe_build
+
+    if cfg.pretrained:
+        return recipe_build.pretrained_dual_encoder(cfg, vocab_size)
     v = cfg.vision
+    if v.pretrained:
+        tower, width = recipe_build.pretrained_image_tower(v)
+        return assemble_dual_encoder(cfg, tower, width, vocab_size)
     vit = VisionTransformer(
         image_size=image_size,
         patch_size=v.patch_size,

@@ -25,6 +25,7 @@ from modalab.eval.monitors import AlignmentMonitor
 from modalab.eval.retrieval import retrieval_metrics
 from modalab.eval.zeroshot import class_embeddings, zeroshot_accuracy
 from modalab.experiment.rundir import RunDir
+from modalab.models.pretrained.recipe_build import recipe_tokenizer
 from modalab.registry import register
 from modalab.text.tokenizer import build_tokenizer
 from modalab.vision.masking import unmasking_ratio
@@ -54,7 +55,9 @@ class ContrastiveTask:
         self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.run.seed)
         prompts = [p.format(label=c) for c in (self.data.classnames or []) for p in self.eval_cfg.prompts]
         tcfg = recipe.model.text  # type: ignore[attr-defined]
-        self.tokenizer = build_tokenizer(tcfg.tokenizer, [*self.data.texts, *prompts], tcfg.context_length)
+        self.tokenizer = recipe_tokenizer(recipe.model) or build_tokenizer(
+            tcfg.tokenizer, [*self.data.texts, *prompts], tcfg.context_length
+        )  # a pretrained text tower brings its own tokenizer
         # model and objective
         self.model = registry.build(
             "model",
