@@ -16,6 +16,7 @@ from pathlib import Path
 
 from modalab import registry
 from modalab.experiment.commands import add_commands
+from modalab.experiment.pretrained_commands import add_pretrained_commands
 
 HEADLINE_KEYS = (
     "zeroshot_top1",
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("kind", nargs="?", help="only this kind (e.g. loss, model, source, task)")
     ls.set_defaults(fn=cmd_list)
     add_commands(sub)  # sweep | compare | report | doctor (experiment layer)
+    add_pretrained_commands(sub)  # zeroshot | export | wise-ft (checkpoints in and out)
     return p
 
 

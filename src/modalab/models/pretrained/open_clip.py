@@ -181,5 +181,5 @@ def open_clip_config(model: TwoTower) -> dict[str, Any]:
                      "mlp_ratio": tblk.mlp.fc1.out_features / txt.width},
     }
     if model.logit_bias is not None:
-        cfg["init_logit_bias"] = float(model.logit_bias)
+        cfg["init_logit_bias"] = float(model.logit_bias.detach())
     return cfg

@@ -29,8 +29,14 @@ SHAPE_KEYS = {"vision": ("patch_size", "width", "depth", "heads", "mlp_ratio", "
               "text": ("tokenizer", "context_length", "width", "depth", "heads", "mlp_ratio", "pool")}
 
 
+def _changed(section: Any, keys: tuple[str, ...]) -> list[str]:
+    """Keys whose value differs from the default (a resolved config.yaml lists every key)."""
+    default = type(section)()
+    return sorted(k for k in keys if getattr(section, k) != getattr(default, k))
+
+
 def _check_unset(section: Any, keys: tuple[str, ...], where: str, spec: str) -> None:
-    clash = sorted(set(keys) & section.model_fields_set)
+    clash = _changed(section, keys)
     if clash:
         raise PretrainedError(
             f"{where}.{clash[0]} is set, but {spec} decides the architecture; remove "
@@ -41,8 +47,7 @@ def _check_unset(section: Any, keys: tuple[str, ...], where: str, spec: str) -> 
 def pretrained_dual_encoder(cfg: Any, vocab_size: int) -> TwoTower:
     """``model.pretrained``: the whole dual encoder, image tower wrapped for modalab images."""
     for name in ("vision", "text"):
-        if name in cfg.model_fields_set:
-            _check_unset(getattr(cfg, name), SHAPE_KEYS[name] + ("pretrained",), f"model.{name}", cfg.pretrained)
+        _check_unset(getattr(cfg, name), SHAPE_KEYS[name] + ("pretrained",), f"model.{name}", cfg.pretrained)
     model, settings = load_dual_encoder(cfg.pretrained)
     vocab = model.text_encoder.vocab_size
     if vocab_size != vocab:
@@ -86,6 +91,6 @@ def recipe_tokenizer(model_cfg: Any) -> PretrainedTokenizer | None:
     if not spec:
         return None
     text = getattr(model_cfg, "text", None)
-    if text is not None and "tokenizer" in text.model_fields_set:
+    if text is not None and _changed(text, ("tokenizer",)):
         raise PretrainedError(f"model.text.tokenizer is set, but {spec} brings its own tokenizer; remove it")
     return load_tokenizer(spec, text_context_length(spec))
