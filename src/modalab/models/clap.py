@@ -31,6 +31,9 @@ class AudioTowerConfig(Section):
     heads: int = Field(4, gt=0)
     cnn_widths: list[int] = Field(default_factory=lambda: [16, 32, 64], min_length=1)
     spec_augment: Literal["none", "LB", "LD", "SM", "SS"] = "none"
+    pretrained: str | None = Field(
+        None, description="hf:DIR Whisper checkpoint: its encoder (and n_mels) replace encoder/width/depth/heads"
+    )
 
 
 class ClapConfig(DualEncoderConfig):
@@ -40,6 +43,15 @@ class ClapConfig(DualEncoderConfig):
 def build_audio_tower(cfg: AudioTowerConfig, clip_samples: int, seed: int | None = None) -> AudioTower:
     """An AudioTower for clips of ``clip_samples`` 16 kHz samples; ``tower.dim`` is its width."""
     aug = None if cfg.spec_augment == "none" else cfg.spec_augment
+    if cfg.pretrained:
+        from modalab.models.pretrained.load import load_audio_encoder
+
+        enc, _ = load_audio_encoder(cfg.pretrained)
+        frames = clip_samples // HOP + 1
+        if frames > 2 * enc.pos.shape[0]:
+            raise ValueError(f"{cfg.pretrained}: clips of {frames} mel frames exceed the encoder's "
+                             f"{2 * enc.pos.shape[0]}; use shorter clips")
+        return AudioTower(LogMel(enc.conv1.in_channels, aug, seed=seed), enc)
     frontend = LogMel(cfg.n_mels, aug, seed=seed)
     if cfg.encoder == "whisper":
         enc: nn.Module = WhisperStyleEncoder(cfg.n_mels, cfg.width, cfg.depth, cfg.heads,

@@ -69,3 +69,19 @@ def test_missing_preprocessor_config_names_the_folder(tmp_path, vit_dir):
     (folder / "preprocessor_config.json").unlink()
     with pytest.raises(PretrainedError, match=f"{folder}: missing preprocessor_config.json"):
         _build(_recipe({"vision": {"pretrained": f"hf:{folder}"}}), 40)
+
+
+def test_audio_pretrained_whisper_in_clap(whisper_dir):
+    from modalab.models.clap import AudioTowerConfig, build_audio_tower
+    from modalab.models.pretrained.load import load_audio_encoder
+
+    tower = build_audio_tower(AudioTowerConfig(pretrained=f"hf:{whisper_dir}"), clip_samples=160 * 30)
+    ref, _ = load_audio_encoder(f"hf:{whisper_dir}")
+    wave = torch.randn(2, 160 * 30)
+    mel = tower.frontend(wave)
+    assert mel.shape[1] == 16  # the checkpoint's n_mels, not the config's default
+    with torch.no_grad():
+        torch.testing.assert_close(tower.frames(wave), ref(mel))
+    assert tower(wave).shape == (2, 32)
+    with pytest.raises(ValueError, match="exceed the encoder"):
+        build_audio_tower(AudioTowerConfig(pretrained=f"hf:{whisper_dir}"), clip_samples=160 * 60)
