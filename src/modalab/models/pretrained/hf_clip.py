@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from modalab.models.pretrained.keymap import KeyMap
@@ -169,10 +170,12 @@ def load_hf_dual_encoder(folder: Path) -> TwoTower:
     """A CLIPModel or SiglipModel folder -> :class:`TwoTower` with its weights."""
     cfg = auto_config(folder)
     where = str(folder)
-    model = build_dual(cfg, where)
+    with torch.device("meta"):  # no memory for random weights that are replaced at once
+        model = build_dual(cfg, where)
     km = dual_keymap(cfg.model_type, cfg.vision_config.num_hidden_layers, cfg.text_config.num_hidden_layers)
     shapes = {k: v.shape for k, v in model.state_dict().items()}
-    model.load_state_dict(km.to_ours(hf_state_dict(folder), shapes, where))
+    state = {k: v.float() for k, v in km.to_ours(hf_state_dict(folder), shapes, where).items()}
+    model.load_state_dict(state, assign=True)  # the loaded tensors become the parameters
     return model.eval()
 
 

@@ -67,7 +67,7 @@ class KeyMap:
         for k, shape in shapes.items():
             if out[k].numel() != torch.Size(shape).numel():
                 raise PretrainedError(f"{where}: {k} has {tuple(out[k].shape)}, expected {tuple(shape)}")
-            out[k] = out[k].reshape(shape).clone()
+            out[k] = out[k].reshape(shape).contiguous()  # no copy unless transposed
         return out
 
     # ------------------------------------------------------------------ modalab -> library
