@@ -64,6 +64,9 @@ class PretrainedTextTransformer(nn.Module):
 
     def pool_tokens(self, x: Tensor, tokens: Tensor) -> Tensor:
         """(B, L, width) features and their (B, L) ids -> (B, width)."""
+        if tokens.dtype == torch.bool:
+            raise ValueError("this text tower pools by token ids, not a validity mask; token-level losses "
+                             "(FILIP-style) are not supported with pretrained text towers")
         if self.pool == "last":
             return x[:, -1]
         if self.pool == "argmax":

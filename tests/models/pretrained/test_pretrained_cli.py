@@ -91,7 +91,7 @@ def finetuned(tmp_path_factory, clip_dir) -> Path:
     tmp = tmp_path_factory.mktemp("ft")
     man = digits_manifest(tmp / "digits")
     ov = [f"model.pretrained=hf:{clip_dir}", f"data.path={man}", "train.steps=12", "train.batch_size=32",
-          "train.eval_every=0", "optim.lr=3e-3", "optim.warmup_steps=2"]
+          "train.eval_every=0", "optim.lr=3e-3", "optim.warmup_steps=2", "run.progress=false"]
     return run(load(RECIPE, ov), tmp / "run")
 
 
@@ -133,7 +133,7 @@ def test_export_round_trip(finetuned, tmp_path, to):
 
 
 def test_export_refuses_a_scratch_two_tower(tmp_path, capsys):
-    ov = ["train.steps=2", "train.batch_size=16", "train.eval_every=0", "data.image_size=8"]
+    ov = ["train.steps=2", "train.batch_size=16", "train.eval_every=0", "data.image_size=8", "run.progress=false"]
     src = run(load(Path(RECIPE).parent / "clip_digits.yaml", ov), tmp_path / "scratch")
     assert main(["export", str(src), "--to", "hf", str(tmp_path / "x")]) == 2
     assert "CLIP/SigLIP layout" in capsys.readouterr().err

@@ -98,3 +98,10 @@ def test_unknown_weights_are_an_error(tmp_path, clip_dir):
         load_dual_encoder(f"hf:{bad}")
     cfg = json.loads((bad / "config.json").read_text())
     assert cfg["model_type"] == "clip"
+
+
+def test_token_level_losses_are_refused(clip_dir):
+    ours, _ = load_dual_encoder(f"hf:{clip_dir}")
+    px, ids = _inputs(2)
+    with pytest.raises(ValueError, match="token-level losses"):
+        ours(px, ids, return_tokens=True)

@@ -24,6 +24,7 @@ def test_tokenizer_ids_identical_to_transformers(clip_dir):
     assert ours(TEXTS).tolist() == want
     assert ours(TEXTS)[3, -1].item() == 98  # truncation keeps end-of-text
     assert ours.vocab_size == 99 and ours.pad_id == 2
+    assert ours.encode("a cat") == ref("a cat")["input_ids"]
 
 
 def test_tokenizer_without_pad_token_is_an_error(tmp_path, clip_dir):

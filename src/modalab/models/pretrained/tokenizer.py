@@ -81,8 +81,11 @@ class PretrainedTokenizer:
         return torch.tensor([e.ids for e in self._tok.encode_batch(list(texts))], dtype=torch.long)
 
     def encode(self, text: str) -> list[int]:
-        """Ids of one text without padding."""
-        return [i for i in self([text])[0].tolist()][: self.context_length]
+        """Ids of one text (special tokens included, truncated, trailing padding removed)."""
+        ids = self([text])[0].tolist()
+        while ids and ids[-1] == self.pad_id and self.pad_id is not None:
+            ids.pop()
+        return ids
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "pretrained", "path": str(self.folder), "context_length": self.context_length}
