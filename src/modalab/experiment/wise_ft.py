@@ -5,6 +5,10 @@ weight (the temperature and bias included). alpha = 0 is the checkpoint the run 
 (``model.pretrained``), alpha = 1 the run's final weights. Each mix is evaluated by the run's own
 task on the run's held-out split, exactly as the run evaluated itself.
 
+When the held-out split has classes that no training row has (e.g. a manifest whose ``split``
+column keeps some labels out of fine-tuning), the curve also reports zero-shot top-1 on the
+classes seen in training and on the unseen ones: the in-domain gain and the zero-shot retention.
+
 Choosing alpha is model selection: pick it on a validation split, not on the split reported
 (the curve written here is on the run's held-out split; the run's recipe decides which that is).
 """
@@ -21,7 +25,37 @@ import torch
 from modalab import registry
 from modalab.experiment.rundir import RunDir, git_commit, now_iso
 
-KEYS = ("zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "text_to_image_R@1")
+KEYS = ("zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "text_to_image_R@1",
+        "zeroshot_top1_seen", "zeroshot_top1_unseen")
+
+
+def train_classes(task: Any) -> set[int] | None:
+    """Labels of the training split (None when the split cannot be listed, e.g. streamed shards)."""
+    train = task.data.train
+    if not hasattr(train, "__len__") or not hasattr(train, "__getitem__") or not task.data.classnames:
+        return None
+    labels = (train[i].label for i in range(len(train)))  # loads each training sample once
+    return {int(y) for y in labels if y is not None}
+
+
+@torch.no_grad()
+def seen_unseen(task: Any, seen: set[int]) -> dict[str, float]:
+    """Zero-shot top-1 on held-out items whose class is / is not among the training labels."""
+    from modalab.eval.zeroshot import class_embeddings, predict
+
+    img, _, labels = task.embed(task.data.test)
+    if labels is None:
+        return {}
+    dev = task.model.logit_scale.device
+    cls = class_embeddings(lambda t: task.model.encode_text(task.tokenizer(t).to(dev)).cpu(),
+                           task.data.classnames, task.eval_cfg.prompts)
+    hit = predict(img, cls) == labels
+    is_seen = torch.tensor([int(y) in seen for y in labels])
+    out = {}
+    for name, mask in (("seen", is_seen), ("unseen", ~is_seen)):
+        if mask.any():
+            out[f"zeroshot_top1_{name}"] = hit[mask].double().mean().item()
+    return out
 
 
 def interpolate(pre: dict[str, torch.Tensor], fine: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
@@ -51,14 +85,20 @@ def wise_ft(run_dir: Path, alphas: list[float], out: Path | None = None) -> RunD
         load_weights(ckpt, task.model)
         fine = {k: v.detach().clone() for k, v in task.model.state_dict().items()}
         curve: list[dict[str, Any]] = []
+        seen = train_classes(task)
+        split_classes = seen is not None and len(seen) < len(task.data.classnames)
         for a in alphas:
             task.model.load_state_dict(interpolate(pre, fine, a))
             res = task.evaluate(final=False)
+            if split_classes:
+                res.update(seen_unseen(task, seen))
             curve.append({"alpha": a, **{k: float(res[k]) for k in KEYS if k in res}})
     run.write_run_info({"name": "wise_ft", "status": "completed", "created": now_iso(), "git_commit": git_commit(),
                         "recipe": f"wise-ft {run_dir}", "source_run": str(run_dir), "pretrained": recipe.model.pretrained,
                         "seed": recipe.run.seed})
-    run.write_results({"split": "the source run's held-out split", "source_run": str(run_dir), "curve": curve})
+    run.write_results({"split": "the source run's held-out split", "source_run": str(run_dir), "curve": curve,
+                       "unseen_classes": sorted(task.data.classnames[i] for i in range(len(task.data.classnames))
+                                                if seen is not None and i not in seen)})
     (run.path / "report.html").write_text(render(run_dir, curve), encoding="utf-8")
     return run
 

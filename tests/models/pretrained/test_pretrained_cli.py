@@ -157,3 +157,27 @@ def test_interpolate_is_linear():
     assert interpolate(a, b, 0.0)["w"].tolist() == [0.0] * 3 and interpolate(a, b, 1.0)["n"].item() == 2
     with pytest.raises(ValueError, match="differ in keys"):
         interpolate(a, {"w": b["w"]}, 0.5)
+
+
+def test_wise_ft_reports_seen_and_unseen_classes(tmp_path, clip_dir):
+    """Classes kept out of fine-tuning (test rows only) get their own zero-shot curve."""
+    man = digits_manifest(tmp_path / "digits", 120)
+    rows = [json.loads(x) for x in man.read_text().splitlines()]
+    for r in rows:  # 'eight' and 'nine' only in the test split
+        if r["label"] in ("eight", "nine"):
+            r["split"] = "test"
+    man.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    ov = [f"model.pretrained=hf:{clip_dir}", f"data.path={man}", "train.steps=4", "train.batch_size=32",
+          "train.eval_every=0", "run.progress=false"]
+    src = run(load(RECIPE, ov), tmp_path / "run")
+    out = tmp_path / "wise"
+    assert main(["wise-ft", str(src), "--alphas", "0,1", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["unseen_classes"] == ["eight", "nine"]
+    for point in res["curve"]:
+        assert 0.0 <= point["zeroshot_top1_seen"] <= 1.0 and 0.0 <= point["zeroshot_top1_unseen"] <= 1.0
+    n_test = sum(r["split"] == "test" for r in rows)
+    n_unseen = sum(r["label"] in ("eight", "nine") for r in rows)
+    c = res["curve"][1]  # overall top-1 is the item-weighted mean of the two groups
+    mixed = (c["zeroshot_top1_seen"] * (n_test - n_unseen) + c["zeroshot_top1_unseen"] * n_unseen) / n_test
+    assert c["zeroshot_top1"] == pytest.approx(mixed)
