@@ -14,35 +14,46 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from PIL import Image
+if TYPE_CHECKING:  # only the standard library is imported up front (``modalab --help`` stays light)
+    import torch
+    from PIL import Image
 
-from modalab.experiment.checkpoint_models import LoadedDualEncoder, load_any
-from modalab.experiment.rundir import RunDir, git_commit, now_iso
+    from modalab.experiment.checkpoint_models import LoadedDualEncoder
+    from modalab.experiment.rundir import RunDir
 
 DEFAULT_PROMPTS = ["a photo of a {label}"]
 
 
-@torch.no_grad()
 def embed_images(m: LoadedDualEncoder, images: list[Image.Image], batch_size: int) -> torch.Tensor:
+    """(N, E) unit-norm image embeddings, in batches."""
+    import torch
+
     out = []
-    for i in range(0, len(images), batch_size):
-        x = torch.stack([m.image(im) for im in images[i : i + batch_size]])  # (B, C, H, W)
-        out.append(m.model.encode_image(x).float())
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            x = torch.stack([m.image(im) for im in images[i : i + batch_size]])  # (B, C, H, W)
+            out.append(m.model.encode_image(x).float())
     return torch.cat(out)
 
 
-@torch.no_grad()
 def embed_texts(m: LoadedDualEncoder, texts: list[str], batch_size: int) -> torch.Tensor:
-    out = [m.model.encode_text(m.tokenize(texts[i : i + batch_size])).float() for i in range(0, len(texts), batch_size)]
+    """(N, E) unit-norm text embeddings, in batches."""
+    import torch
+
+    with torch.no_grad():
+        out = [m.model.encode_text(m.tokenize(texts[i : i + batch_size])).float()
+               for i in range(0, len(texts), batch_size)]
     return torch.cat(out)
 
 
 def evaluate_manifest(m: LoadedDualEncoder, manifest: Path, prompts: list[str], ks: list[int],
                       batch_size: int = 64, split: str | None = None, root: Path | None = None) -> dict[str, Any]:
     """Zero-shot and retrieval metrics of ``m`` on a manifest (optionally one ``split``)."""
+    import torch
+    from PIL import Image
+
     from modalab.data.sources.manifest import check_image, parse_rows
     from modalab.eval.retrieval import retrieval_metrics
     from modalab.eval.zeroshot import class_embeddings, zeroshot_accuracy
@@ -81,12 +92,15 @@ def evaluate_manifest(m: LoadedDualEncoder, manifest: Path, prompts: list[str], 
 
 
 def _new_run(out: str | None, name: str, info: dict[str, Any]) -> RunDir:
+    from modalab.experiment.rundir import RunDir, git_commit, now_iso
+
     run = RunDir.create(Path(out) if out else None, "runs", name)
     run.write_run_info({"name": name, "status": "completed", "created": now_iso(), "git_commit": git_commit(), **info})
     return run
 
 
 def cmd_zeroshot(args: argparse.Namespace) -> int:
+    from modalab.experiment.checkpoint_models import load_any
     from modalab.experiment.report import write_report
 
     m = load_any(args.model)
@@ -108,6 +122,7 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from modalab.experiment.checkpoint_models import load_any
     from modalab.models.pretrained.export import export_hf, export_open_clip
     from modalab.models.pretrained.load import tokenizer_folder
 
@@ -135,13 +150,13 @@ def cmd_wise_ft(args: argparse.Namespace) -> int:
 
 
 def _guard(fn):  # type: ignore[no-untyped-def]
-    """Checkpoint and data problems end with ``error: ...`` and exit status 2, not a traceback."""
-    from modalab.models.pretrained.source import PretrainedError
+    """Checkpoint and data problems end with ``error: ...`` and exit status 2, not a traceback
+    (``PretrainedError`` is a ValueError)."""
 
     def run(args: argparse.Namespace) -> int:
         try:
             return fn(args)
-        except (PretrainedError, ValueError) as e:
+        except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
 
