@@ -181,3 +181,18 @@ def test_wise_ft_reports_seen_and_unseen_classes(tmp_path, clip_dir):
     c = res["curve"][1]  # overall top-1 is the item-weighted mean of the two groups
     mixed = (c["zeroshot_top1_seen"] * (n_test - n_unseen) + c["zeroshot_top1_unseen"] * n_unseen) / n_test
     assert c["zeroshot_top1"] == pytest.approx(mixed)
+
+
+def test_zeroshot_on_open_clip_checkpoint_matches_hf(tmp_path, clip_dir):
+    """The same weights through open_clip's layout (tokenizer.json beside the file) predict the same."""
+    from modalab.models.pretrained.export import export_open_clip
+    from modalab.models.pretrained.load import load_dual_encoder
+
+    model, pre = load_dual_encoder(f"hf:{clip_dir}")
+    oc = export_open_clip(model, tmp_path / "oc", pre, clip_dir)
+    man = random_manifest(tmp_path / "data")
+    preds = {}
+    for name, spec in (("hf", f"hf:{clip_dir}"), ("oc", f"open_clip:{oc / 'open_clip_pytorch_model.bin'}")):
+        assert main(["zeroshot", "--model", spec, "--data", str(man), "--out", str(tmp_path / name)]) == 0
+        preds[name] = json.loads((tmp_path / name / "artifacts" / "predictions.json").read_text())
+    assert preds["hf"] == preds["oc"]
