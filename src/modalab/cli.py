@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from modalab import registry
+from modalab.errors import ModalabError, ResumeError, clip
 from modalab.experiment.commands import add_commands
 from modalab.experiment.pretrained_commands import add_pretrained_commands
 
@@ -43,6 +44,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from modalab.config import load
     from modalab.experiment.runner import run
 
+    if args.restart and not args.resume:
+        raise ResumeError("--restart only applies with --resume (it starts a resumed run over when no "
+                          "valid checkpoint is left)")
     recipe = load(args.recipe, args.overrides)
     if args.dry_run:
         print(recipe.to_yaml(), end="")
@@ -53,11 +57,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         rest = [args.recipe, *args.overrides]
         rest += ["--out", args.out] if args.out else []
         rest += ["--resume"] if args.resume else []
+        rest += ["--restart"] if args.restart else []
         cmd = torchrun_command(args.nproc, ["run", *rest])
         print("launching:", " ".join(cmd), file=sys.stderr, flush=True)
         os.execvp(cmd[0], cmd)
     out = run(recipe, Path(args.out) if args.out else None, str(args.recipe), args.overrides,
-              resume=args.resume)
+              resume=args.resume, restart=args.restart)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 prints
         return 0
     results = json.loads((out / "results.json").read_text())
@@ -105,16 +110,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors shown as one line (exit 2) rather than a traceback; imported only when one is raised."""
-    from modalab.config import ConfigError
-    from modalab.data.dataset import DataError
-
-    return ConfigError, DataError, registry.RegistryError, FileNotFoundError, FileExistsError
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="modalab", description="multimodal post-training experiments")
+    p.add_argument("--traceback", action="store_true",
+                   help="show the full Python traceback of an error (also: MODALAB_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="train and evaluate one recipe")
     r.add_argument("recipe", help="path to a YAML recipe")
@@ -125,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes on this machine: runs `torchrun --nproc-per-node N -m modalab run ...`")
     r.add_argument("--resume", action="store_true",
                    help="continue the run in --out (or the newest runs/<name>-*) from its latest valid checkpoint")
+    r.add_argument("--restart", action="store_true",
+                   help="with --resume: when no valid checkpoint is left, start over at step 0 in the same "
+                        "folder (metrics.jsonl is truncated)")
     r.set_defaults(fn=cmd_run)
     sh = sub.add_parser("shards", help="WebDataset-format tar shards")
     shs = sh.add_subparsers(dest="shards_command", required=True)
@@ -155,16 +157,45 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    from modalab.experiment.signals import apply_parent_death_signal
+
+    apply_parent_death_signal()  # a sweep's child dies with its sweep (Linux)
+    return run_command(args.fn, args, debug=args.traceback or os.environ.get("MODALAB_DEBUG", "") not in ("", "0"))
+
+
+def run_command(fn, args: argparse.Namespace, debug: bool = False) -> int:  # type: ignore[no-untyped-def]
+    """The one error path: a modalab error (or a file / OS error) prints one line and returns 2;
+    an interruption prints one line and returns 128 + the signal number (130 for Ctrl-C).
+    ``debug`` re-raises instead, so the full traceback shows."""
+    from modalab.experiment.signals import Interrupted
+
     try:
-        return args.fn(args)
-    except Exception as e:
-        if not isinstance(e, _user_errors()):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fn(args)
     except BrokenPipeError:  # e.g. `modalab compare ... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except (ModalabError, OSError) as e:
+        if debug:
+            raise
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        if debug:
+            raise
+        signum = e.signum if isinstance(e, Interrupted) else 2
+        print(f"interrupted ({_one_line(e) or 'Ctrl-C'})", file=sys.stderr)
+        return 128 + signum
+
+
+def _one_line(e: BaseException) -> str:
+    """The message of ``e`` (its type for an OS error without one), bounded in length."""
+    text = str(e) or type(e).__name__
+    if "\nOriginal Traceback" in text:  # re-raised from a DataLoader worker: keep the worker's message
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if last.startswith(type(e).__module__) else last
+    if isinstance(e, OSError) and not isinstance(e, ModalabError) and type(e).__name__ not in text:
+        text = f"{type(e).__name__}: {text}"
+    return clip(text, 2000)
 
 
 if __name__ == "__main__":

@@ -24,16 +24,26 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from modalab import registry
+from modalab.errors import short
+from modalab.recipe_guard import find_nul, reject_bool
 from modalab.recipe_yaml import ConfigError, _read_yaml, _Source, apply_overrides, parse_override  # noqa: F401
 
 
 class Section(BaseModel):
-    """Base for every recipe section: unknown keys are errors, assignments are validated."""
+    """Base for every recipe section: unknown keys are errors, assignments are validated, numbers
+    are finite and a boolean is never taken for a number (``recipe_guard.py``)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(),
+                              allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        return reject_bool(v, field.annotation) if field is not None else v
 
 
 # --------------------------------------------------------------------------- fixed sections
@@ -98,7 +108,7 @@ class TrainConfig(Section):
 
 class RunConfig(Section):
     name: str = "run"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="0 <= seed < 2**32 (numpy, sklearn and torch accept it)")
     out_dir: str = "runs"
     progress: bool = True
 
@@ -119,6 +129,8 @@ class DataBase(Section):
     source: str
     on_error: Literal["error", "skip"] = "error"
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    max_image_pixels: int = Field(64_000_000, gt=0, description="larger images are bad samples (checked from the header)")
+    max_aspect_ratio: float = Field(20.0, ge=1, description="long side / short side above this: a bad sample")
 
 
 class NamedBase(Section):
@@ -193,7 +205,7 @@ def _validate_section(
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(
-            f"{src.where(prefix)}: '{section}' must be a mapping of keys, got {data!r}"
+            f"{src.where(prefix)}: '{section}' must be a mapping of keys, got {short(data)}"
         )
     try:
         return model.model_validate(data)
@@ -249,13 +261,16 @@ def _format_error(
         elif err["type"] == "missing":
             msgs.append(f"{where}: missing required key '{dotted}'")
         else:
-            msgs.append(f"{where}: invalid value {err.get('input')!r} for '{dotted}': {err['msg']}")
+            msgs.append(f"{where}: invalid value {short(err.get('input'))} for '{dotted}': {err['msg']}")
     return "\n".join(msgs)
 
 
 def validate(raw: dict[str, Any], src: _Source | None = None) -> Recipe:
     """Validate a raw recipe mapping into a :class:`Recipe`."""
     src = src or _Source(None)
+    nul = find_nul(raw)
+    if nul is not None:
+        raise ConfigError(f"{src.where(nul)}: '{'.'.join(nul)}' contains a NUL byte (\\0)")
     unknown = [k for k in raw if k not in TOP_KEYS]
     if unknown:
         k = unknown[0]
@@ -264,14 +279,14 @@ def validate(raw: dict[str, Any], src: _Source | None = None) -> Recipe:
         )
     task = raw.get("task", "contrastive")
     if not isinstance(task, str):
-        raise ConfigError(f"{src.where(('task',))}: 'task' must be a name, got {task!r}")
+        raise ConfigError(f"{src.where(('task',))}: 'task' must be a name, got {short(task)}")
     sections: dict[str, Any] = {"task": task}
     for key, (kind, disc) in DYNAMIC_SECTIONS.items():
         body = raw.get(key)
         if body is None:
             raise ConfigError(f"{src.where(())}: missing section '{key}' (with '{key}.{disc}')")
         if not isinstance(body, dict):
-            raise ConfigError(f"{src.where((key,))}: '{key}' must be a mapping, got {body!r}")
+            raise ConfigError(f"{src.where((key,))}: '{key}' must be a mapping, got {short(body)}")
         if disc not in body:
             raise ConfigError(
                 f"{src.where((key,))}: '{key}.{disc}' is required; one of: "
@@ -292,7 +307,7 @@ def _entry(kind: str, name: Any, loc: tuple[str, ...], src: _Source) -> registry
         return registry.get(kind, str(name))
     except registry.RegistryError:
         raise ConfigError(
-            f"{src.where(loc)}: unknown {kind} '{name}' for '{'.'.join(loc)}'; "
+            f"{src.where(loc)}: unknown {kind} {short(name)} for '{'.'.join(loc)}'; "
             f"registered: {', '.join(registry.names(kind))}"
         ) from None
 

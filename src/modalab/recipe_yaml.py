@@ -11,8 +11,11 @@ from typing import Any
 
 import yaml
 
+from modalab.errors import ModalabError, short
+from modalab.recipe_guard import load_yaml, read_recipe
 
-class ConfigError(ValueError):
+
+class ConfigError(ModalabError, ValueError):
     """A recipe or override is invalid; the message says where and what was expected."""
 
 
@@ -49,7 +52,7 @@ class _Source:
     def where(self, loc: tuple[str, ...]) -> str:
         for n in range(len(loc), 0, -1):
             if loc[:n] in self.overrides:
-                return f"override '{self.overrides[loc[:n]]}'"
+                return f"override {short(self.overrides[loc[:n]])}"
         name = str(self.path) if self.path else "<recipe>"
         for n in range(len(loc), 0, -1):
             if loc[:n] in self.lines:
@@ -60,9 +63,9 @@ class _Source:
 def _read_yaml(path: Path, src: _Source, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"recipe not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    text = read_recipe(path, ConfigError)
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text, str(path), ConfigError)  # size and alias-expansion limits
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if data is None:
@@ -108,7 +111,7 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"bad override '{text}': empty key; expected key.sub=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+        value = load_yaml(raw, f"override '{short(text)}'", ConfigError) if raw.strip() != "" else ""
     except yaml.YAMLError:
         value = raw
     return tuple(key.split(".")), value
@@ -126,7 +129,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], src: _Source) -> 
             elif not isinstance(nxt, dict):
                 dotted = ".".join(path[: i + 1])
                 raise ConfigError(
-                    f"bad override '{text}': '{dotted}' is a value ({nxt!r}), not a section"
+                    f"bad override '{text}': '{dotted}' is a value ({short(nxt)}), not a section"
                 )
             node = nxt
         node[path[-1]] = value

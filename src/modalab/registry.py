@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from modalab.errors import ModalabError
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -53,7 +55,7 @@ def builder_modules() -> list[str]:
     return out
 
 
-class RegistryError(KeyError):
+class RegistryError(ModalabError, KeyError):
     """Raised for an unknown or duplicate registry name."""
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly

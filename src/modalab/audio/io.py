@@ -21,8 +21,10 @@ from modalab._optional import lazy
 
 sf = lazy("soundfile")  # imported on first use (pip install 'modalab[audio]')
 
+from modalab.errors import ModalabError
 
-class AudioError(ValueError):
+
+class AudioError(ModalabError, ValueError):
     """A file could not be used as audio; the message names the file and the problem."""
 
 

@@ -8,9 +8,10 @@ from typing import Any, Callable, Sequence
 from torch.utils.data import DataLoader, Dataset
 
 from modalab.data.sample import Sample
+from modalab.errors import ModalabError
 
 
-class DataError(ValueError):
+class DataError(ModalabError, ValueError):
     """Bad input data; the message names the file, the line and what was expected."""
 
 
@@ -26,10 +27,18 @@ class DataSplits:
     image_size: int
     channels: int
     skipped: list[str] = field(default_factory=list)  # "file:line: reason" for each skipped item
+    # what a streaming training set skipped so far (read at the end of the run; None: nothing streams)
+    train_skipped: Callable[[], list[str]] | None = None
+
+    @property
+    def all_skipped(self) -> list[str]:
+        """Skipped items of both splits: those found when the source was built, and those the
+        training stream met while training (``train_skipped``)."""
+        return [*self.skipped, *(self.train_skipped() if self.train_skipped else [])]
 
     @property
     def num_skipped(self) -> int:
-        return len(self.skipped)
+        return len(self.all_skipped)
 
 
 class SampleDataset(Dataset):

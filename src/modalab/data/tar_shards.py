@@ -33,11 +33,12 @@ from typing import Any, Callable, Iterable, Iterator
 
 from torch.utils.data import IterableDataset, get_worker_info
 
+from modalab.data.skiplog import SkipLog
+from modalab.data.tar_read import ShardError, iter_tar  # noqa: F401 - re-exported
+from modalab.errors import clip
+
 INDEX = "shards.json"
-
-
-class ShardError(ValueError):
-    """A shard or one of its members cannot be read; the message names the shard and member."""
+IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
 
 
 # ------------------------------------------------------------------------------------ writing
@@ -118,39 +119,6 @@ def read_index(path: Path) -> dict[str, Any]:
     return json.loads(f.read_text())
 
 
-def iter_tar(path: Path, on_error: str = "skip", skipped: list[str] | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """``(key, {ext: bytes})`` per sample of one tar shard, in file order, read in memory."""
-    def bad(msg: str) -> None:
-        if on_error == "error":
-            raise ShardError(msg)
-        if skipped is not None:
-            skipped.append(msg)
-
-    key, files = None, {}
-    try:
-        with tarfile.open(path, "r") as tar:
-            for m in tar:
-                name = m.name
-                if not m.isfile():
-                    continue
-                if name.startswith("/") or ".." in Path(name).parts:
-                    bad(f"{path}: member {name!r} leaves the shard root; skipped")
-                    continue
-                base = name.rsplit("/", 1)[-1]
-                k, _, ext = base.partition(".")
-                if k != key and key is not None:
-                    yield key, files
-                    files = {}
-                key = k
-                f = tar.extractfile(m)
-                files[ext] = f.read() if f is not None else b""
-    except (tarfile.TarError, OSError, EOFError) as e:
-        bad(f"{path}: corrupted shard after sample {key!r} ({type(e).__name__}: {e})")
-        return  # the partial sample is dropped
-    if key is not None:
-        yield key, files
-
-
 def worker_batches(k: int, per_worker: list[int]) -> tuple[list[int], int]:
     """How many batches each worker produced when the DataLoader has yielded ``k`` (in-order,
     round-robin over workers that still have data), and the worker whose turn is next."""
@@ -194,12 +162,17 @@ class ShardStream(IterableDataset):
         self.rank, self.world, self.workers = rank, world, max(1, num_workers)
         self.drop_last, self.on_error = drop_last, on_error
         self.epoch, self.position, self.batch_size = 0, 0, 1
-        self.skipped: list[str] = []
+        self.skips = SkipLog()  # also collects what DataLoader worker processes skip
         if len(self.index["shards"]) < self.world * self.workers:
             raise ShardError(
                 f"{path}: {len(self.index['shards'])} shards cannot feed {self.world} process(es) x "
                 f"{self.workers} worker(s); write smaller shards (--size) or use fewer workers"
             )
+
+    @property
+    def skipped(self) -> list[str]:
+        """Every distinct skip message so far, from this process and its DataLoader workers."""
+        return self.skips.messages()
 
     def __len__(self) -> int:
         """Samples in the whole index (all processes and workers together)."""
@@ -230,7 +203,7 @@ class ShardStream(IterableDataset):
         rng = random.Random((self.seed * 100_003 + self.epoch) * 1_009 + slot)
         buf: list[tuple[str, dict[str, bytes]]] = []
         for shard in self.slot_shards(slot):
-            for item in iter_tar(self.path / shard["name"], self.on_error, self.skipped):
+            for item in iter_tar(self.path / shard["name"], self.on_error, self.skips, shard.get("count")):
                 if self.buffer <= 1:
                     yield item
                     continue
@@ -259,26 +232,28 @@ class ShardStream(IterableDataset):
             try:
                 yield self.decode(key, files)
             except Exception as e:  # noqa: BLE001 - any decoder failure is a bad sample
-                msg = f"{self.path}: sample {key!r} could not be decoded ({type(e).__name__}: {e})"
+                where = self.path / getattr(files, "shard", "")
+                msg = f"{where}: sample {key!r} could not be decoded ({type(e).__name__}: {clip(str(e))})"
                 if self.on_error == "error":
                     raise ShardError(msg) from e
-                self.skipped.append(msg)
+                self.skips.append(msg)
                 warnings.warn(msg, RuntimeWarning, stacklevel=2)
 
 
-def decode_image_text(image_size: int, channels: int) -> Callable[[str, dict[str, bytes]], Any]:
-    """A decoder to ``data.sample.Sample``: the first image member, ``txt``, label from ``json``."""
-    from PIL import Image
-
+def decode_image_text(image_size: int, channels: int, max_pixels: int = 64_000_000,
+                      max_aspect: float = 20.0) -> Callable[[str, dict[str, bytes]], Any]:
+    """A decoder to ``data.sample.Sample``: the first image member (size limits checked from its
+    header, ``data/safe_image.py``), ``txt``, label from ``json``."""
+    from modalab.data.safe_image import open_image
     from modalab.data.sample import Sample
     from modalab.data.transforms import normalize, pil_to_tensor, resize_center_crop
 
     def decode(key: str, files: dict[str, bytes]) -> Any:
-        ext = next((e for e in ("png", "jpg", "jpeg", "webp") if e in files), None)
+        ext = next((e for e in IMAGE_EXTS if e in files), None)
         if ext is None:
             raise ShardError(f"sample {key!r} has no image member (png/jpg/jpeg/webp)")
-        img = Image.open(io.BytesIO(files[ext]))
-        x = normalize(resize_center_crop(pil_to_tensor(img, channels), image_size))
+        with open_image(files[ext], f"sample {key!r} ({key}.{ext})", max_pixels, max_aspect) as img:
+            x = normalize(resize_center_crop(pil_to_tensor(img, channels), image_size))
         meta = json.loads(files["json"]) if "json" in files else {}
         return Sample(id=key, image=x, text=files.get("txt", b"").decode("utf-8"), meta=meta)
 

@@ -55,7 +55,8 @@ def _sweep(args, header_args, make_plan, parse_grid, run_sweep) -> int:  # type:
     plan = make_plan(root, recipe, grid, seeds, overrides)
     print(f"sweep {root}: {len(plan.arms)} arm(s) x {len(plan.seeds)} seed(s) = {len(plan.jobs)} runs, "
           f"{jobs} at a time")
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)):
+        signal.signal(sig, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         summary = run_sweep(plan, jobs=jobs, retry_failed=args.retry_failed, progress=not args.no_progress)
     except KeyboardInterrupt:
@@ -71,7 +72,13 @@ def _sweep(args, header_args, make_plan, parse_grid, run_sweep) -> int:  # type:
 def cmd_compare(args: argparse.Namespace) -> int:
     from modalab.experiment.stats import compare, format_table, write_csv
 
-    table = compare([Path(p) for p in args.paths], args.metric, n_boot=args.bootstrap)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = compare([Path(p) for p in args.paths], args.metric, n_boot=args.bootstrap)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
     print(format_table(table))
     if args.csv:
         write_csv(table, Path(args.csv))

@@ -12,7 +12,8 @@ gap; false negatives in batches (same label / identical captions, unmasked); tra
 (identical content hashes across splits); a batch smaller than the number of classes; frozen
 modules that changed and trainable modules that never changed (reconstructed initial weights vs
 checkpoints); realised data-mix proportions off their target (``doctor_mix.py``); evaluation that
-reports only the loss.
+reports only the loss; a stale ``running`` status (its process is gone), an interrupted run and
+skipped inputs (``doctor_status.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, Callable
 
 from modalab.constants import TAU_RANGE
 from modalab.experiment.doctor_mix import check_mix
+from modalab.experiment.doctor_status import check_status
 from modalab.experiment.doctor_view import SEVERITY_ORDER, Finding, RunView
 from modalab.experiment.rundir import RunDir
 
@@ -304,6 +306,7 @@ def check_eval(v: RunView) -> list[Finding]:
 
 
 CHECKS: dict[str, Callable[[RunView], list[Finding]]] = {
+    "status": check_status,
     "temperature": check_temperature,
     "loss": check_loss,
     "geometry": check_geometry,

@@ -106,6 +106,11 @@ def render(run: RunDir) -> str:
         figs.append(histogram(dist))
     imgs = "".join(f'<img src="{f}" alt="plot">' for f in figs if f)
     warnings = [m["warning"] for m in metrics if "warning" in m]
+    skipped = results.get("skipped") if isinstance(results.get("skipped"), list) else []
+    if skipped:  # inputs skipped under data.on_error=skip (both splits), the first 20 listed
+        warnings.append(f"{len(skipped)} input(s) skipped (data.on_error=skip)")
+        warnings += [f"skipped: {s}" for s in skipped[:20]]
+        warnings += [f"... and {len(skipped) - 20} more (results.json)"] if len(skipped) > 20 else []
     warn_html = "".join(f'<li class="warn">{html.escape(w)}</li>' for w in warnings) or "<li>none</li>"
     title = html.escape(info.get("name", run.path.name))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>modalab: {title}</title>

@@ -107,6 +107,11 @@ class RunDir:
         info.update(kw)
         self.write_run_info(info)
 
+    def drop_run_info(self, *keys: str) -> None:
+        info = self.read_run_info()
+        if any(k in info for k in keys):
+            self.write_run_info({k: v for k, v in info.items() if k not in keys})
+
     def log(self, record: dict[str, Any]) -> None:
         with open(self.metrics_file, "a", encoding="utf-8") as f:
             f.write(json.dumps(_jsonable(record)) + "\n")

@@ -9,8 +9,9 @@ evaluation -> results.json -> report.html. Only rank 0 writes files or shows pro
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
+import platform
 import sys
 import time
 import warnings
@@ -21,13 +22,17 @@ import torch
 
 from modalab import registry
 from modalab.config import ConfigError, Recipe
+from modalab.errors import clip
 from modalab.experiment.prerequisites import resolve as resolve_prerequisites
 from modalab.experiment.report import write_report
+from modalab.experiment.resume import prepare_resume
+from modalab.experiment.resume import restore as _restore
 from modalab.experiment.rundir import ReadOnlyRunDir, RunDir, git_commit, machine_info, now_iso, text_hash
-from modalab.tasks.base import Resumable, Task, implements, missing_members
+from modalab.experiment.signals import Interrupted, StopSignals
+from modalab.tasks.base import Task, implements, missing_members
 from modalab.train import dist as D
 from modalab.train.checkpoint import (
-    latest_valid, load_trainer_state, load_weights, rng_state, save_checkpoint, set_rng_state,
+    latest_valid, load_trainer_state, rng_state, save_checkpoint,
 )
 from modalab.train.engine import LoopConfig, LoopState, fit
 from modalab.train.gradcache import gradcache_accumulate, naive_accumulate, split_batch, supports_exact
@@ -50,12 +55,16 @@ def run(
     recipe_path: str | None = None,
     overrides: list[str] | None = None,
     resume: bool = False,
+    restart: bool = False,
 ) -> Path:
     """Train and evaluate ``recipe``; return the run directory.
 
     Under torchrun every process calls this; they join one process group. With ``resume`` the run
     continues in ``out`` (or the newest ``run.out_dir/run.name-*``) from its latest valid
-    checkpoint; without a checkpoint it starts from step 0.
+    checkpoint. A directory that holds a run but no valid checkpoint is refused
+    (``experiment/resume.py``) unless ``restart``; a fresh ``out`` starts from step 0.
+    SIGINT/SIGTERM/SIGHUP stop the run at a step boundary with a checkpoint
+    (``experiment/signals.py``); run.json then says ``interrupted``.
     """
     tr = recipe.train
     if tr.num_threads:
@@ -65,29 +74,35 @@ def run(
     owns_group = not D.dist.is_initialized()
     env = D.init_distributed(tr.device)
     try:
-        return _run(recipe, env, out, recipe_path, overrides, resume)
+        with StopSignals() as stop:
+            return _run(recipe, env, out, recipe_path, overrides, resume, restart, stop)
     finally:
         if owns_group:
             D.shutdown()
 
 
 def _run(recipe: Recipe, env: D.DistEnv, out: Path | None, recipe_path: str | None,
-         overrides: list[str] | None, resume: bool) -> Path:
+         overrides: list[str] | None, resume: bool, restart: bool, stop: StopSignals) -> Path:
     recipe, pre_events = resolve_prerequisites(recipe, lambda r, o: run(r, o))
     seed_everything(recipe.run.seed)
-    path = None
+    path, existed = None, False
     if env.main:
         if resume and out is None:
             out = find_run_dir(recipe.run.out_dir, recipe.run.name)
+        existed = out is not None and (Path(out) / "run.json").is_file()
         path = RunDir.create(out, recipe.run.out_dir, recipe.run.name, exist_ok=resume).path
-    rd = RunDir(D.broadcast_object(path, env)) if env.main else ReadOnlyRunDir(D.broadcast_object(path, env))
+    path, existed = D.broadcast_object((path, existed), env)
+    rd = RunDir(path) if env.main else ReadOnlyRunDir(path)
     yaml_text = recipe.to_yaml()
     start = latest_valid(rd.checkpoints) if resume else None
+    if resume and existed:
+        prepare_resume(rd, start, restart, env.main)
     if start is not None:
         old = rd.path / "config.yaml"
         if old.is_file() and old.read_text() != yaml_text and env.main:
             warnings.warn(f"{rd.path}: resuming with a recipe that differs from its config.yaml", stacklevel=2)
-        rd.update_run_info(status="running", resumed=now_iso(), resumed_from=start.name, pid=os.getpid())
+        rd.update_run_info(status="running", resumed=now_iso(), resumed_from=start.name, pid=os.getpid(),
+                           host=platform.node())
     else:
         rd.write_config(yaml_text)
         rd.write_run_info(
@@ -103,6 +118,7 @@ def _run(recipe: Recipe, env: D.DistEnv, out: Path | None, recipe_path: str | No
                 "machine": machine_info(),
                 "processes": env.world,
                 "pid": os.getpid(),
+                "host": platform.node(),
                 "started": now_iso(),
                 "status": "running",
             }
@@ -110,11 +126,18 @@ def _run(recipe: Recipe, env: D.DistEnv, out: Path | None, recipe_path: str | No
     for event in pre_events:
         rd.log(event)
     try:
-        _train_and_evaluate(recipe, rd, env, start)
+        _train_and_evaluate(recipe, rd, env, start, stop)
+    except KeyboardInterrupt as e:
+        sig = e if isinstance(e, Interrupted) else Interrupted(2)
+        saved = f"; checkpoint step_{sig.step:08d} written" if sig.step is not None else ""
+        rd.update_run_info(status="interrupted", ended=now_iso(),
+                           error=f"interrupted by {sig}{saved}; continue with --resume")
+        raise
     except BaseException as e:
-        rd.update_run_info(status="failed", ended=now_iso(), error=f"{type(e).__name__}: {e}")
+        rd.update_run_info(status="failed", ended=now_iso(), error=f"{type(e).__name__}: {clip(str(e), 2000)}")
         raise
     rd.update_run_info(status="finished", ended=now_iso())
+    rd.drop_run_info("error")  # a resumed run that finishes carries no error of its earlier attempt
     if env.main:
         write_report(rd)
     D.barrier(env)
@@ -176,7 +199,8 @@ def _grad_fn(task: Any, recipe: Recipe, env: D.DistEnv, rd: RunDir):
     )
 
 
-def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path | None) -> dict:
+def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path | None,
+                        stop: StopSignals | None = None) -> dict:
     t0 = time.perf_counter()
     tr, o = recipe.train, recipe.optim
     if tr.batch_size % (env.world * tr.accum_steps):
@@ -288,24 +312,33 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
     def before_step(step: int) -> torch.optim.Optimizer | None:
         return enter_stage(step)
 
-    summary = fit(
-        model,
-        _batches(stream, env.device),
-        task.step,
-        holder["opt"],
-        loop,
-        log=_logger(rd, tr.tensorboard and env.main),
-        evaluate=evaluate,
-        checkpoint=checkpoint,
-        after_step=task.after_step,
-        grad_fn=_grad_fn(task, recipe, env, rd),
-        scaler=scaler,
-        sync_grads=sync,
-        reduce=(lambda v: D.all_mean(v, env)) if env.enabled else None,
-        before_step=before_step if stages else None,
-        state=loop_state,
-        samples_per_batch=env.world,
-    )
+    graceful = stop is not None and not env.enabled  # ranks cannot stop at different steps
+    with stop.deferred() if graceful else contextlib.nullcontext():
+        summary = fit(
+            model,
+            _batches(stream, env.device),
+            task.step,
+            holder["opt"],
+            loop,
+            log=_logger(rd, tr.tensorboard and env.main),
+            evaluate=evaluate,
+            checkpoint=checkpoint,
+            after_step=task.after_step,
+            grad_fn=_grad_fn(task, recipe, env, rd),
+            scaler=scaler,
+            sync_grads=sync,
+            reduce=(lambda v: D.all_mean(v, env)) if env.enabled else None,
+            before_step=before_step if stages else None,
+            state=loop_state,
+            samples_per_batch=env.world,
+            should_stop=stop.requested if graceful else None,
+        )
+    if "stopped_at" in summary:  # a signal: save this step boundary unless fit just did
+        done = summary["stopped_at"]
+        periodic = done > start_step and tr.checkpoint_every and done % tr.checkpoint_every == 0
+        if not periodic and not (start is not None and done == start_step):
+            checkpoint(done)
+        raise Interrupted(stop.signum or 2, done)  # type: ignore[union-attr]
     checkpoint(tr.steps)
     if not env.main:
         if fsdp:
@@ -319,67 +352,3 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
     rd.log({"step": tr.steps, "event": "final", **{k: v for k, v in results.items() if isinstance(v, (int, float))}})
     return results
 
-
-def _restore(path: Path, payload: dict, state: dict, model: torch.nn.Module, task: Any,
-             optimizer: torch.optim.Optimizer, scaler: Any, stream: TrainStream, env: D.DistEnv,
-             rd: RunDir, fsdp: bool = False) -> None:
-    """Put model, optimizer, scaler, RNGs, data position and task state back as they were.
-
-    Under FSDP every rank reads the full weights and the name-keyed optimizer state and keeps its
-    shard, so an fsdp checkpoint loads at any process count."""
-    from safetensors.torch import load_file
-
-    if fsdp:
-        if "optimizer_full" not in payload:
-            raise ConfigError(f"{path}: written by a ddp run, its optimizer state cannot be sharded; "
-                              f"resume with train.strategy=ddp")
-        weights = load_file(str(path / "model.safetensors"))
-        D.load_full_state(model, optimizer, weights, payload["optimizer_full"])
-    else:
-        if "optimizer_full" in payload:
-            raise ConfigError(f"{path}: written by an fsdp run; resume with train.strategy=fsdp "
-                              f"(under torchrun)")
-        load_weights(path, model)
-    for name, module in task.extra_modules().items():
-        f = path / f"{name}.safetensors"
-        if f.is_file():
-            module.load_state_dict(load_file(str(f)))
-    if "optimizer" in payload and not fsdp:
-        optimizer.load_state_dict(payload["optimizer"])
-    if scaler is not None and "scaler" in payload:
-        scaler.load_state_dict(payload["scaler"])
-    trainer = state.get("trainer", {})
-    rngs = payload.get("rng", [])
-    if len(rngs) == env.world:
-        set_rng_state(rngs[env.rank])
-    else:
-        rd.log({"warning": f"{path.name} holds RNG states of {len(rngs)} process(es), this run has "
-                           f"{env.world}; random streams restart from the seed"})
-    if "data" in trainer:
-        stream.load_state(trainer["data"])
-    if implements(task, Resumable):
-        task.load_state(state)
-    step = int(state["step"])
-    if step > 0:
-        task.after_step(step - 1)  # step-dependent task state (e.g. curriculum progress)
-    if env.main:
-        _truncate_metrics(rd, step)
-        rd.log({"step": step, "event": "resumed", "checkpoint": path.name})
-
-
-def _truncate_metrics(rd: RunDir, step: int) -> None:
-    """Drop records logged after the checkpoint (they will be logged again)."""
-    from modalab.train.checkpoint import atomic_write_text
-
-    f = rd.metrics_file
-    if not f.is_file():
-        return
-    keep = []
-    for line in f.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line
-        if not isinstance(rec.get("step"), int) or rec["step"] <= step:
-            keep.append(line)
-    atomic_write_text(f, "".join(k + "\n" for k in keep))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -134,12 +135,21 @@ def compare_values(
     return Comparison(metric, arms, diffs, alpha)
 
 
+class DuplicateRunWarning(UserWarning):
+    """Two run directories gave the same (arm, seed): they were split into separate arms."""
+
+
 def collect(paths: Sequence[Path], metric: str) -> tuple[dict[str, dict[int, float]], dict[str, dict]]:
-    """Read ``metric`` of finished runs under sweep or run directories through the results store."""
+    """Read ``metric`` of finished runs under sweep or run directories through the results store.
+
+    Runs are keyed by (arm, seed). When two *different* run directories give the same key (the
+    same recipe run twice into two folders, two sweeps of one recipe), nothing is averaged or
+    dropped silently: the clashing arms are split by where they came from (``arm [folder]``) and a
+    :class:`DuplicateRunWarning` names both directories. The same run given twice counts once.
+    """
     from modalab.experiment.store import Store, store_path
 
-    values: dict[str, dict[int, float]] = {}
-    params: dict[str, dict] = {}
+    entries: list[tuple[str, str, int, float, dict, str]] = []  # source, arm, seed, value, params, run_id
     for path in paths:
         path = Path(path)
         if (path / "sweep.json").is_file():
@@ -156,10 +166,44 @@ def collect(paths: Sequence[Path], metric: str) -> tuple[dict[str, dict[int, flo
         for r in rows:
             if r["status"] != "finished" or r["run_id"] not in finals:
                 continue
-            values.setdefault(r["arm"], {})[int(r["seed"] or 0)] = finals[r["run_id"]]
-            params.setdefault(r["arm"], json.loads(r["params"] or "{}"))
-    if not values:
+            entries.append((str(path), r["arm"], int(r["seed"] or 0), finals[r["run_id"]],
+                            json.loads(r["params"] or "{}"), r["run_id"]))
+    if not entries:
         raise FileNotFoundError(f"no finished run with '{metric}' in results.json under {', '.join(map(str, paths))}")
+    return _merge(entries)
+
+
+def _merge(entries: list[tuple[str, str, int, float, dict, str]]) -> tuple[dict[str, dict[int, float]], dict[str, dict]]:
+    unique: dict[str, tuple[str, str, int, float, dict, str]] = {}
+    for e in entries:
+        unique.setdefault(e[5], e)  # one run given twice (or a run inside a sweep given too)
+    owners: dict[tuple[str, int], list[tuple[str, str]]] = {}
+    for src, arm, seed, _, _, run_id in unique.values():
+        owners.setdefault((arm, seed), []).append((src, run_id))
+    split: set[tuple[str, str]] = set()  # (arm, source) pairs that must become their own arm
+    for (arm, seed), who in owners.items():
+        if len(who) > 1:
+            warnings.warn(
+                f"compare: arm '{arm}' seed {seed} comes from {len(who)} run directories "
+                f"({', '.join(rid for _, rid in who)}); split into separate arms by folder instead of "
+                f"merging", DuplicateRunWarning, stacklevel=3)
+            split.update((arm, src) for src, _ in who)
+    names = [Path(s).name for s in {s for _, s in split}]
+
+    def label(arm: str, src: str) -> str:
+        if (arm, src) not in split:
+            return arm
+        tag = Path(src).name if names.count(Path(src).name) == 1 else src
+        return f"{arm} [{tag}]"
+
+    values: dict[str, dict[int, float]] = {}
+    params: dict[str, dict] = {}
+    for src, arm, seed, value, prm, run_id in unique.values():
+        name = label(arm, src)
+        if seed in values.get(name, {}):  # one source holds the same key twice: the run ids differ
+            name = f"{name} [{Path(run_id).name}]"
+        values.setdefault(name, {})[seed] = value
+        params.setdefault(name, prm)
     return values, params
 
 

@@ -11,11 +11,15 @@ Each run is its own ``python -m modalab run`` process (``OMP_NUM_THREADS=1``), s
 isolated and a crash affects one run. Resuming is reading the run directories: a run whose
 ``run.json`` says ``finished`` (and has ``results.json``) is never redone; one that ``failed`` is
 reported and rerun only with ``retry_failed``; one left ``running`` by an interrupted sweep, or
-never started, is (re)run from scratch.
+never started, is (re)run from scratch, or continued with ``--resume`` when it left a checkpoint
+(a job stopped by a signal writes one) — unless its recorded process is still alive: a live run's
+folder is never deleted. Each job runs in its own session and gets SIGTERM when the sweep process
+dies (Linux parent-death signal), so a killed sweep leaves no orphans.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import itertools
 import json
@@ -34,7 +38,10 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
+from modalab.errors import ModalabError
+from modalab.experiment.liveness import run_process_state
 from modalab.experiment.rundir import now_iso
+from modalab.experiment.signals import PARENT_ENV
 from modalab.experiment.store import Store, store_path
 from modalab.train.checkpoint import atomic_write_text
 
@@ -42,7 +49,7 @@ SWEEP_FILE = "sweep.json"
 HEADER_RE = re.compile(r"^#\s*sweep:\s*(.+)$")
 
 
-class SweepError(ValueError):
+class SweepError(ModalabError, ValueError):
     """A grid or sweep directory is invalid; the message says what was expected."""
 
 
@@ -58,6 +65,7 @@ class Job:
     arm: Arm
     seed: int
     path: Path  # the run directory
+    resume: bool = False  # continue an interrupted run from its checkpoint (run --resume --restart)
 
     @property
     def label(self) -> str:
@@ -229,6 +237,7 @@ def job_command(plan: Plan, job: Job) -> list[str]:
         sys.executable, "-m", "modalab", "run", str(plan.snapshot), "--out", str(job.path),
         *plan.overrides, *job.arm.overrides,
         f"run.seed={job.seed}", "run.progress=false", "train.num_threads=1",
+        *(["--resume", "--restart"] if job.resume else []),
     ]
 
 
@@ -241,9 +250,12 @@ def launch_subprocess(plan: Plan, job: Job) -> int:
     """Run one job as ``python -m modalab run`` with one thread; return its exit code."""
     log = plan.root / "logs" / f"{job.arm.name}-seed{job.seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    # its own session (a Ctrl-C in the terminal reaches the sweep, which stops the jobs cleanly),
+    # and a parent-death signal: the job gets SIGTERM if the sweep dies (experiment/signals.py)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", PARENT_ENV: str(os.getpid())}
     with open(log, "w", encoding="utf-8") as fh:
-        p = subprocess.Popen(job_command(plan, job), stdout=fh, stderr=subprocess.STDOUT, env=env)
+        p = subprocess.Popen(job_command(plan, job), stdout=fh, stderr=subprocess.STDOUT, env=env,
+                             start_new_session=True)
         with _LOCK:
             _ACTIVE.add(p)
         try:
@@ -266,11 +278,13 @@ class SweepSummary:
     finished: list[str] = field(default_factory=list)  # finished before this call
     ran: list[str] = field(default_factory=list)  # finished in this call
     failed: list[str] = field(default_factory=list)  # failed (this call or before, not retried)
+    busy: list[str] = field(default_factory=list)  # still running in another process: left alone
 
     def line(self) -> str:
+        busy = f", {len(self.busy)} still running elsewhere (left alone)" if self.busy else ""
         return (
             f"{len(self.finished) + len(self.ran)} finished ({len(self.ran)} run now, "
-            f"{len(self.finished)} already done), {len(self.failed)} failed"
+            f"{len(self.finished)} already done), {len(self.failed)} failed{busy}"
         )
 
 
@@ -311,8 +325,13 @@ def _run_locked(
             summary.finished.append(job.label)
         elif st == "failed" and not retry_failed:
             summary.failed.append(job.label)
+        elif _alive(job.path):
+            summary.busy.append(job.label)
         else:
             todo.append(job)
+    if summary.busy:
+        print(f"sweep: {len(summary.busy)} run(s) still running in another process, not touched: "
+              f"{', '.join(summary.busy)}", file=sys.stderr)
     if summary.failed:
         print(f"sweep: {len(summary.failed)} failed run(s) not retried (use --retry-failed): "
               f"{', '.join(summary.failed)}", file=sys.stderr)
@@ -322,7 +341,13 @@ def _run_locked(
 
     def one(job: Job) -> None:
         if job.path.exists():
-            shutil.rmtree(job.path)  # a partial run starts over; metrics.jsonl is append-only
+            if _alive(job.path):  # never delete a live run's folder (checked again just before)
+                summary.busy.append(job.label)
+                return
+            if run_status(job.path) == "incomplete" and any((job.path / "checkpoints").glob("step_*")):
+                job = dataclasses.replace(job, resume=True)  # interrupted with a checkpoint: continue it
+            else:
+                shutil.rmtree(job.path)  # a partial run without a checkpoint (or a failed one) starts over
         rc = launch(plan, job)
         if _STOPPING.is_set():
             return  # interrupted: left incomplete, rerun on resume
@@ -350,6 +375,17 @@ def _run_locked(
         bar.close()
         store.close()
     return summary
+
+
+def _alive(path: Path) -> bool:
+    """Whether the run in ``path`` says ``running`` and its recorded process is alive (or on
+    another machine, where it cannot be checked)."""
+    try:
+        info = json.loads((path / "run.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(info, dict) and info.get("status") == "running" \
+        and run_process_state(info) in ("alive", "unknown")
 
 
 def _mark_failed(path: Path, rc: int, log: Path) -> None:

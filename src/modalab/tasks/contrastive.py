@@ -222,7 +222,7 @@ class ContrastiveTask:
             "num_train": len(self.data.train),
             "num_test": len(self.data.test),
             "num_skipped": self.data.num_skipped,
-            "skipped": self.data.skipped,
+            "skipped": self.data.all_skipped,
             "num_params": sum(p.numel() for p in self.model.parameters()),
             "tau_final": 1.0 / float(self.logit_scale().detach()),
             "logit_scale_final": float(self.logit_scale().detach()),

@@ -16,11 +16,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from modalab.errors import ModalabError
 from modalab.train.optim import clip_gradients, grad_norm, lr_multiplier, set_lr
 from modalab.train.precision import autocast
 
 
-class TrainingError(RuntimeError):
+class TrainingError(ModalabError, RuntimeError):
     """Training cannot continue; the message says why and what to try."""
 
 
@@ -80,6 +81,7 @@ def fit(
     before_step: Callable[[int], torch.optim.Optimizer | None] | None = None,
     state: LoopState | None = None,
     samples_per_batch: int = 1,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Run optimizer steps ``cfg.start_step .. cfg.steps - 1``.
 
@@ -91,6 +93,8 @@ def fit(
     - ``before_step(step)`` may return a new optimizer (a stage boundary).
     - ``after_step(step)`` runs after each optimizer step and may return values to log.
     - ``state`` carries the skip counters and the loss window across a resume.
+    - ``should_stop()`` is asked before each step; when it says yes the loop returns at that step
+      boundary with ``stopped_at`` in the summary (a graceful stop on a signal).
     Returns a summary: steps done, skipped (non-finite) steps, seconds.
     """
     device = next(model.parameters()).device
@@ -113,6 +117,10 @@ def fit(
     compute = grad_fn or default_grad_fn
     model.train()
     for step in range(cfg.start_step, cfg.steps):
+        if should_stop is not None and should_stop():
+            bar.close()
+            return {"steps": step, "stopped_at": step, "skipped_steps": st.skipped,
+                    "train_seconds": time.perf_counter() - t_start}
         if before_step is not None:
             optimizer = before_step(step) or optimizer
         params = [p for p in model.parameters() if p.requires_grad]

@@ -25,11 +25,12 @@ from typing import Sequence
 import numpy as np
 
 from modalab._optional import lazy
+from modalab.errors import ModalabError
 
 av = lazy("av")  # PyAV, imported on first use (pip install 'modalab[video]')
 
 
-class VideoError(RuntimeError):
+class VideoError(ModalabError, RuntimeError):
     """A video file is missing, unreadable, corrupt or unsupported; the message names the file."""
 
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from PIL import Image, UnidentifiedImageError
 from pydantic import Field
 
 from modalab.config import DataBase
 from modalab.data.dataset import DataError, DataSplits, SampleDataset, stratified_split
+from modalab.data.safe_image import MAX_ASPECT, MAX_PIXELS, open_image
 from modalab.data.sample import Sample
 from modalab.data.transforms import normalize, pil_to_tensor, random_shift, resize_center_crop
 from modalab.registry import register
@@ -92,15 +92,12 @@ def parse_rows(path: Path, root: Path) -> list[Row]:
     return rows
 
 
-def check_image(row: Row) -> str | None:
-    """None if the image opens, else the reason it does not."""
+def check_image(row: Row, max_pixels: int = MAX_PIXELS, max_aspect: float = MAX_ASPECT) -> str | None:
+    """None if the image opens and its header is within the size limits, else the reason."""
     try:
-        with Image.open(row.image) as im:
-            im.verify()
-    except FileNotFoundError:
-        return "image file not found"
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        return f"unreadable image ({type(e).__name__}: {e})"
+        open_image(row.image, "", max_pixels, max_aspect, decode=False).close()
+    except DataError as e:
+        return str(e).removeprefix(": ")
     return None
 
 
@@ -121,7 +118,7 @@ def build_manifest(cfg: ManifestConfig, *, seed: int) -> DataSplits:
     root = Path(cfg.root) if cfg.root else path.parent
     rows, skipped = [], []
     for row in parse_rows(path, root):
-        reason = check_image(row)
+        reason = check_image(row, cfg.max_image_pixels, cfg.max_aspect_ratio)
         if reason is None:
             rows.append(row)
             continue
@@ -147,11 +144,9 @@ def build_manifest(cfg: ManifestConfig, *, seed: int) -> DataSplits:
 
     def load(j: int, train: bool) -> Sample:
         row = rows[j]
-        try:
-            with Image.open(row.image) as im:
-                x = pil_to_tensor(im, cfg.channels)
-        except OSError as e:
-            raise DataError(f"{path}:{row.line}: cannot read image {row.image}: {e}") from None
+        where = f"{path}:{row.line}: {row.image}"
+        with open_image(row.image, where, cfg.max_image_pixels, cfg.max_aspect_ratio) as im:
+            x = pil_to_tensor(im, cfg.channels)
         x = resize_center_crop(x, cfg.image_size)
         if train and cfg.augment:
             x = random_shift(x, cfg.max_shift)

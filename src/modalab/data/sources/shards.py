@@ -30,7 +30,10 @@ from torch.utils.data import Dataset
 from modalab.config import DataBase
 from modalab.data.dataset import DataError, DataSplits, stratified_split
 from modalab.data.sample import Sample
-from modalab.data.tar_shards import ShardError, ShardStream, decode_image_text, iter_tar, read_index, write_shards
+from modalab.data.safe_image import open_image
+from modalab.data.tar_shards import (
+    IMAGE_EXTS, ShardError, ShardStream, decode_image_text, iter_tar, read_index, write_shards,
+)
 from modalab.data.transforms import random_shift
 from modalab.registry import register
 
@@ -46,10 +49,11 @@ class ShardsConfig(DataBase):
 
 
 def sample_decoder(image_size: int, channels: int, classnames: list[str], *, train: bool,
-                   max_shift: int = 0, where: str = "") -> Callable[[str, dict[str, bytes]], Sample]:
+                   max_shift: int = 0, where: str = "", max_pixels: int = 64_000_000,
+                   max_aspect: float = 20.0) -> Callable[[str, dict[str, bytes]], Sample]:
     """``(key, {ext: bytes}) -> Sample`` with the class index of ``json.label`` in ``classnames``;
     training draws a caption from ``json.captions`` (if present) and shifts by up to ``max_shift``."""
-    base = decode_image_text(image_size, channels)
+    base = decode_image_text(image_size, channels, max_pixels, max_aspect)
     lookup = {c: i for i, c in enumerate(classnames)}
 
     def decode(key: str, files: dict[str, bytes]) -> Sample:
@@ -71,14 +75,30 @@ def sample_decoder(image_size: int, channels: int, classnames: list[str], *, tra
 
 
 class ShardSamples(Dataset):
-    """Every sample of a shard folder in shard order, held as bytes and decoded on access."""
+    """Every sample of a shard folder in shard order, held as bytes and decoded on access.
+
+    Each shard's sample count is checked against the index, and each image's header against the
+    size limits (``check``: ``(key, files) -> None`` or raises), when the folder is read: a bad
+    sample is an error or is skipped and counted there, never discovered mid-evaluation."""
 
     def __init__(self, path: Path, decode: Callable[[str, dict[str, bytes]], Sample],
-                 on_error: str = "error") -> None:
+                 on_error: str = "error",
+                 check: Callable[[str, dict[str, bytes]], None] | None = None) -> None:
         self.skipped: list[str] = []
         index = read_index(path)
-        self.items = [it for s in index["shards"]
-                      for it in iter_tar(Path(path) / s["name"], on_error, self.skipped)]
+        self.items = []
+        for s in index["shards"]:
+            for key, files in iter_tar(Path(path) / s["name"], on_error, self.skipped, s.get("count")):
+                try:
+                    if check is not None:
+                        check(key, files)
+                except DataError as e:
+                    msg = f"{Path(path) / s['name']}: {e}"
+                    if on_error == "error":
+                        raise ShardError(msg + " (data.on_error=skip skips it and counts it)") from None
+                    self.skipped.append(msg)
+                    continue
+                self.items.append((key, files))
         self.decode = decode
 
     def __len__(self) -> int:
@@ -103,17 +123,28 @@ def build_shards(cfg: ShardsConfig, *, seed: int) -> DataSplits:
     index = read_index(root)
     classes = list(index["classnames"]) or None
     shift = cfg.max_shift if cfg.augment else 0
+    limits = {"max_pixels": cfg.max_image_pixels, "max_aspect": cfg.max_aspect_ratio}
     decode = sample_decoder(cfg.image_size, cfg.channels, classes or [], train=True, max_shift=shift,
-                            where=str(root))
+                            where=str(root), **limits)
     train = ShardStream(
         root, decode,
         shuffle_buffer=cfg.shuffle_buffer, seed=seed, num_workers=cfg.num_workers, drop_last=True,
         on_error=cfg.on_error,
     )
     test = ShardSamples(eval_root, sample_decoder(cfg.image_size, cfg.channels, classes or [], train=False,
-                                                  where=str(eval_root)), cfg.on_error)
+                                                  where=str(eval_root), **limits), cfg.on_error,
+                        check=lambda key, files: header_check(key, files, **limits))
     return DataSplits(train=train, test=test, classnames=classes, texts=list(index["texts"]),
-                      image_size=cfg.image_size, channels=cfg.channels, skipped=test.skipped)
+                      image_size=cfg.image_size, channels=cfg.channels, skipped=test.skipped,
+                      train_skipped=lambda: train.skipped)
+
+
+def header_check(key: str, files: dict[str, bytes], max_pixels: int, max_aspect: float) -> None:
+    """Raise :class:`DataError` unless the sample has an image whose header is within the limits."""
+    ext = next((e for e in IMAGE_EXTS if e in files), None)
+    if ext is None:
+        raise DataError(f"sample {key!r} has no image member (png/jpg/jpeg/webp)")
+    open_image(files[ext], f"sample {key!r} ({key}.{ext})", max_pixels, max_aspect, decode=False).close()
 
 
 # ------------------------------------------------------------------------- built-in digits
