@@ -52,8 +52,7 @@ def evaluate_manifest(m: LoadedDualEncoder, manifest: Path, prompts: list[str], 
                       batch_size: int = 64, split: str | None = None, root: Path | None = None) -> dict[str, Any]:
     """Zero-shot and retrieval metrics of ``m`` on a manifest (optionally one ``split``)."""
     import torch
-    from PIL import Image
-
+    from modalab.data.safe_image import open_image
     from modalab.data.sources.manifest import check_image, parse_rows
     from modalab.eval.retrieval import retrieval_metrics
     from modalab.eval.zeroshot import class_embeddings, zeroshot_accuracy
@@ -70,8 +69,8 @@ def evaluate_manifest(m: LoadedDualEncoder, manifest: Path, prompts: list[str], 
     if not rows:
         raise ValueError(f"{manifest}: no usable records" + (f" in split {split!r}" if split else ""))
     images = []
-    for r in rows:
-        with Image.open(r.image) as im:
+    for r in rows:  # size limits checked from the header (data/safe_image.py)
+        with open_image(r.image, f"{manifest}:{r.line}: {r.image}") as im:
             images.append(im.copy())
     img = embed_images(m, images, batch_size)
     txt = embed_texts(m, [r.text for r in rows], batch_size)

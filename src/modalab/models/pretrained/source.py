@@ -16,10 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from modalab.errors import ModalabError
+
 KINDS = ("hf", "open_clip")
 
 
-class PretrainedError(ValueError):
+class PretrainedError(ModalabError, ValueError):
     """A checkpoint that cannot be read or is not supported; the message names the path."""
 
 
