@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from modalab.experiment.stats import compare_values, format_table, mean_ci, paired_bootstrap, paired_t_p
+from modalab.experiment.stats import compare_values, fmt_p, format_table, mean_ci, paired_bootstrap, paired_t_p
 
 
 def test_mean_ci_matches_scipy_t_interval():
@@ -64,16 +64,44 @@ def test_paired_t_matches_scipy():
 
 def test_compare_marks_noise_not_significant():
     values = {
-        "base": {0: 0.80, 1: 0.82, 2: 0.81},
-        "better": {0: 0.90, 1: 0.915, 2: 0.905},  # +0.10 on every seed
-        "noise": {0: 0.83, 1: 0.79, 2: 0.815},  # +/- around base
+        "base": {s: 0.80 + 0.01 * (s % 3) for s in range(7)},
+        "better": {s: 0.90 + 0.01 * (s % 3) + 0.002 * s for s in range(7)},  # about +0.10 on every seed
+        "noise": {s: 0.80 + 0.01 * (s % 3) + (0.02 if s % 2 else -0.021) for s in range(7)},  # +/- around base
     }
-    c = compare_values(values, "zeroshot_top1", n_boot=4000)
+    c = compare_values(values, "zeroshot_top1", n_boot=1000)
     d = {(x.a, x.b): x for x in c.diffs}
-    assert d[("base", "better")].significant
+    best = d[("base", "better")]
+    assert best.significant
+    assert best.p_perm == pytest.approx(2 / 2**7)  # every seed improves: the smallest exact p
+    assert best.p_perm_holm == pytest.approx(min(1.0, 3 * 2 / 2**7))  # smallest of 3 -> times 3
     assert not d[("base", "noise")].significant
+    assert best.ci_kind == "paired t"  # no per-item results given
     table = format_table(c)
-    assert "NOT significant at n=3" in table and "significant" in table
+    assert "not significant at n=7" in table and "MDE at 80% power" in table
+    assert "<0.001" not in table
+    # three seeds, however consistent, are never significant: the sign-flip p cannot go below 0.25
+    c3 = compare_values({"a": {0: 0.8, 1: 0.81, 2: 0.79}, "b": {0: 0.9, 1: 0.915, 2: 0.9}}, "m", n_boot=100)
+    assert c3.diffs[0].p_perm == pytest.approx(0.25) and not c3.diffs[0].significant
     # unpaired seeds are left out of the pairing
     c2 = compare_values({"a": {0: 1.0, 1: 2.0}, "b": {1: 2.5, 2: 3.0}}, "m", n_boot=100)
     assert c2.diffs[0].n_pairs == 1 and not c2.diffs[0].significant
+
+
+def test_compare_uses_the_two_level_bootstrap_when_items_are_saved():
+    rng = np.random.default_rng(0)
+    values, items = {"a": {}, "b": {}}, {"a": {}, "b": {}}
+    for s in range(5):
+        ya = (rng.random(200) < 0.8).astype(float)
+        yb = np.where(rng.random(200) < 0.1, 1.0, ya)  # b fixes some of a's mistakes
+        items["a"][s], items["b"][s] = ya, yb
+        values["a"][s], values["b"][s] = ya.mean(), yb.mean()
+    c = compare_values(values, "zeroshot_top1", n_boot=500, items=items)
+    d = c.diffs[0]
+    assert d.ci_kind.startswith("two-level bootstrap")
+    assert d.lo < d.diff < d.hi and d.lo > 0
+    assert not d.significant  # 5 seeds: the exact sign-flip p is at least 0.0625
+
+
+def test_fmt_p_never_hides_a_small_p():
+    assert fmt_p(0.0625) == "0.0625" and fmt_p(0.25) == "0.250"
+    assert fmt_p(0.0004) == "4.00e-04" and fmt_p(float("nan")) == "nan"

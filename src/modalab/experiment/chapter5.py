@@ -24,7 +24,7 @@ import yaml
 
 from modalab.constants import TAU_RANGE
 from modalab.experiment.report import write_sweep_report
-from modalab.experiment.stats import Comparison, compare, fmt_p
+from modalab.experiment.stats import Comparison, compare, fmt_diff
 from modalab.experiment.sweep import base_config_text, load_plan
 
 
@@ -176,12 +176,7 @@ def generate(sweeps: list[Path], out: Path, metric: str = "zeroshot_top1") -> st
             f"{VERDICTS[stem](comp, root) if stem in VERDICTS else verdict(comp, CLAIMED.get(stem))} "
             f"| [{root.name}]({link}) |"
         )
-        diffs = "\n".join(
-            f"  - {d.b} − {d.a}: {d.diff:+.4f}, bootstrap 95% CI [{d.lo:+.4f}, {d.hi:+.4f}], "
-            f"p = {fmt_p(d.p_boot)} (bootstrap) / {fmt_p(d.p_t)} (paired t): "
-            f"{'significant' if d.significant else 'not significant'}"
-            for d in comp.diffs
-        )
+        diffs = "\n".join(f"  - {fmt_diff(d, comp.alpha, comp.power)}" for d in comp.diffs)
         details.append(f"- `{plan.recipe}` ({root}):\n{diffs}")
     today = dt.date.today().isoformat()
     cmd = "python -m modalab.experiment.chapter5 " + " ".join(str(s) for s in sweeps)

@@ -214,6 +214,7 @@ def similarity_grid(dists: dict[str, dict[str, Any]]) -> str | None:
 
 
 def compare_html(comp: Any) -> str:
+    from modalab.experiment.paired import min_sign_flip_p
     from modalab.experiment.stats import fmt_p
 
     rows = ["<tr><th>arm</th><th>n</th><th>mean</th><th>std</th><th>95% CI</th><th>values by seed</th></tr>"]
@@ -221,12 +222,16 @@ def compare_html(comp: Any) -> str:
         vals = ", ".join(f"{s}: {v:.4f}" for s, v in zip(a.seeds, a.values))
         rows.append(f"<tr><td>{html.escape(a.arm)}</td><td>{a.n}</td><td>{a.mean:.4f}</td><td>{a.std:.4f}</td>"
                     f"<td>[{a.lo:.4f}, {a.hi:.4f}]</td><td>{vals}</td></tr>")
-    drows = ["<tr><th>b - a</th><th>pairs</th><th>difference</th><th>bootstrap 95% CI</th>"
-             "<th>p (bootstrap / paired t)</th><th>verdict</th></tr>"]
+    drows = ["<tr><th>b - a</th><th>pairs</th><th>difference</th><th>95% interval</th>"
+             "<th>p paired t (Holm)</th><th>p sign-flip, exact (Holm)</th><th>verdict</th></tr>"]
     for d in comp.diffs:
-        verdict = "significant" if d.significant else f"<span class='warn'>not significant at n={d.n_pairs}</span>"
+        verdict = "significant" if d.significant else (
+            f"<span class='warn'>not significant at n={d.n_pairs}</span>; MDE (80% power) {d.mde:.4f}; "
+            f"smallest possible sign-flip p {fmt_p(min_sign_flip_p(d.n_pairs))}")
         drows.append(f"<tr><td>{html.escape(d.b)} − {html.escape(d.a)}</td><td>{d.n_pairs}</td><td>{d.diff:+.4f}</td>"
-                     f"<td>[{d.lo:+.4f}, {d.hi:+.4f}]</td><td>{fmt_p(d.p_boot)} / {fmt_p(d.p_t)}</td><td>{verdict}</td></tr>")
+                     f"<td>[{d.lo:+.4f}, {d.hi:+.4f}] {html.escape(d.ci_kind)}</td>"
+                     f"<td>{fmt_p(d.p_t)} ({fmt_p(d.p_t_holm)})</td><td>{fmt_p(d.p_perm)} ({fmt_p(d.p_perm_holm)})</td>"
+                     f"<td>{verdict}</td></tr>")
     return "<table>" + "".join(rows) + "</table><p></p><table>" + "".join(drows) + "</table>"
 
 
@@ -282,8 +287,11 @@ def render_sweep(root: Path, metric: str = "zeroshot_top1") -> str:
 <p>recipe: {html.escape(str(plan.recipe))} · grid: {html.escape(json.dumps(plan.grid))} · seeds {plan.seeds}
  · runs: {counts} · common overrides: {html.escape(' '.join(plan.overrides) or 'none')}</p>
 <h2>{html.escape(metric)} per arm (held-out split)</h2>{compare_html(comp)}
-<p>Differences are paired by seed. "significant" needs the bootstrap 95% CI to exclude 0 and the paired
-t-test p &lt; 0.05; with 3 seeds only large, consistent differences pass.</p>
+<p>Differences are paired by seed. "significant" needs both the paired t-test and the exact sign-flip
+permutation test below 0.05 after Holm's correction over the sweep's comparisons (the sign-flip test
+cannot go below 2/2^n: 6 seeds at least). The interval is the two-level bootstrap (seeds, then test
+items, paired across arms) where runs saved per-item results, else the paired t-interval. MDE: the
+smallest true difference the paired t-test would detect with 80% power at this n and spread.</p>
 <h2>Other metrics (mean ± 95% CI half-width)</h2><table>{head}{''.join(others)}</table>
 <h2>Plots</h2><div class="figs">{imgs}</div>
 <h2>Arms</h2><ul>{arms}</ul>

@@ -2,13 +2,15 @@
 
 - :func:`mean_ci`: mean, sample std (ddof 1) and the two-sided Student-t confidence interval
   ``mean +/- t_{(1+conf)/2, n-1} * std / sqrt(n)``.
-- :func:`paired_bootstrap`: arms paired by seed; the per-seed differences ``d = b - a`` are
-  resampled with replacement (``n_boot`` times, seeded); the CI is the percentile interval of the
-  resampled means, the p-value the two-sided share of centred resampled means at least as far from
-  0 as the observed mean: ``(#{|m* - d_bar| >= |d_bar|} + 1) / (n_boot + 1)``.
-- A difference is called significant only when the bootstrap CI excludes 0 *and* the paired
-  t-test gives p < alpha: with 3 seeds a bootstrap alone is over-confident (it cannot see the
-  tails), so the t-test guards it.
+- :func:`compare_values`: every pair of arms, paired by seed (``experiment/paired.py``): the paired
+  t-test and the exact sign-flip permutation test, both Holm-adjusted across the sweep's
+  comparisons; the interval of the mean difference from the two-level bootstrap (seeds, then test
+  items, paired across arms) when the runs saved per-item results, else the paired t-interval; the
+  minimum detectable effect (80% power, paired t) from the observed SD of the differences.
+- A difference is called significant only when both Holm-adjusted p-values are below alpha. The
+  sign-flip test cannot go below ``2 / 2^n``: with 5 seeds nothing is significant, by design.
+- :func:`paired_bootstrap` (seed-only percentile bootstrap) is kept for callers; it no longer
+  decides significance (with 3-5 seeds it cannot see the tails).
 """
 
 from __future__ import annotations
@@ -19,11 +21,15 @@ import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from modalab._optional import lazy
+
+from modalab.experiment.paired import (
+    holm, mde_paired, min_sign_flip_p, paired_t, sign_flip_p, t_interval, two_level_bootstrap,
+)
 
 sps = lazy("scipy.stats")  # imported on first use
 
@@ -60,11 +66,8 @@ def paired_bootstrap(
 
 
 def paired_t_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided paired t-test p-value (NaN with fewer than 2 pairs or zero variance)."""
-    d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
-    if d.size < 2 or np.allclose(d, d[0]):
-        return 0.0 if d.size >= 2 and d[0] != 0 else math.nan
-    return float(sps.ttest_rel(b, a).pvalue)
+    """Two-sided paired t-test p-value (NaN with fewer than 2 pairs; see :func:`paired.paired_t`)."""
+    return paired_t(a, b)[1]
 
 
 @dataclass
@@ -86,10 +89,15 @@ class Diff:
     b: str
     n_pairs: int
     diff: float  # mean of b - a over shared seeds
-    lo: float
+    lo: float  # interval of the mean difference (ci_kind says which)
     hi: float
-    p_boot: float
-    p_t: float
+    p_t: float  # paired t-test, two-sided
+    p_perm: float  # exact sign-flip permutation test, two-sided
+    p_t_holm: float  # Holm-adjusted across the comparison's pairs
+    p_perm_holm: float
+    sd_diff: float  # SD of the per-seed differences (ddof 1)
+    mde: float  # smallest |difference| the paired t-test detects with 80% power at this n and SD
+    ci_kind: str  # "two-level bootstrap (seeds x items)" or "paired t"
     significant: bool
 
 
@@ -99,28 +107,39 @@ class Comparison:
     arms: list[ArmStats]
     diffs: list[Diff]
     alpha: float = 0.05
+    power: float = 0.8
 
     def to_json(self) -> dict:
-        return {"metric": self.metric, "alpha": self.alpha,
+        return {"metric": self.metric, "alpha": self.alpha, "power": self.power,
                 "arms": [asdict(a) for a in self.arms], "diffs": [asdict(d) for d in self.diffs]}
+
+
+Items = dict[str, dict[int, np.ndarray]]  # items[arm][seed] = per-item scores on that seed's test items
 
 
 def compare_values(
     values: dict[str, dict[int, float]],
     metric: str,
     params: dict[str, dict] | None = None,
-    n_boot: int = 10000,
+    n_boot: int = 4000,
     alpha: float = 0.05,
     seed: int = 0,
+    items: Items | None = None,
+    power: float = 0.8,
 ) -> Comparison:
-    """``values[arm][seed] = metric`` -> per-arm stats and all pairwise differences (paired by seed)."""
+    """``values[arm][seed] = metric`` -> per-arm stats and all pairwise differences (paired by seed).
+
+    ``items`` (optional) gives per-item scores per arm and seed for the two-level bootstrap; a pair
+    of arms without items for every shared seed (or on different items) falls back to the paired
+    t-interval. p-values are Holm-adjusted over all pairs of this comparison.
+    """
     arms = []
     for arm, by_seed in values.items():
         seeds = sorted(by_seed)
         vals = [by_seed[s] for s in seeds]
         m, s, lo, hi = mean_ci(vals, 1 - alpha)
         arms.append(ArmStats(arm, len(vals), m, s, lo, hi, seeds, vals, (params or {}).get(arm, {})))
-    diffs = []
+    rows = []
     names = list(values)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
@@ -128,11 +147,24 @@ def compare_values(
             if not shared:
                 continue
             va, vb = [values[a][s] for s in shared], [values[b][s] for s in shared]
-            d, lo, hi, p = paired_bootstrap(va, vb, n_boot, 1 - alpha, seed)
-            pt = paired_t_p(va, vb)
-            sig = len(shared) >= 2 and (lo > 0 or hi < 0) and p < alpha and (not math.isnan(pt) and pt < alpha)
-            diffs.append(Diff(a, b, len(shared), d, lo, hi, p, pt, sig))
-    return Comparison(metric, arms, diffs, alpha)
+            d = np.asarray(vb) - np.asarray(va)  # (n,)
+            sd = float(d.std(ddof=1)) if d.size > 1 else math.nan
+            ia, ib = (items or {}).get(a, {}), (items or {}).get(b, {})
+            if all(s in ia and s in ib and len(ia[s]) == len(ib[s]) for s in shared):
+                _, lo, hi = two_level_bootstrap([ia[s] for s in shared], [ib[s] for s in shared],
+                                                n_boot, 1 - alpha, seed)
+                kind = "two-level bootstrap (seeds x items)"
+            else:
+                (lo, hi), kind = t_interval(d, 1 - alpha), "paired t"
+            rows.append(dict(a=a, b=b, n_pairs=len(shared), diff=float(d.mean()), lo=lo, hi=hi,
+                             p_t=paired_t(va, vb)[1], p_perm=sign_flip_p(d), sd_diff=sd,
+                             mde=mde_paired(sd, len(shared), alpha, power), ci_kind=kind))
+    t_holm, perm_holm = holm([r["p_t"] for r in rows]), holm([r["p_perm"] for r in rows])
+    diffs = []
+    for r, pt, pp in zip(rows, t_holm, perm_holm):
+        sig = r["n_pairs"] >= 2 and pt < alpha and pp < alpha
+        diffs.append(Diff(**r, p_t_holm=pt, p_perm_holm=pp, significant=bool(sig)))
+    return Comparison(metric, arms, diffs, alpha, power)
 
 
 class DuplicateRunWarning(UserWarning):
@@ -147,9 +179,17 @@ def collect(paths: Sequence[Path], metric: str) -> tuple[dict[str, dict[int, flo
     dropped silently: the clashing arms are split by where they came from (``arm [folder]``) and a
     :class:`DuplicateRunWarning` names both directories. The same run given twice counts once.
     """
+    entries = _entries(paths, metric)
+    if not entries:
+        raise FileNotFoundError(f"no finished run with '{metric}' in results.json under {', '.join(map(str, paths))}")
+    return _merge(entries)
+
+
+def _entries(paths: Sequence[Path], metric: str) -> list[tuple[str, str, int, Any, dict, str]]:
+    """``(source, arm, seed, value, params, run_id)`` of every finished run with ``metric``."""
     from modalab.experiment.store import Store, store_path
 
-    entries: list[tuple[str, str, int, float, dict, str]] = []  # source, arm, seed, value, params, run_id
+    entries: list[tuple[str, str, int, Any, dict, str]] = []  # source, arm, seed, value, params, run_id
     for path in paths:
         path = Path(path)
         if (path / "sweep.json").is_file():
@@ -168,13 +208,11 @@ def collect(paths: Sequence[Path], metric: str) -> tuple[dict[str, dict[int, flo
                 continue
             entries.append((str(path), r["arm"], int(r["seed"] or 0), finals[r["run_id"]],
                             json.loads(r["params"] or "{}"), r["run_id"]))
-    if not entries:
-        raise FileNotFoundError(f"no finished run with '{metric}' in results.json under {', '.join(map(str, paths))}")
-    return _merge(entries)
+    return entries
 
 
-def _merge(entries: list[tuple[str, str, int, float, dict, str]]) -> tuple[dict[str, dict[int, float]], dict[str, dict]]:
-    unique: dict[str, tuple[str, str, int, float, dict, str]] = {}
+def _merge(entries: list[tuple[str, str, int, Any, dict, str]]) -> tuple[dict[str, dict[int, Any]], dict[str, dict]]:
+    unique: dict[str, tuple[str, str, int, Any, dict, str]] = {}
     for e in entries:
         unique.setdefault(e[5], e)  # one run given twice (or a run inside a sweep given too)
     owners: dict[tuple[str, int], list[tuple[str, str]]] = {}
@@ -207,9 +245,26 @@ def _merge(entries: list[tuple[str, str, int, float, dict, str]]) -> tuple[dict[
     return values, params
 
 
-def compare(paths: Sequence[Path], metric: str = "zeroshot_top1", n_boot: int = 10000) -> Comparison:
+def collect_items(paths: Sequence[Path], metric: str) -> Items:
+    """Per-item scores of ``metric`` saved by finished runs (``artifacts/per_item.json``)."""
+    from modalab.experiment.rundir import RunDir
+
+    with warnings.catch_warnings():  # collect() has warned about duplicate runs already
+        warnings.simplefilter("ignore", DuplicateRunWarning)
+        run_ids, _ = _merge([(s, a, seed, rid, prm, rid) for s, a, seed, _, prm, rid in _entries(paths, metric)])
+    items: Items = {}
+    for arm, by_seed in run_ids.items():  # the same arm names as collect() gives
+        for seed, rid in by_seed.items():
+            saved = RunDir(Path(rid)).read_artifact("per_item") or {}
+            scores = (saved.get("metrics") or {}).get(metric)
+            if scores is not None:
+                items.setdefault(arm, {})[seed] = np.asarray(scores, dtype=np.float64)
+    return items
+
+
+def compare(paths: Sequence[Path], metric: str = "zeroshot_top1", n_boot: int = 4000) -> Comparison:
     values, params = collect(paths, metric)
-    return compare_values(values, metric, params, n_boot)
+    return compare_values(values, metric, params, n_boot, items=collect_items(paths, metric))
 
 
 def _f(x: float, digits: int = 4) -> str:
@@ -217,8 +272,20 @@ def _f(x: float, digits: int = 4) -> str:
 
 
 def fmt_p(p: float) -> str:
-    """A p-value for people: ``<0.001`` rather than ``0.000``."""
-    return "nan" if p != p else ("<0.001" if p < 0.001 else f"{p:.3f}")
+    """A p-value for people: exact to 3 significant digits, never a bare ``<0.001``."""
+    if p != p:
+        return "nan"
+    return f"{p:.2e}" if 0 < p < 0.001 else (f"{p:.4f}" if p < 0.1 else f"{p:.3f}")
+
+
+def fmt_diff(d: Diff, alpha: float = 0.05, power: float = 0.8) -> str:
+    """One difference as one line: estimate, interval, both p-values (raw and Holm), verdict, MDE."""
+    verdict = "significant" if d.significant else (
+        f"not significant at n={d.n_pairs} (MDE at {power:.0%} power: {_f(d.mde)}; "
+        f"smallest possible sign-flip p at this n: {fmt_p(min_sign_flip_p(d.n_pairs))})")
+    return (f"{d.b} - {d.a}: {d.diff:+.4f}  [{_f(d.lo)}, {_f(d.hi)}] ({d.ci_kind})  "
+            f"p_t={fmt_p(d.p_t)} (Holm {fmt_p(d.p_t_holm)})  p_signflip={fmt_p(d.p_perm)} "
+            f"(Holm {fmt_p(d.p_perm_holm)})  {verdict}")
 
 
 def format_table(c: Comparison) -> str:
@@ -229,22 +296,19 @@ def format_table(c: Comparison) -> str:
     for a in c.arms:
         lines.append(f"  {a.arm.ljust(w)}  {a.n}  {_f(a.mean):>7}  {_f(a.std):>7}  {_f(a.lo):>7}  {_f(a.hi):>7}")
     if c.diffs:
-        lines.append("pairwise differences (b - a, paired by seed; bootstrap CI; p: bootstrap / paired t)")
-        for d in c.diffs:
-            mark = "significant" if d.significant else f"NOT significant at n={d.n_pairs}"
-            lines.append(
-                f"  {d.b} - {d.a}: {d.diff:+.4f}  [{_f(d.lo)}, {_f(d.hi)}]  p={fmt_p(d.p_boot)}/"
-                f"{fmt_p(d.p_t)}  {mark}"
-            )
+        lines.append(f"pairwise differences (b - a, paired by seed; {int(round((1 - c.alpha) * 100))}% interval; "
+                     f"paired t and exact sign-flip p, Holm-adjusted over {len(c.diffs)} comparison(s))")
+        lines += ["  " + fmt_diff(d, c.alpha, c.power) for d in c.diffs]
     return "\n".join(lines)
 
 
 def write_csv(c: Comparison, path: Path) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["kind", "arm", "vs", "n", "mean_or_diff", "std", "ci_low", "ci_high", "p_boot", "p_t",
-                    "significant"])
+        w.writerow(["kind", "arm", "vs", "n", "mean_or_diff", "std", "ci_low", "ci_high", "ci_kind", "p_t",
+                    "p_t_holm", "p_signflip", "p_signflip_holm", "mde_80", "significant"])
         for a in c.arms:
-            w.writerow(["arm", a.arm, "", a.n, a.mean, a.std, a.lo, a.hi, "", "", ""])
+            w.writerow(["arm", a.arm, "", a.n, a.mean, a.std, a.lo, a.hi, "t", "", "", "", "", "", ""])
         for d in c.diffs:
-            w.writerow(["diff", d.b, d.a, d.n_pairs, d.diff, "", d.lo, d.hi, d.p_boot, d.p_t, d.significant])
+            w.writerow(["diff", d.b, d.a, d.n_pairs, d.diff, d.sd_diff, d.lo, d.hi, d.ci_kind, d.p_t, d.p_t_holm,
+                        d.p_perm, d.p_perm_holm, d.mde, d.significant])
