@@ -39,7 +39,16 @@ def test_default_recipe_smoke(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     for k in RESULT_KEYS:
         assert k in results, k
-    assert results["num_train"] + results["num_test"] == 1797 and results["num_skipped"] == 0
+    assert results["num_train"] + results["num_val"] + results["num_test"] == 1797 and results["num_skipped"] == 0
+    assert results["num_test"] == 450 and results["num_val"] == round(0.1 * (1797 - 450))  # test unchanged
+    # val and test metrics side by side; the plain keys stay the test values
+    assert results["eval_splits"] == ["val", "test"]
+    for k in ("zeroshot_top1", "image_to_text_R@1"):
+        assert results[f"test_{k}"] == results[k] and 0 <= results[f"val_{k}"] <= 1
+    per_item = json.loads((out / "artifacts" / "per_item.json").read_text())
+    hits = per_item["metrics"]["zeroshot_top1"]
+    assert per_item["split"] == "test" and len(hits) == 450 == len(per_item["ids"])
+    assert np.mean(hits) == pytest.approx(results["zeroshot_top1"])
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "finished"
     ckpts = sorted((out / "checkpoints").iterdir())
@@ -74,7 +83,7 @@ def test_manifest_recipe_trains(tmp_path):
                   [f"data.path={manifest}", "train.steps=6", "train.batch_size=16", "run.progress=false"])
     out = run(recipe, tmp_path / "run")
     res = json.loads((out / "results.json").read_text())
-    assert res["num_train"] == 90 and res["num_test"] == 30 and "zeroshot_top1" in res
+    assert res["num_train"] == 81 and res["num_val"] == 9 and res["num_test"] == 30 and "zeroshot_top1" in res
 
 
 def test_manifest_missing_image_error_and_skip(tmp_path):
@@ -86,7 +95,7 @@ def test_manifest_missing_image_error_and_skip(tmp_path):
         run(load(RECIPES / "clip_manifest_example.yaml", over), tmp_path / "a")
     out = run(load(RECIPES / "clip_manifest_example.yaml", [*over, "data.on_error=skip"]), tmp_path / "b")
     res = json.loads((out / "results.json").read_text())
-    assert res["num_skipped"] == 2 and res["num_train"] + res["num_test"] == 38
+    assert res["num_skipped"] == 2 and res["num_train"] + res["num_val"] + res["num_test"] == 38
     assert "manifest.jsonl:2: image file not found" in res["skipped"][1]
 
 

@@ -1,4 +1,11 @@
-"""What a data source returns: train/test datasets plus what evaluation needs to know."""
+"""What a data source returns: train/val/test datasets plus what evaluation needs to know.
+
+The test split is drawn first (``stratified_split``) and is the same with or without a validation
+split, so test numbers stay comparable; :func:`carve_val` then takes ``data.val_fraction`` of the
+*training* indices as the validation split (stratified by label, or whole groups -- speakers,
+writers, videos -- where the source has groups). Training curves and every choice of setting read
+val; test is reported once, at the end.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +24,9 @@ class DataError(ModalabError, ValueError):
 
 @dataclass
 class DataSplits:
-    """train/test datasets of :class:`Sample`, class names (None without labels), every caption
-    the run will train on (for building a vocabulary), image geometry, and skipped inputs."""
+    """train/test (and val) datasets of :class:`Sample`, class names (None without labels), every
+    caption the run will train on (for building a vocabulary), image geometry, and skipped inputs.
+    ``val`` is None when the source has none (``data.val_fraction: 0``, or streamed shards)."""
 
     train: Dataset
     test: Dataset
@@ -35,6 +43,7 @@ class DataSplits:
         """Skipped items of both splits: those found when the source was built, and those the
         training stream met while training (``train_skipped``)."""
         return [*self.skipped, *(self.train_skipped() if self.train_skipped else [])]
+    val: Dataset | None = None  # carved from train (carve_val); evaluated like test, never trained on
 
     @property
     def num_skipped(self) -> int:
@@ -76,6 +85,47 @@ def stratified_split(
         idx, test_size=test_fraction, random_state=seed, stratify=stratify, shuffle=True
     )
     return sorted(train.tolist()), sorted(test.tolist())
+
+
+def carve_val(
+    train_idx: Sequence[int],
+    fraction: float,
+    seed: int,
+    labels: Sequence[int] | None = None,
+    groups: Sequence[str] | None = None,
+) -> tuple[list[int], list[int]]:
+    """Split training indices into ``(train, val)``; ``val`` holds about ``fraction`` of them.
+
+    ``labels`` / ``groups`` are indexed like the whole source (by the values in ``train_idx``).
+    With groups, whole groups go to val (at least one, never all), chosen at random by ``seed``;
+    otherwise the split is stratified by label when every class has >= 2 training items.
+    ``fraction == 0`` gives no validation split.
+    """
+    import numpy as np
+
+    idx = list(train_idx)
+    if fraction == 0:
+        return sorted(idx), []
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"data.val_fraction must be in [0, 1), got {fraction}")
+    if groups is not None:
+        names = sorted({groups[j] for j in idx})
+        if len(names) < 2:
+            raise DataError(f"data.val_fraction={fraction}: a grouped split needs >= 2 groups in the "
+                            f"training split, found {names}; set data.val_fraction: 0")
+        k = min(len(names) - 1, max(1, round(fraction * len(names))))
+        held = set(np.random.default_rng([seed, 11]).choice(names, size=k, replace=False).tolist())
+        return sorted(j for j in idx if groups[j] not in held), sorted(j for j in idx if groups[j] in held)
+    if len(idx) < 2:
+        raise DataError(f"data.val_fraction={fraction}: {len(idx)} training item(s) cannot be split")
+    sub = [labels[j] for j in idx] if labels is not None else None
+    if sub is not None:  # dense ids for the stratification count
+        ids = {c: i for i, c in enumerate(sorted(set(sub)))}
+        sub = [ids[c] for c in sub]
+        if min(np.bincount(sub)) < 2 or round(fraction * len(idx)) < len(ids):
+            sub = None  # too few per class to stratify: a plain random split
+    tr, va = stratified_split(sub, len(idx), fraction, seed)
+    return sorted(idx[i] for i in tr), sorted(idx[i] for i in va)
 
 
 def check_batch_fits(n_train: int, batch_size: int) -> None:

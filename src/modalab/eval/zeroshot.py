@@ -41,6 +41,14 @@ def zeroshot_accuracy(
     return {f"zeroshot_top{k}": (ranks <= k).double().mean().item() for k in ks}
 
 
+def zeroshot_hits(image_emb: Tensor, class_emb: Tensor, labels: Tensor, k: int = 1) -> Tensor:
+    """(N,) bool: item i's true class ranks within the top k (the per-item form of
+    :func:`zeroshot_accuracy`, same pessimistic ties), for paired per-item statistics."""
+    sim = image_emb.float() @ class_emb.float().T  # (N, C)
+    match = F.one_hot(labels, num_classes=class_emb.shape[0]).bool()
+    return retrieval_ranks(sim, match) <= k
+
+
 def predict(image_emb: Tensor, class_emb: Tensor) -> Tensor:
     """(N,) predicted class indices."""
     return (image_emb.float() @ class_emb.float().T).argmax(dim=1)

@@ -23,6 +23,7 @@ import torch
 from modalab import registry
 from modalab.config import ConfigError, Recipe
 from modalab.errors import clip
+from modalab.experiment.eval_splits import eval_split, split_keys
 from modalab.experiment.prerequisites import resolve as resolve_prerequisites
 from modalab.experiment.report import write_report
 from modalab.experiment.resume import prepare_resume
@@ -305,7 +306,7 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
     def evaluate(step: int) -> dict[str, Any]:
         res = {}
         if env.main or fsdp:  # sharded modules gather their weights: every rank must take part
-            res = {f"val_{k}": v for k, v in task.evaluate(final=False).items()}
+            res = eval_split(task, "val") or {f"test_{k}": v for k, v in task.evaluate(final=False).items()}
         D.barrier(env)
         return res if env.main else {}
 
@@ -343,8 +344,10 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
     if not env.main:
         if fsdp:
             task.evaluate(final=True)
+            eval_split(task, "val")
         return {}
     results = task.evaluate(final=True)
+    results.update(split_keys(results, eval_split(task, "val")))
     results.update(task.counts())
     results.update(summary)
     results["wall_seconds"] = time.perf_counter() - t0

@@ -74,9 +74,9 @@ class ClapTask:
 
     # evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, final: bool = True) -> dict[str, Any]:
-        res = self.inner.evaluate(final)
-        if final and self.data.split_by == "speaker" and self.speakers.get("test"):
+    def evaluate(self, final: bool = True, split: str = "test") -> dict[str, Any]:
+        res = self.inner.evaluate(final, split)
+        if final and split == "test" and self.data.split_by == "speaker" and self.speakers.get("test"):
             res.update(self.per_speaker())
         return res
 

@@ -1,8 +1,10 @@
 """The contrastive alignment task (CLIP / SigLIP style) as the runner sees it.
 
 It reads top to bottom: build data, build the tokenizer, build the model, build the objective;
-``step`` computes the loss of one batch; ``evaluate`` embeds the held-out split and reports
-zero-shot accuracy and retrieval in both directions, and saves what the report draws.
+``step`` computes the loss of one batch; ``evaluate`` embeds a held-out split (``val`` during
+training and for tuning, ``test`` once at the end) and reports zero-shot accuracy and retrieval in
+both directions; the final test evaluation also saves what the report draws and the per-item
+results (``artifacts/per_item.json``) that paired statistics across runs resample.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from modalab.data.dataset import epoch_loader
 from modalab.data.sample import Batch, collate
 from modalab.eval.monitors import AlignmentMonitor
 from modalab.eval.retrieval import retrieval_metrics
-from modalab.eval.zeroshot import class_embeddings, zeroshot_accuracy
+from modalab.eval.zeroshot import class_embeddings, zeroshot_accuracy, zeroshot_hits
 from modalab.experiment.rundir import RunDir
 from modalab.models.pretrained.recipe_build import recipe_tokenizer
 from modalab.registry import register
@@ -173,8 +175,13 @@ class ContrastiveTask:
         return torch.cat(imgs), torch.cat(txts), lab
 
     @torch.no_grad()
-    def evaluate(self, final: bool = True) -> dict[str, Any]:
-        image_emb, text_emb, labels = self.embed(self.data.test)
+    def evaluate(self, final: bool = True, split: Literal["val", "test"] = "test") -> dict[str, Any]:
+        dataset = self.data.val if split == "val" else self.data.test
+        if dataset is None:
+            raise ValueError(f"data source '{self.recipe.data.source}' has no {split} split "
+                             f"(data.val_fraction: {self.recipe.data.val_fraction})")
+        final = final and split == "test"  # artifacts and warnings of record come from test only
+        image_emb, text_emb, labels = self.embed(dataset)
         mode = self.eval_cfg.match
         if mode == "auto":
             mode = "label" if labels is not None else "pair"
@@ -187,6 +194,8 @@ class ContrastiveTask:
             res.update(zeroshot_accuracy(image_emb, cls, labels, ks=(1, min(5, len(self.data.classnames)))))
             if len(self.data.classnames) < 5:
                 res["zeroshot_top5"] = 1.0
+            if final:
+                self._save_per_item(dataset, image_emb, cls, labels)
         res.update(retrieval_metrics(image_emb, text_emb, labels, mode, self.eval_cfg.ks))
         monitor, warnings = self.monitor(
             image_emb, text_emb, labels, logit_scale=float(self.logit_scale().detach())
@@ -198,6 +207,16 @@ class ContrastiveTask:
             res["monitor_warnings"] = warnings
             self._save_artifacts(image_emb, text_emb, labels)
         return res
+
+    def _save_per_item(self, dataset: Any, image_emb: Tensor, cls: Tensor, labels: Tensor) -> None:
+        """Per-item zero-shot hits on the test split, in dataset order, with the items' ids."""
+        ids = [dataset[i].id for i in range(len(dataset))] if len(dataset) <= 100_000 else None
+        k5 = min(5, cls.shape[0])
+        self.run.write_artifact("per_item", {
+            "split": "test", "ids": ids,
+            "metrics": {"zeroshot_top1": zeroshot_hits(image_emb, cls, labels, 1).int().tolist(),
+                        "zeroshot_top5": zeroshot_hits(image_emb, cls, labels, k5).int().tolist()},
+        })
 
     def _save_artifacts(self, image_emb: Tensor, text_emb: Tensor, labels: Tensor | None) -> None:
         idx = heatmap_subset(labels, image_emb.shape[0], self.eval_cfg.heatmap_size)
@@ -220,6 +239,7 @@ class ContrastiveTask:
     def counts(self) -> dict[str, Any]:
         return {
             "num_train": len(self.data.train),
+            "num_val": len(self.data.val) if self.data.val is not None else 0,
             "num_test": len(self.data.test),
             "num_skipped": self.data.num_skipped,
             "skipped": self.data.all_skipped,

@@ -123,6 +123,7 @@ class VarResTask:
                 f"provide; use a global loss or data.batching.resize: fixed"
             )
         self.model = self.clip.model
+        self.data = self.clip.data  # train / val / test splits (val for eval_every and tuning)
         self.vit = self.model.image_encoder
         self.patch = recipe.model.vision.patch_size  # type: ignore[attr-defined]
         self.schedule = spec.schedule.build() if spec.schedule is not None else None
@@ -202,8 +203,8 @@ class VarResTask:
         lab = torch.cat(labels) if labels and len(labels) == len(imgs) else None
         return torch.cat(imgs), torch.cat(txts), lab
 
-    def evaluate(self, final: bool = True) -> dict[str, Any]:
-        return self.clip.evaluate(final)
+    def evaluate(self, final: bool = True, split: str = "test") -> dict[str, Any]:
+        return self.clip.evaluate(final, split)
 
     def counts(self) -> dict[str, Any]:
         out = self.clip.counts()

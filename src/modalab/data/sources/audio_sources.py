@@ -21,7 +21,7 @@ from pydantic import Field
 
 from modalab.audio.io import load_many, pad_or_trim
 from modalab.config import DataBase
-from modalab.data.dataset import DataError, DataSplits, SampleDataset, stratified_split
+from modalab.data.dataset import DataError, DataSplits, SampleDataset, carve_val, stratified_split
 from modalab.data.sample import Sample
 from modalab.data.sources import sound_events as se
 from modalab.data.sources import spoken_digits as sd
@@ -66,6 +66,8 @@ def build_sound_events(cfg: SoundEventsConfig, *, seed: int) -> AudioSplits:
     kw = {"duration": cfg.duration, "sr": SR, "n_events": cfg.n_events, "snr_db": cfg.snr_db}
     train = se.generate_scenes(cfg.n_train, seed=seed * 1000 + 1, **kw)
     test = se.generate_scenes(cfg.n_test, seed=seed * 1000 + 2, **kw)  # a disjoint draw
+    tr, va = carve_val(range(len(train)), cfg.val_fraction, seed)  # i.i.d. scenes: a random share
+    train, val = [train[i] for i in tr], [train[i] for i in va]
     n = int(round(cfg.duration * SR))
 
     def maker(split: str):
@@ -77,7 +79,7 @@ def build_sound_events(cfg: SoundEventsConfig, *, seed: int) -> AudioSplits:
 
     return AudioSplits(
         train=_dataset(train, maker("train")), test=_dataset(test, maker("test")),
-        classnames=list(se.CLASSES), texts=list(se.CLASSES), image_size=n, channels=1,
+        val=_dataset(val, maker("val")) if val else None, classnames=list(se.CLASSES), texts=list(se.CLASSES), image_size=n, channels=1,
     )
 
 
@@ -103,9 +105,15 @@ def _split(items: list[dict], cfg: _SplitConfig, seed: int, where: str) -> tuple
 
 
 def _labelled_splits(train: list[dict], test: list[dict], classnames: list[str], cfg: _SplitConfig,
-                     name: str, skipped: list[str], extra: dict[str, int]) -> AudioSplits:
-    """Items {audio, label (index), speaker?} -> AudioSplits with captions from TEMPLATES."""
+                     name: str, skipped: list[str], extra: dict[str, int], seed: int = 0) -> AudioSplits:
+    """Items {audio, label (index), speaker?} -> AudioSplits with captions from TEMPLATES; the
+    validation split is ``data.val_fraction`` of train: whole speakers when the test split is by
+    speaker, else stratified by label."""
     n = int(round(cfg.clip_seconds * SR))
+    by_speaker = cfg.split_by == "speaker" and all("speaker" in it for it in train)
+    tr, va = carve_val(range(len(train)), cfg.val_fraction, seed, labels=[it["label"] for it in train],
+                       groups=[it["speaker"] for it in train] if by_speaker else None)
+    train, val = [train[i] for i in tr], [train[i] for i in va]
 
     def make_train(it: dict, i: int) -> Sample:
         t = TEMPLATES[int(torch.randint(len(TEMPLATES), ()))].format(name=classnames[it["label"]])
@@ -116,10 +124,12 @@ def _labelled_splits(train: list[dict], test: list[dict], classnames: list[str],
         return Sample(id=f"{name}/{it['id']}", image=_wave(it["audio"], n), text=t, label=it["label"])
 
     speakers = {}
-    if all("speaker" in it for it in train + test):
-        speakers = {"train": [it["speaker"] for it in train], "test": [it["speaker"] for it in test]}
+    if all("speaker" in it for it in train + val + test):
+        speakers = {"train": [it["speaker"] for it in train], "val": [it["speaker"] for it in val],
+                    "test": [it["speaker"] for it in test]}
     return AudioSplits(
         train=_dataset(train, make_train), test=_dataset(test, make_test), classnames=classnames,
+        val=_dataset(val, make_test) if val else None,
         texts=[t.format(name=c) for c in classnames for t in TEMPLATES], image_size=n, channels=1,
         skipped=skipped, split_by=cfg.split_by, speakers=speakers, extra_counts=extra,
     )
@@ -136,7 +146,7 @@ def build_spoken_digits(cfg: SpokenDigitsConfig, *, seed: int) -> AudioSplits:
     recs = sd.spoken_digits(cfg.n_speakers, cfg.per_digit, seed=seed, sr=SR)
     items = [{**r, "id": f"{r['label']}_{r['speaker']}_{r['index']}"} for r in recs]
     train, test = _split(items, cfg, seed, "spoken_digits")
-    return _labelled_splits(train, test, list(sd.WORDS), cfg, "spoken_digits", [], {})
+    return _labelled_splits(train, test, list(sd.WORDS), cfg, "spoken_digits", [], {}, seed)
 
 
 class AudioFolderConfig(_SplitConfig):
@@ -170,4 +180,4 @@ def build_audio_folder(cfg: AudioFolderConfig, *, seed: int) -> AudioSplits:
     train, test = _split(items, cfg, seed, f"audio_folder {root}")
     skipped = list(report.skipped.values())  # "path: reason"
     extra = {"num_unmatched_names": len(listing.bad_names)}
-    return _labelled_splits(train, test, classnames, cfg, "audio_folder", skipped, extra)
+    return _labelled_splits(train, test, classnames, cfg, "audio_folder", skipped, extra, seed)

@@ -1,7 +1,8 @@
 """scikit-learn's 1,797 real handwritten digits (8x8, shipped with the package) with captions.
 
-Images are upsampled to ``image_size`` (bilinear) and normalised; the split is stratified and
-deterministic by the run seed. Training captions are drawn at random from several phrasings per
+Images are upsampled to ``image_size`` (bilinear) and normalised; the test split is stratified and
+deterministic by the run seed, and ``data.val_fraction`` of the rest is the validation split
+(stratified, seen like test: no augmentation, fixed captions). Training captions are drawn at random from several phrasings per
 class ("a handwritten seven", "the digit 7 written by hand", ...); each test sample has one fixed
 phrasing, so evaluation is deterministic.
 """
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from modalab.config import DataBase
-from modalab.data.dataset import DataSplits, SampleDataset, stratified_split
+from modalab.data.dataset import DataSplits, SampleDataset, carve_val, stratified_split
 from modalab.data.sample import Sample
 from modalab.data.transforms import normalize, random_shift
 from modalab.registry import register
@@ -63,6 +64,7 @@ def build_digits(cfg: DigitsConfig, *, seed: int) -> DataSplits:
         images = images.expand(-1, 3, -1, -1).contiguous()
     images = normalize(images)
     train_idx, test_idx = stratified_split(labels.tolist(), len(labels), cfg.test_fraction, seed)
+    train_idx, val_idx = carve_val(train_idx, cfg.val_fraction, seed, labels=labels.tolist())
     n_templates = len(TEMPLATES) if cfg.captions == "templates" else 1
 
     def make_train(i: int) -> Sample:
@@ -72,15 +74,18 @@ def build_digits(cfg: DigitsConfig, *, seed: int) -> DataSplits:
         img = random_shift(images[j], cfg.max_shift) if cfg.augment else images[j]
         return Sample(id=f"digits/{j}", image=img, text=caption(y, t), label=y)
 
-    def make_test(i: int) -> Sample:
-        j = test_idx[i]
-        y = int(labels[j])
-        return Sample(id=f"digits/{j}", image=images[j], text=caption(y, i % n_templates), label=y)
+    def make_eval(split: list[int]):
+        def make(i: int) -> Sample:
+            j = split[i]
+            y = int(labels[j])
+            return Sample(id=f"digits/{j}", image=images[j], text=caption(y, i % n_templates), label=y)
+        return make
 
     texts = [caption(y, t) for y in range(10) for t in range(n_templates)]
     return DataSplits(
         train=SampleDataset(len(train_idx), make_train),
-        test=SampleDataset(len(test_idx), make_test),
+        test=SampleDataset(len(test_idx), make_eval(test_idx)),
+        val=SampleDataset(len(val_idx), make_eval(val_idx)) if val_idx else None,
         classnames=list(NAMES),
         texts=texts,
         image_size=cfg.image_size,

@@ -2,8 +2,10 @@
 
 A manifest is a JSONL file (one JSON object per line) or a CSV file with a header, with keys
 ``image`` (a path relative to the manifest's folder, or to ``data.root``), ``text`` (the caption)
-and optionally ``label`` (a class name) and ``split`` (``train`` or ``test``). Image paths must
-stay inside the root. With labels present, zero-shot evaluation uses the label names as classes.
+and optionally ``label`` (a class name), ``split`` (``train``, ``val`` or ``test``) and ``group``
+(the writer / speaker / source of the item). Image paths must stay inside the root. Without ``val``
+records, ``data.val_fraction`` of the training records are the validation split: whole groups when
+every record has a ``group``, else stratified by label. With labels present, zero-shot evaluation uses the label names as classes.
 
 Every image is opened once when the source is built. A missing or unreadable image is an error
 naming the manifest line, unless ``data.on_error: skip``: then it is skipped, counted and listed
@@ -21,7 +23,7 @@ from typing import Literal
 from pydantic import Field
 
 from modalab.config import DataBase
-from modalab.data.dataset import DataError, DataSplits, SampleDataset, stratified_split
+from modalab.data.dataset import DataError, DataSplits, SampleDataset, carve_val, stratified_split
 from modalab.data.safe_image import MAX_ASPECT, MAX_PIXELS, open_image
 from modalab.data.sample import Sample
 from modalab.data.transforms import normalize, pil_to_tensor, random_shift, resize_center_crop
@@ -35,6 +37,7 @@ class Row:
     text: str
     label: str | None
     split: str | None
+    group: str | None = None
 
 
 def read_manifest(path: Path) -> list[tuple[int, dict[str, str]]]:
@@ -48,7 +51,7 @@ def read_manifest(path: Path) -> list[tuple[int, dict[str, str]]]:
             if reader.fieldnames is None or not {"image", "text"} <= set(reader.fieldnames):
                 raise DataError(
                     f"{path}:1: the CSV header must name the columns 'image' and 'text' "
-                    f"(optional 'label', 'split'); got {reader.fieldnames}"
+                    f"(optional 'label', 'split', 'group'); got {reader.fieldnames}"
                 )
             for rec in reader:
                 records.append((reader.line_num, rec))
@@ -82,10 +85,12 @@ def parse_rows(path: Path, root: Path) -> list[Row]:
             )
         label = rec.get("label")
         split = rec.get("split") or None
-        if split not in (None, "train", "test"):
-            raise DataError(f"{path}:{n}: split must be 'train' or 'test', got '{split}'")
+        if split not in (None, "train", "val", "test"):
+            raise DataError(f"{path}:{n}: split must be 'train', 'val' or 'test', got '{split}'")
+        group = rec.get("group")
         rows.append(
-            Row(n, img, rec["text"], None if label in (None, "") else str(label), split)
+            Row(n, img, rec["text"], None if label in (None, "") else str(label), split,
+                None if group in (None, "") else str(group))
         )
     if not rows:
         raise DataError(f"{path}: the manifest has no records")
@@ -141,6 +146,13 @@ def build_manifest(cfg: ManifestConfig, *, seed: int) -> DataSplits:
             raise DataError(f"{path}: the 'split' column leaves no train or no test records")
     else:
         train_idx, test_idx = stratified_split(labels, len(rows), cfg.test_fraction, seed)
+    val_rows = [i for i in train_idx if rows[i].split == "val"]
+    if val_rows:  # the manifest names its validation records
+        train_idx = [i for i in train_idx if rows[i].split != "val"]
+        val_idx = val_rows
+    else:
+        groups = [r.group or "" for r in rows] if all(rows[i].group for i in train_idx) else None
+        train_idx, val_idx = carve_val(train_idx, cfg.val_fraction, seed, labels=labels, groups=groups)
 
     def load(j: int, train: bool) -> Sample:
         row = rows[j]
@@ -156,6 +168,7 @@ def build_manifest(cfg: ManifestConfig, *, seed: int) -> DataSplits:
     return DataSplits(
         train=SampleDataset(len(train_idx), lambda i: load(train_idx[i], True)),
         test=SampleDataset(len(test_idx), lambda i: load(test_idx[i], False)),
+        val=SampleDataset(len(val_idx), lambda i: load(val_idx[i], False)) if val_idx else None,
         classnames=classnames,
         texts=[rows[j].text for j in train_idx],
         image_size=cfg.image_size,

@@ -285,7 +285,7 @@ def build_moving_digits(cfg: MovingDigitsConfig, *, seed: int) -> DataSplits:
     """Action clips of moving sklearn digits (H.264 files); Sample.image = (T, 3, S, S)."""
     import torch
 
-    from modalab.data.dataset import DataSplits, SampleDataset, stratified_split
+    from modalab.data.dataset import DataSplits, SampleDataset, carve_val, stratified_split
     from modalab.data.sample import Sample
 
     out = Path(cfg.cache_dir) / f"clips_n{cfg.num_clips}_t{cfg.num_frames}_s{cfg.size}_f{cfg.fps}"
@@ -296,6 +296,7 @@ def build_moving_digits(cfg: MovingDigitsConfig, *, seed: int) -> DataSplits:
         rows = make_clips(out, cfg.num_clips, cfg.num_frames, cfg.size, cfg.fps, seed=0)
     labels = [r["label"] for r in rows]
     train_idx, test_idx = stratified_split(labels, len(rows), cfg.test_fraction, seed)
+    train_idx, val_idx = carve_val(train_idx, cfg.val_fraction, seed, labels=labels)  # one video per item
     frames = _Frames(cfg.keep_decoded)
 
     def make(split: list[int], train: bool) -> Callable[[int], Sample]:
@@ -312,6 +313,7 @@ def build_moving_digits(cfg: MovingDigitsConfig, *, seed: int) -> DataSplits:
     return DataSplits(
         train=SampleDataset(len(train_idx), make(train_idx, True)),
         test=SampleDataset(len(test_idx), make(test_idx, False)),
+        val=SampleDataset(len(val_idx), make(val_idx, False)) if val_idx else None,
         classnames=list(ACTIONS),
         texts=list(PHRASES),
         image_size=cfg.size,
@@ -336,7 +338,7 @@ class MovingDigitsLongConfig(DataBase):
 @register("source", "moving_digits_long", schema=MovingDigitsLongConfig)
 def build_moving_digits_long(cfg: MovingDigitsLongConfig, *, seed: int) -> DataSplits:
     """Long moving-digit videos with several action segments; Sample.meta['segments'] in seconds."""
-    from modalab.data.dataset import DataSplits, SampleDataset, stratified_split
+    from modalab.data.dataset import DataSplits, SampleDataset, carve_val, stratified_split
     from modalab.data.sample import Sample
 
     key = (f"long_n{cfg.num_videos}_t{cfg.total_frames}_s{cfg.size}_f{cfg.fps}_k"
@@ -351,6 +353,7 @@ def build_moving_digits_long(cfg: MovingDigitsLongConfig, *, seed: int) -> DataS
                                 cfg.gap_len, cfg.size, cfg.fps, seed=0,
                                 total_frames=cfg.total_frames)
     train_idx, test_idx = stratified_split(None, len(rows), cfg.test_fraction, seed)
+    train_idx, val_idx = carve_val(train_idx, cfg.val_fraction, seed)  # one video per item
     frames = _Frames(cfg.keep_decoded)
     idx = np.arange(0, cfg.total_frames, cfg.frame_stride)
 
@@ -366,6 +369,7 @@ def build_moving_digits_long(cfg: MovingDigitsLongConfig, *, seed: int) -> DataS
     return DataSplits(
         train=SampleDataset(len(train_idx), make(train_idx)),
         test=SampleDataset(len(test_idx), make(test_idx)),
+        val=SampleDataset(len(val_idx), make(val_idx)) if val_idx else None,
         classnames=list(ACTIONS),
         texts=list(PHRASES),
         image_size=cfg.size,

@@ -41,6 +41,8 @@ from modalab.registry import register
 class ShardsConfig(DataBase):
     root: str = Field(description="training shards: a folder written by `modalab shards write`")
     eval_root: str = Field(description="held-out shards, evaluated in full on every process")
+    val_root: str | None = Field(None, description="validation shards (streamed training shards cannot be "
+                                 "carved: without val_root the run has no val split, whatever val_fraction says)")
     image_size: int = Field(32, ge=8)
     channels: Literal[1, 3] = 3
     shuffle_buffer: int = Field(1000, ge=0, description="samples held for shuffling (0 = shard order)")
@@ -134,9 +136,16 @@ def build_shards(cfg: ShardsConfig, *, seed: int) -> DataSplits:
     test = ShardSamples(eval_root, sample_decoder(cfg.image_size, cfg.channels, classes or [], train=False,
                                                   where=str(eval_root), **limits), cfg.on_error,
                         check=lambda key, files: header_check(key, files, **limits))
+    val = None
+    if cfg.val_root is not None:
+        vroot = _folder(cfg.val_root, "val_root")
+        val = ShardSamples(vroot, sample_decoder(cfg.image_size, cfg.channels, classes or [], train=False,
+                                                 where=str(vroot), **limits), cfg.on_error,
+                           check=lambda key, files: header_check(key, files, **limits))
     return DataSplits(train=train, test=test, classnames=classes, texts=list(index["texts"]),
-                      image_size=cfg.image_size, channels=cfg.channels, skipped=test.skipped,
-                      train_skipped=lambda: train.skipped)
+                      image_size=cfg.image_size, channels=cfg.channels,
+                      skipped=test.skipped + (val.skipped if val is not None else []),
+                      train_skipped=lambda: train.skipped, val=val)
 
 
 def header_check(key: str, files: dict[str, bytes], max_pixels: int, max_aspect: float) -> None:

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from modalab.config import DataBase
 from modalab.data.batching import VarResBatchingSpec
-from modalab.data.dataset import DataSplits, SampleDataset, stratified_split
+from modalab.data.dataset import DataSplits, SampleDataset, carve_val, stratified_split
 from modalab.data.sample import Sample
 from modalab.data.sources.digits import NAMES, TEMPLATES, caption
 from modalab.data.transforms import normalize
@@ -167,6 +167,7 @@ def build_varres_digits(cfg: VarResDigitsConfig, *, seed: int) -> DataSplits:
     rng = np.random.default_rng([seed, 3])
     places = [random_placement(s, rng, cfg.min_digit_fraction) for s in sizes]
     train_idx, test_idx = stratified_split(labels, len(labels), cfg.test_fraction, seed)
+    train_idx, val_idx = carve_val(train_idx, cfg.val_fraction, seed, labels=labels)
     n_templates = len(TEMPLATES) if cfg.captions == "templates" else 1
 
     def image(j: int, place: tuple[int, int, int]) -> Tensor:
@@ -182,16 +183,19 @@ def build_varres_digits(cfg: VarResDigitsConfig, *, seed: int) -> DataSplits:
         t = int(torch.randint(n_templates, ())) if n_templates > 1 else 0
         return Sample(id=f"varres_digits/{j}", image=image(j, place), text=caption(labels[j], t), label=labels[j])
 
-    def make_test(i: int) -> Sample:
-        j = test_idx[i]
-        return Sample(
-            id=f"varres_digits/{j}", image=image(j, places[j]), text=caption(labels[j], i % n_templates),
-            label=labels[j],
-        )
+    def make_eval(split: list[int]) -> Callable[[int], Sample]:
+        def make(i: int) -> Sample:
+            j = split[i]
+            return Sample(
+                id=f"varres_digits/{j}", image=image(j, places[j]), text=caption(labels[j], i % n_templates),
+                label=labels[j],
+            )
+        return make
 
     return DataSplits(
         train=SizedDataset([sizes[j] for j in train_idx], make_train),
-        test=SizedDataset([sizes[j] for j in test_idx], make_test),
+        test=SizedDataset([sizes[j] for j in test_idx], make_eval(test_idx)),
+        val=SizedDataset([sizes[j] for j in val_idx], make_eval(val_idx)) if val_idx else None,
         classnames=list(NAMES),
         texts=[caption(y, t) for y in range(10) for t in range(n_templates)],
         image_size=cfg.image_size,
