@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def fake_sweep(root: Path, recipe: Path, key: str, values: list[str], effect: list[float], seeds=(0, 1, 2),
-               seconds: list[float] | None = None, extra: list[dict] | None = None):
-    """A finished sweep directory whose arms differ by ``effect`` in zeroshot_top1."""
+               seconds: list[float] | None = None, extra: list[dict] | None = None, converged: bool = True):
+    """A finished sweep directory whose arms differ by ``effect`` in zeroshot_top1; each run logs a
+    validation curve that has (``converged``) or has not flattened by its last step."""
     rng = np.random.default_rng(0)
     arms = [{"name": f"{key.split('.')[-1]}-{v}", "overrides": [f"{key}={v}"], "params": {key: v}} for v in values]
     root.mkdir(parents=True)
@@ -29,10 +30,16 @@ def fake_sweep(root: Path, recipe: Path, key: str, values: list[str], effect: li
     for i, (a, e) in enumerate(zip(arms, effect)):
         for s in seeds:
             rd = RunDir.create(root / a["name"] / f"seed{s}", "", "x")
-            rd.write_run_info({"name": "x", "seed": s, "status": "finished"})
+            rd.write_run_info({"name": "x", "seed": s, "status": "finished", "git_commit": "c0ffee",
+                               "recipe_hash": f"h{i}{s}", "machine": {"host": "box", "threads": 1}})
+            rd.write_config("train:\n  steps: 100\n")
             for step in range(10, 110, 10):
                 rd.log({"step": step, "loss": 4 - step / 50 - e, "tau": 0.07})
+                if step % 20 == 0 and step < 100:
+                    rd.log({"step": step, "val_zeroshot_top1": (0.6 + e - (0.3 if step < 40 else 0.0)) if converged
+                            else 0.2 + step / 250})
             rd.write_results({"zeroshot_top1": 0.6 + e + rng.normal(0, 0.005), "image_to_text_R@1": 0.5 + e,
+                              "val_zeroshot_top1": 0.6 + e if converged else 0.6,
                               "wall_seconds": 30.0,
                               **({"train_seconds": seconds[i] + s} if seconds else {}),
                               **(extra[i] if extra else {})})
@@ -53,17 +60,20 @@ def test_sweep_report_has_plots_table_and_config(tmp_path):
 
 def test_chapter5_table_is_generated_from_runs(tmp_path):
     t = fake_sweep(tmp_path / "temperature", ROOT / "recipes/chapter5/temperature.yaml", "loss.temperature",
-                   ["0.01", "0.07", "0.3"], [0.05, 0.1, -0.2])
+                   ["0.01", "0.07", "0.3"], [0.05, 0.1, -0.2], seeds=range(7))
     b = fake_sweep(tmp_path / "batch_size", ROOT / "recipes/chapter5/batch_size.yaml", "train.batch_size",
                    ["64", "128"], [0.0, 0.001])
     out = tmp_path / "docs" / "chapter5.md"
     out.parent.mkdir()
     text = generate([t, b], out)
-    assert "0.01 到 0.1" in claim_text(ROOT / "recipes/chapter5/temperature.yaml")
+    assert "τ ∈ [0.01, 0.1]，过小导致梯度爆炸" in claim_text(ROOT / "recipes/chapter5/temperature.yaml")
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == 2
     assert "**held**" in rows[0] and "temperature-0.07: 0.70" in rows[0]
     assert "not significant at n=3" in rows[1]  # +0.001 is within the seed noise (sd 0.005)
+    assert "meets the protocol" in rows[0] and "commit c0ffee" in rows[0]  # 7 seeds, converged baseline
+    assert "**does not meet the protocol** (n=3 < 5 seeds)" in rows[1]
+    assert "budget: baseline temperature-" in rows[0]
     # the table links to a copy of each sweep report kept beside it (committed with the docs)
     assert "](chapter5/temperature.html)" in rows[0]
     assert (out.parent / "chapter5" / "temperature.html").read_text() == (t / "report.html").read_text()
@@ -71,16 +81,16 @@ def test_chapter5_table_is_generated_from_runs(tmp_path):
 
 def test_chapter5_flip_verdict_weighs_accuracy_against_speed(tmp_path):
     f = fake_sweep(tmp_path / "flip_ratio", ROOT / "recipes/chapter5/flip_ratio.yaml",
-                   "model.vision.patch_dropout", ["0.0", "0.5"], [0.0, -0.01], seconds=[60.0, 25.0])
+                   "model.vision.patch_dropout", ["0.0", "0.5"], [0.0, -0.01], seconds=[60.0, 25.0], seeds=range(6))
     slow = fake_sweep(tmp_path / "flip_slow", ROOT / "recipes/chapter5/flip_ratio.yaml",
-                      "model.vision.patch_dropout", ["0.0", "0.5"], [0.0, -0.08], seconds=[60.0, 45.0])
+                      "model.vision.patch_dropout", ["0.0", "0.5"], [0.0, -0.08], seconds=[60.0, 45.0], seeds=range(6))
     out = tmp_path / "docs" / "chapter5.md"
     out.parent.mkdir()
     rows = [line for line in generate([f, slow], out).splitlines() if line.startswith("| ")][1:]
-    assert "**held**: accuracy -" in rows[0] and "2.35x faster" in rows[0]  # seconds 61/26
-    assert "train 61 s" in rows[0]  # mean train seconds per arm beside the metric
+    assert "**held**: accuracy -" in rows[0] and "2.27x faster" in rows[0]  # seconds 62.5 / 27.5 (seed s adds s)
+    assert "train 62 s" in rows[0]  # mean train seconds per arm beside the metric
     assert "**not held here**: accuracy -7." in rows[1] and "(significant)" in rows[1]
-    assert "1.33x faster" in rows[1]
+    assert "1.32x faster" in rows[1]
 
 
 def test_chapter5_res_curriculum_verdict_counts_tokens(tmp_path):

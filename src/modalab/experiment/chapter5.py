@@ -135,9 +135,42 @@ def setting(root: Path) -> str:
     plan = load_plan(root)
     cfg = yaml.safe_load(base_config_text(plan) or "{}") or {}
     tr = cfg.get("train", {})
+    for o in plan.overrides:  # --budget and command-line overrides win over the recipe
+        key, _, value = o.partition("=")
+        if key.startswith("train."):
+            tr[key.removeprefix("train.")] = value
     grid = "; ".join(f"`{k}` in {{{', '.join(v)}}}" for k, v in plan.grid.items())
     return (f"{grid}; {tr.get('steps', '?')} steps, base batch {tr.get('batch_size', '?')}, "
             f"{len(plan.seeds)} seeds")
+
+
+def protocol(root: Path, comp: Comparison, metric: str) -> tuple[bool, str]:
+    """Does the sweep meet the protocol for claims? (baseline converged on val, >= 5 seeds per
+    comparison, one commit); the text says why not, and the budget justification."""
+    import json
+
+    from modalab.experiment.budget import sweep_budget
+    from modalab.experiment.doctor_sweep import MIN_SEEDS
+
+    check = sweep_budget(root, metric)
+    n = min((d.n_pairs for d in comp.diffs), default=0)
+    commits = set()
+    for j in load_plan(root).jobs:
+        f = j.path / "run.json"
+        if f.is_file():
+            commits.add(json.loads(f.read_text()).get("git_commit") or "unknown")
+    problems = []
+    if not check.converged:
+        problems.append(f"baseline {'not converged' if check.converged is False else 'convergence undecided'}")
+    if n < MIN_SEEDS:
+        problems.append(f"n={n} < {MIN_SEEDS} seeds")
+    if len(commits) > 1:
+        problems.append(f"{len(commits)} commits")
+    budget = (f"budget: baseline {check.arm} at {check.steps[-1]} steps, val {check.final:.3f} vs plateau "
+              f"{check.plateau:.3f}, last-quarter gain {check.final - check.late:+.3f}" if check.steps
+              else "budget: no val curve")
+    head = "meets the protocol" if not problems else "**does not meet the protocol** (" + "; ".join(problems) + ")"
+    return not problems, f"{head}<br>{budget}<br>commit {', '.join(sorted(c[:10] for c in commits)) or '?'}"
 
 
 def measured(comp: Comparison, times: Comparison | None = None) -> str:
@@ -171,10 +204,11 @@ def generate(sweeps: list[Path], out: Path, metric: str = "zeroshot_top1") -> st
         shutil.copyfile(report, kept)
         link = os.path.relpath(kept, out.parent)
         stem = plan.recipe.stem
+        _, proto = protocol(root, comp, metric)
         rows.append(
             f"| {claim_text(plan.recipe)} | {setting(root)} | {measured(comp, times)} | "
             f"{VERDICTS[stem](comp, root) if stem in VERDICTS else verdict(comp, CLAIMED.get(stem))} "
-            f"| [{root.name}]({link}) |"
+            f"| {proto} | [{root.name}]({link}) |"
         )
         diffs = "\n".join(f"  - {fmt_diff(d, comp.alpha, comp.power)}" for d in comp.diffs)
         details.append(f"- `{plan.recipe}` ({root}):\n{diffs}")
@@ -183,13 +217,15 @@ def generate(sweeps: list[Path], out: Path, metric: str = "zeroshot_top1") -> st
     text = f"""# Chapter 5 claims, measured here
 
 Generated on {today} by `{cmd}` from the run directories of the sweeps (do not edit by hand;
-rerun the sweeps and this command). Metric: `{metric}` on the held-out 25% of scikit-learn's
-digits, mean ± 95% t-interval half-width over seeds; differences are paired by seed (bootstrap
-CI and paired t-test, see `docs/experiments.md`). Runs are small (one CPU thread each, measured
-while other jobs ran), so "not significant" usually means "3 seeds cannot tell", not "no effect".
+rerun the sweeps and this command). Metric: `{metric}` on the **test split** (the held-out 25% of
+scikit-learn's digits), mean ± 95% t-interval half-width over seeds; the budget is justified on the
+**validation split** (10% of train). Differences are paired by seed: paired t and exact sign-flip
+permutation p, Holm-adjusted over each sweep's comparisons; interval from the two-level bootstrap
+(seeds, then test items); MDE = the smallest difference the paired t-test detects with 80% power
+(see `docs/experiments.md`). Train seconds were measured on a shared, loaded CPU.
 
-| claim (chapter 5) | our setting | measured {metric} | held here? | report |
-|---|---|---|---|---|
+| claim (chapter 5) | our setting | measured {metric} (test) | held here? | protocol | report |
+|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 ## Pairwise differences

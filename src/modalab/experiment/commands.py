@@ -17,6 +17,7 @@ def _sweep_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seeds", type=int)
     p.add_argument("--seed-list")
     p.add_argument("--jobs", type=int)
+    p.add_argument("--budget")
     return p.parse_args(argv)
 
 
@@ -52,6 +53,9 @@ def _sweep(args, header_args, make_plan, parse_grid, run_sweep) -> int:  # type:
     else:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         root = Path("runs") / "sweeps" / f"{recipe.stem}-{stamp}"
+    budget = args.budget or head.budget
+    if budget:
+        overrides += _budget_overrides(budget, root, recipe, grid, seeds, overrides)
     plan = make_plan(root, recipe, grid, seeds, overrides)
     print(f"sweep {root}: {len(plan.arms)} arm(s) x {len(plan.seeds)} seed(s) = {len(plan.jobs)} runs, "
           f"{jobs} at a time")
@@ -67,6 +71,37 @@ def _sweep(args, header_args, make_plan, parse_grid, run_sweep) -> int:  # type:
     for label in summary.failed:
         print(f"  failed: {label} (log: {root / 'logs' / label.replace('/', '-')}.log)")
     return 1 if summary.failed else 0
+
+
+def _budget_overrides(budget: str, root: Path, recipe: Path, grid: dict, seeds: list[int],
+                      overrides: list[str]) -> list[str]:
+    """``--budget N``: every arm trains N steps; ``--budget converged``: pilot runs of the baseline
+    arm pick the step count (experiment/budget.py); both evaluate val ten times along the way."""
+    import os
+    import subprocess
+
+    from modalab.experiment.budget import find_budget
+    from modalab.experiment.sweep import Plan, SweepError, expand_grid
+
+    if budget.isdigit() and int(budget) > 0:
+        steps = int(budget)
+    elif budget == "converged":
+        def pilot(over: list[str], out: Path) -> int:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+            cmd = [sys.executable, "-m", "modalab", "run", str(recipe), "--out", str(out), *over,
+                   "run.progress=false", "train.num_threads=1"]
+            print(f"budget pilot: {' '.join(over[-3:])}", flush=True)
+            with open(f"{out}.log", "w", encoding="utf-8") as fh:
+                return subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+
+        plan = Plan(root, recipe, grid, seeds, overrides, expand_grid(grid))
+        steps, pilots = find_budget(plan, pilot)
+        print(f"budget: {steps} steps ({'converged' if pilots[-1]['converged'] else 'NOT converged'}: "
+              f"{pilots[-1]['reason']}); pilots in {root / 'budget'}")
+    else:
+        raise SweepError(f"--budget must be 'converged' or a positive step count, got {budget!r}")
+    return [f"train.steps={steps}", f"train.eval_every={max(1, steps // 10)}"]
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -104,9 +139,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from modalab.experiment.doctor import diagnose, format_findings
 
     path = Path(args.path)
-    if not (path / "run.json").is_file():
-        raise FileNotFoundError(f"{path} is not a run directory (no run.json)")
-    findings = diagnose(path)
+    if (path / "sweep.json").is_file():
+        from modalab.experiment.doctor_sweep import diagnose_sweep
+
+        findings = diagnose_sweep(path, args.metric)
+    elif not (path / "run.json").is_file():
+        raise FileNotFoundError(f"{path} is neither a run directory (run.json) nor a sweep (sweep.json)")
+    else:
+        findings = diagnose(path)
     print(format_findings(findings, path))
     return 1 if any(f.severity == "error" for f in findings) else 0
 
@@ -121,15 +161,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed-list", help="explicit seeds, e.g. 0,1,2")
     s.add_argument("--jobs", type=int, help="runs in parallel (bounded by the core count; default 1)")
     s.add_argument("--out", help="sweep directory (default runs/sweeps/<recipe>-<timestamp>); reuse to resume")
+    s.add_argument("--budget", help="'converged' (pilot runs of the baseline arm pick the step count at which "
+                   "its val curve is within 1 point of its plateau) or an explicit step count")
     s.add_argument("--retry-failed", action="store_true", help="rerun runs that failed before")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_sweep)
 
-    c = sub.add_parser("compare", help="mean, std, 95%% CI per arm; paired bootstrap differences")
+    c = sub.add_parser("compare", help="mean, std, 95%% CI per arm; paired t / sign-flip tests (Holm), MDE")
     c.add_argument("paths", nargs="+", help="sweep directories or run directories")
     c.add_argument("--metric", default="zeroshot_top1")
     c.add_argument("--csv", help="also write the table as CSV here")
-    c.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples")
+    c.add_argument("--bootstrap", type=int, default=4000, help="two-level bootstrap resamples")
     c.set_defaults(fn=cmd_compare)
 
     r = sub.add_parser("report", help="(re)draw report.html of a run or a sweep directory")
@@ -137,6 +179,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--metric", default="zeroshot_top1", help="headline metric of a sweep report")
     r.set_defaults(fn=cmd_report)
 
-    d = sub.add_parser("doctor", help="check a run directory for the classic pitfalls")
-    d.add_argument("path", help="run directory")
+    d = sub.add_parser("doctor", help="check a run directory for the classic pitfalls, or a sweep for the "
+                       "protocol (baseline converged, >= 5 seeds, one commit and machine)")
+    d.add_argument("path", help="run directory or sweep directory")
+    d.add_argument("--metric", default="zeroshot_top1", help="metric a sweep's claims rest on")
     d.set_defaults(fn=cmd_doctor)

@@ -113,12 +113,13 @@ def render(run: RunDir) -> str:
         warnings += [f"... and {len(skipped) - 20} more (results.json)"] if len(skipped) > 20 else []
     warn_html = "".join(f'<li class="warn">{html.escape(w)}</li>' for w in warnings) or "<li>none</li>"
     title = html.escape(info.get("name", run.path.name))
+    prov = html.escape(provenance_line(info))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>modalab: {title}</title>
 <style>{CSS}</style></head><body>
 <h1>modalab run: {title}</h1>
 <p>status: <b>{html.escape(str(info.get('status', '?')))}</b> · recipe: {html.escape(str(info.get('recipe', '')))}
- · seed {html.escape(str(info.get('seed', '')))} · commit {html.escape(str(info.get('git_commit', '')))}</p>
-<h2>Results (held-out split)</h2>{results_table(results)}
+ · seed {html.escape(str(info.get('seed', '')))}<br>{prov}</p>
+<h2>Results (test split; val_* = validation split, test_* = the plain keys)</h2>{results_table(results)}
 <h2>Plots</h2><div class="figs">{imgs}</div>
 <h2>Warnings</h2><ul>{warn_html}</ul>
 <h2>Resolved config</h2><pre>{html.escape(config)}</pre>
@@ -213,6 +214,15 @@ def similarity_grid(dists: dict[str, dict[str, Any]]) -> str | None:
     return fig_to_data_uri(fig)
 
 
+def provenance_line(info: dict[str, Any]) -> str:
+    """Commit (and whether the tree had uncommitted changes), recipe hash and machine of a run."""
+    m = info.get("machine") or {}
+    dirty = " +uncommitted changes" if info.get("git_dirty") else ""
+    return (f"commit {info.get('git_commit') or 'unknown'}{dirty} · recipe hash {info.get('recipe_hash') or '?'} · "
+            f"machine {m.get('host', '?')} ({m.get('platform', '?')}, {m.get('cpus', '?')} CPUs, "
+            f"{m.get('threads', '?')} threads, torch {m.get('torch', '?')}, cuda {m.get('cuda', '?')})")
+
+
 def compare_html(comp: Any) -> str:
     from modalab.experiment.paired import min_sign_flip_p
     from modalab.experiment.stats import fmt_p
@@ -246,6 +256,7 @@ def render_sweep(root: Path, metric: str = "zeroshot_top1") -> str:
     plan = load_plan(root)
     comp = compare([root], metric)
     status = [run_status(j.path) for j in plan.jobs]
+    budget_html, prov_html = _budget_html(root, metric), _provenance_html(plan)
     figs = [metric_vs_param(comp, plan.grid, k) for k in plan.grid]
     curves: dict[str, dict[str, list]] = {"loss": {}, "tau": {}}
     dists: dict[str, Any] = {}
@@ -286,7 +297,8 @@ def render_sweep(root: Path, metric: str = "zeroshot_top1") -> str:
 <h1>modalab sweep: {title}</h1>
 <p>recipe: {html.escape(str(plan.recipe))} · grid: {html.escape(json.dumps(plan.grid))} · seeds {plan.seeds}
  · runs: {counts} · common overrides: {html.escape(' '.join(plan.overrides) or 'none')}</p>
-<h2>{html.escape(metric)} per arm (held-out split)</h2>{compare_html(comp)}
+<h2>Budget: has the baseline arm converged?</h2>{budget_html}
+<h2>{html.escape(metric)} per arm (test split)</h2>{compare_html(comp)}
 <p>Differences are paired by seed. "significant" needs both the paired t-test and the exact sign-flip
 permutation test below 0.05 after Holm's correction over the sweep's comparisons (the sign-flip test
 cannot go below 2/2^n: 6 seeds at least). The interval is the two-level bootstrap (seeds, then test
@@ -295,8 +307,57 @@ smallest true difference the paired t-test would detect with 80% power at this n
 <h2>Other metrics (mean ± 95% CI half-width)</h2><table>{head}{''.join(others)}</table>
 <h2>Plots</h2><div class="figs">{imgs}</div>
 <h2>Arms</h2><ul>{arms}</ul>
+<h2>Provenance (every run)</h2>{prov_html}
 <h2>Resolved config (every arm = this + its overrides + run.seed)</h2><pre>{html.escape(config)}</pre>
 </body></html>"""
+
+
+def _budget_html(root: Path, metric: str) -> str:
+    """The plateau check of the baseline arm's val curve, and the pilots of ``--budget converged``."""
+    import json
+
+    from modalab.experiment.budget import BUDGET_FILE, sweep_budget
+
+    check = sweep_budget(root, metric)
+    cls = "" if check.converged else " class='warn'"
+    out = f"<p{cls}>{html.escape(check.line())}</p>"
+    if check.steps:
+        pts = ", ".join(f"{s}: {v:.4f}" for s, v in zip(check.steps, check.curve))
+        out += f"<p>mean val curve of the baseline (step: value): {pts}</p>"
+    f = Path(root) / BUDGET_FILE
+    if f.is_file():
+        rec = json.loads(f.read_text())
+        rows = "".join(f"<li>{p['steps']} steps: {'converged' if p['converged'] else 'not converged'} "
+                       f"(final {p['final']:.4f}, plateau {p['plateau']:.4f})</li>" for p in rec.get("pilots", []))
+        out += f"<p>--budget converged chose {rec['steps']} steps ({html.escape(rec['rule'])}):</p><ul>{rows}</ul>"
+    return out
+
+
+def _provenance_html(plan: Any) -> str:
+    """The commits, machines and recipe of the sweep's runs, with how many runs had each."""
+    import json
+    from collections import Counter
+
+    from modalab.experiment.rundir import text_hash
+
+    commits: Counter = Counter()
+    machines: Counter = Counter()
+    hashes = set()
+    for j in plan.jobs:
+        f = j.path / "run.json"
+        if f.is_file():
+            info = json.loads(f.read_text())
+            m = info.get("machine") or {}
+            commits[f"{info.get('git_commit') or 'unknown'}{' +uncommitted changes' if info.get('git_dirty') else ''}"] += 1
+            machines[f"{m.get('host', '?')} ({m.get('platform', '?')}, {m.get('cpus', '?')} CPUs, "
+                     f"{m.get('threads', '?')} threads, torch {m.get('torch', '?')})"] += 1
+            hashes.add(info.get("recipe_hash"))
+    snap = text_hash(plan.snapshot.read_text()) if plan.snapshot.is_file() else "?"
+    li = lambda c: "".join(f"<li>{n} run(s): {html.escape(k)}</li>" for k, n in c.most_common())  # noqa: E731
+    warn = "<p class='warn'>runs differ in commit or machine</p>" if len(commits) > 1 or len(machines) > 1 else ""
+    return (f"{warn}<p>sweep recipe snapshot hash {snap}; {len(hashes)} distinct resolved-recipe hashes "
+            f"(one per arm x seed: run.json's recipe_hash covers the overrides and the seed)</p>"
+            f"<p>commits:</p><ul>{li(commits) or '<li>no run yet</li>'}</ul><p>machines:</p><ul>{li(machines)}</ul>")
 
 
 def write_sweep_report(root: Path, metric: str = "zeroshot_top1") -> Path:

@@ -18,6 +18,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -47,6 +48,16 @@ def git_commit(cwd: Path | None = None) -> str | None:
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=cwd
         )
         return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def git_dirty(cwd: Path | None = None) -> bool | None:
+    """Whether tracked files differ from the commit (None outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                             capture_output=True, text=True, timeout=5, cwd=cwd)
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -172,6 +183,8 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "modalab": __version__,
         "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
         "cuda": torch.cuda.is_available(),
     }
 

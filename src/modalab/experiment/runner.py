@@ -28,7 +28,7 @@ from modalab.experiment.prerequisites import resolve as resolve_prerequisites
 from modalab.experiment.report import write_report
 from modalab.experiment.resume import prepare_resume
 from modalab.experiment.resume import restore as _restore
-from modalab.experiment.rundir import ReadOnlyRunDir, RunDir, git_commit, machine_info, now_iso, text_hash
+from modalab.experiment.rundir import ReadOnlyRunDir, RunDir, git_commit, git_dirty, machine_info, now_iso, text_hash
 from modalab.experiment.signals import Interrupted, StopSignals
 from modalab.tasks.base import Task, implements, missing_members
 from modalab.train import dist as D
@@ -116,6 +116,7 @@ def _run(recipe: Recipe, env: D.DistEnv, out: Path | None, recipe_path: str | No
                 "task": recipe.task,
                 "command": " ".join(sys.argv),
                 "git_commit": git_commit(Path(recipe_path).parent if recipe_path else None),
+                "git_dirty": git_dirty(Path(recipe_path).parent if recipe_path else None),
                 "machine": machine_info(),
                 "processes": env.world,
                 "pid": os.getpid(),
