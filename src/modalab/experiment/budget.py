@@ -138,7 +138,7 @@ def find_budget(plan: Any, run_pilot: Callable[[list[str], Path], int], metric: 
             if rc != 0:
                 raise RuntimeError(f"budget pilot at {steps} steps failed (exit {rc}); see {out}")
         check = plateau_check([run_curve(out, metric)], arm.name, f"val_{metric}")
-        pilots.append({"steps": steps, "dir": str(out), **asdict(check)})
+        pilots.append({**asdict(check), "curve_steps": check.steps, "steps": steps, "dir": str(out)})
         if check.converged:
             break
         steps *= 2
