@@ -33,7 +33,7 @@ def test_audio_events_recipe_runs(pooling, tmp_path):
     res = _results(out)
     for key in ("tagging_mAP", "frame_F1", "onset_F1"):
         assert 0.0 <= res[key] <= 1.0
-    assert res["pooling"] == pooling and res["num_train"] == 16 and res["num_test"] == 8
+    assert res["pooling"] == pooling and res["num_train"] == 14 and res["num_val"] == 2 and res["num_test"] == 8
     assert res["frame_hop_s"] == pytest.approx(0.02)  # 160 samples x stride 2 at 16 kHz
     assert (out / "report.html").is_file()
 
@@ -52,10 +52,10 @@ def test_clap_recipe_runs_with_speaker_counts(tmp_path):
     assert 0.0 <= res["zeroshot_top1"] <= res["zeroshot_top5"] <= 1.0
     assert {"image_to_text_R@1", "text_to_image_R@1", "image_to_text_median_rank"} <= set(res)
     # 4 speakers x 10 digits x 1, one speaker held out (round(0.25 * 4))
-    assert res["num_train"] == 30 and res["num_test"] == 10 and res["split_by"] == "speaker"
+    assert res["num_train"] == 20 and res["num_val"] == 10 and res["num_test"] == 10 and res["split_by"] == "speaker"
     (spk,) = res["test_speakers"]
     assert res[f"num_test/{spk}"] == 10 and f"zeroshot_top1/{spk}" in res
-    assert res["num_train_speakers"] == 3 and res["num_test_speakers"] == 1
+    assert res["num_train_speakers"] == 2 and res["num_test_speakers"] == 1  # + 1 whole validation speaker
 
 
 def test_clap_recipe_on_audio_folder_counts_skipped(tmp_path):
@@ -68,7 +68,7 @@ def test_clap_recipe_on_audio_folder_counts_skipped(tmp_path):
     res = _results(run(load(RECIPES / "clap_spoken_digits.yaml", over), tmp_path / "r"))
     assert res["num_skipped"] == 1 and "3_s09_0.wav" in res["skipped"][0]
     assert res["num_unmatched_names"] == 1
-    assert res["num_test"] == 10 and res["num_test/s02"] == 10 and res["num_train"] == 20
+    assert res["num_test"] == 10 and res["num_test/s02"] == 10 and res["num_train"] == 10 and res["num_val"] == 10
 
 
 def test_audio_folder_errors_name_the_problem(tmp_path):
@@ -113,7 +113,8 @@ def test_event_detector_shapes_and_loss():
 
 
 def test_audio_tasks_reject_wrong_sources_and_keys(tmp_path):
-    raw = {"task": "audio_events", "data": {"source": "spoken_digits", "n_speakers": 2, "per_digit": 1},
+    raw = {"task": "audio_events", "data": {"source": "spoken_digits", "n_speakers": 2, "per_digit": 1,
+                                             "val_fraction": 0},
            "model": {"name": "event_cnn", "n_mels": 16, "widths": [4, 8]}, "loss": {"name": "event_bce"},
            "eval": {}, "train": {"steps": 1, "batch_size": 4}, "run": {"progress": False}}
     with pytest.raises(ValueError, match="meta\\['events'\\]"):

@@ -112,7 +112,7 @@ def test_registered_source_yields_sampled_videos(tmp_path):
                              num_frames=8, size=32, frames_per_clip=4, sampling="tsn",
                              test_fraction=0.5)
     splits = build_moving_digits(cfg, seed=0)
-    assert (len(splits.train), len(splits.test)) == (8, 8)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (7, 1, 8)  # val: 10% of train
     batch = collate([splits.test[i] for i in range(3)])
     assert batch.images.shape == (3, 4, 3, 32, 32) and batch.labels.shape == (3,)
     assert splits.test[0].meta["frames"] == [1, 3, 5, 7]  # TSN eval: segment centres

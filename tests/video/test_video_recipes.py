@@ -32,7 +32,7 @@ def test_video_actions_recipe(tmp_path):
     res, out = _run("video_actions.yaml", tmp_path, CLIPS)
     assert 0.0 <= res["top1"] <= res["top5"] <= 1.0
     assert set(res["per_class_acc"]) == set(ACTIONS)
-    assert (res["num_train"], res["num_test"], res["num_frames"]) == (24, 8, 4)
+    assert (res["num_train"], res["num_val"], res["num_test"], res["num_frames"]) == (21, 3, 8, 4)
     assert (out / "report.html").is_file() and (out / "artifacts" / "confusion.json").is_file()
 
 
@@ -50,7 +50,8 @@ def test_video_long_tome_recipe(tmp_path):
 
 def test_video_localization_recipe(tmp_path):
     res, out = _run("video_localization.yaml", tmp_path, [
-        "data.num_videos=4", "data.total_frames=48", "data.test_fraction=0.5", "model.dim=16",
+        "data.num_videos=4", "data.total_frames=48", "data.test_fraction=0.5", "data.val_fraction=0",
+        "model.dim=16",
         "model.heads=2", "model.depth=1", "train.steps=2", "train.batch_size=2",
         "train.log_every=1", "run.progress=false",
     ])

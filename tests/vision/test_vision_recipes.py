@@ -50,7 +50,8 @@ def test_source_registered_and_validated(tmp_path):
         "source", "varres_digits",
         load(RECIPES / "clip_digits_varres_packed.yaml", TINY).data, seed=0,
     )
-    assert len(splits.train) == 1347 and len(splits.test) == 450 and splits.image_size == 16
+    assert len(splits.train) == 1212 and len(splits.val) == 135 and len(splits.test) == 450
+    assert splits.image_size == 16
     a, b = splits.test[3], splits.test[3]
     assert torch.equal(a.image, b.image) and a.image.shape[-2:] == splits.test.sizes[3]
     h, w = splits.test.sizes[3]

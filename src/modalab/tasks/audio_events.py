@@ -126,7 +126,7 @@ class AudioEventsTask:
     def counts(self) -> dict[str, Any]:
         return {
             "num_train": len(self.data.train),
-            "num_test": len(self.data.test),
+            "num_val": len(self.data.val) if self.data.val is not None else 0, "num_test": len(self.data.test),
             "num_skipped": self.data.num_skipped,
             "num_params": sum(p.numel() for p in self.model.parameters()),
             "frame_hop_s": self.model.hop_s,

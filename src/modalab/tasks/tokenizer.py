@@ -113,7 +113,7 @@ class TokenizerTask:
     def counts(self) -> dict[str, Any]:
         return {
             "num_train": len(self.data.train),
-            "num_test": len(self.data.test),
+            "num_val": len(self.data.val) if self.data.val is not None else 0, "num_test": len(self.data.test),
             "num_params": sum(p.numel() for p in self.model.parameters()),
             "codebook_size": self.model.codebook_size or 0,
             "quantizer": self.recipe.model.quantizer,  # type: ignore[attr-defined]

@@ -200,7 +200,7 @@ class UnifiedTask:
             return sum(p.numel() for p in mod.parameters())
 
         return {
-            "num_train": len(self.data.train), "num_test": len(self.data.test),
+            "num_train": len(self.data.train), "num_val": len(self.data.val) if self.data.val is not None else 0, "num_test": len(self.data.test),
             "num_params": n_params(self.model),
             "params": {k: n_params(getattr(self.model, k)) for k in ("tokenizer", "transformer", "diffusion")},
             "tokenizer_pretrain": self.pretrain,

@@ -140,7 +140,7 @@ class VideoActionsTask:
         return res
 
     def counts(self) -> dict[str, Any]:
-        return {"num_train": len(self.data.train), "num_test": len(self.data.test),
+        return {"num_train": len(self.data.train), "num_val": len(self.data.val) if self.data.val is not None else 0, "num_test": len(self.data.test),
                 "num_frames": self.num_frames,
                 "num_params": sum(p.numel() for p in self.model.parameters())}
 
@@ -287,7 +287,7 @@ class VideoLocalizationTask:
         return res
 
     def counts(self) -> dict[str, Any]:
-        return {"num_train": len(self.data.train), "num_test": len(self.data.test),
+        return {"num_train": len(self.data.train), "num_val": len(self.data.val) if self.data.val is not None else 0, "num_test": len(self.data.test),
                 "num_steps": self.num_steps,
                 "num_params": sum(p.numel() for p in self.model.parameters())}
 
