@@ -35,9 +35,9 @@ HEADLINE_KEYS = (
 )
 
 
-def _table(rows: list[tuple[str, str]]) -> str:
-    width = max((len(k) for k, _ in rows), default=0)
-    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))] if rows else []
+    return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -66,13 +66,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 prints
         return 0
     results = json.loads((out / "results.json").read_text())
-    rows = []
-    for k in HEADLINE_KEYS:
-        if k in results:
-            v = results[k]
-            rows.append((k, f"{v:.4f}" if isinstance(v, float) else str(v)))
-    print("\nresults (held-out split):")
-    print(_table(rows))
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else ("-" if v is None else str(v))  # noqa: E731
+    has_val = "val" in results.get("eval_splits", [])
+    rows = [(k, *([fmt(results.get(f"val_{k}"))] if has_val else []), fmt(results[k]))
+            for k in HEADLINE_KEYS if k in results and not k.startswith("num_") and k != "wall_seconds"]
+    print("\nresults (" + ("val = validation split, used for choices; " if has_val else "no validation split; ")
+          + "test = held-out test split, reported once):")
+    print(_table([("metric", *(["val"] if has_val else []), "test"), *rows]))
+    counts = [f"{k}={fmt(results[k])}" for k in ("num_train", "num_val", "num_test", "num_skipped", "wall_seconds")
+              if k in results]
+    print("  " + "  ".join(counts))
     print(f"\nrun directory: {out}")
     return 0
 

@@ -27,7 +27,9 @@ def test_default_recipe_smoke(tmp_path, capsys):
     rc = main(["run", str(RECIPES / "clip_digits.yaml"), "--out", str(out),
                "train.steps=20", "train.log_every=2", "train.eval_every=10", "run.progress=false"])
     assert rc == 0
-    assert f"run directory: {out}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"run directory: {out}" in printed
+    assert "metric                   val" in printed and "num_val=135" in printed  # val and test side by side
     # every file exists and parses
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["train"]["steps"] == 20
