@@ -51,6 +51,8 @@ def test_default_recipe_smoke(tmp_path, capsys):
     hits = per_item["metrics"]["zeroshot_top1"]
     assert per_item["split"] == "test" and len(hits) == 450 == len(per_item["ids"])
     assert np.mean(hits) == pytest.approx(results["zeroshot_top1"])
+    for k in ("image_to_text_R@1", "text_to_image_R@1"):
+        assert np.mean(per_item["metrics"][k]) == pytest.approx(results[k])
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "finished"
     ckpts = sorted((out / "checkpoints").iterdir())

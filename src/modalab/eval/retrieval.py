@@ -59,6 +59,15 @@ def _summary(ranks: Tensor, prefix: str, ks: Sequence[int]) -> dict[str, float]:
     return out
 
 
+def retrieval_hits(image_emb: Tensor, text_emb: Tensor, labels: Tensor | None = None, match: str = "label",
+                   k: int = 1) -> dict[str, Tensor]:
+    """(N,) bool per query: a correct item within the top k, both directions (the per-item form of
+    :func:`retrieval_metrics`' R@k), for paired per-item statistics across runs."""
+    sim = image_emb.float() @ text_emb.float().T  # (N, N)
+    m = match_matrix(labels, sim.shape[0], match)
+    return {f"image_to_text_R@{k}": retrieval_ranks(sim, m) <= k, f"text_to_image_R@{k}": retrieval_ranks(sim.T, m.T) <= k}
+
+
 def retrieval_metrics(
     image_emb: Tensor,
     text_emb: Tensor,

@@ -24,7 +24,7 @@ from modalab.constants import TAU_RANGE
 from modalab.data.dataset import epoch_loader
 from modalab.data.sample import Batch, collate
 from modalab.eval.monitors import AlignmentMonitor
-from modalab.eval.retrieval import retrieval_metrics
+from modalab.eval.retrieval import retrieval_hits, retrieval_metrics
 from modalab.eval.zeroshot import class_embeddings, zeroshot_accuracy, zeroshot_hits
 from modalab.experiment.rundir import RunDir
 from modalab.models.pretrained.recipe_build import recipe_tokenizer
@@ -187,16 +187,16 @@ class ContrastiveTask:
             mode = "label" if labels is not None else "pair"
         res: dict[str, Any] = {"eval_match": mode}
         if self.data.classnames and labels is not None:
-            cls = class_embeddings(
-                lambda t: self.model.encode_text(self.tokenizer(t).to(self.model.logit_scale.device)).cpu(),
-                self.data.classnames, self.eval_cfg.prompts,
-            )
+            cls = self._class_embeddings()
             res.update(zeroshot_accuracy(image_emb, cls, labels, ks=(1, min(5, len(self.data.classnames)))))
             if len(self.data.classnames) < 5:
                 res["zeroshot_top5"] = 1.0
-            if final:
-                self._save_per_item(dataset, image_emb, cls, labels)
         res.update(retrieval_metrics(image_emb, text_emb, labels, mode, self.eval_cfg.ks))
+        if final:
+            per_item = {k: v.int().tolist() for k, v in retrieval_hits(image_emb, text_emb, labels, mode).items()}
+            if self.data.classnames and labels is not None:
+                per_item.update(self._zeroshot_hits(image_emb, labels))
+            self._save_per_item(dataset, per_item)
         monitor, warnings = self.monitor(
             image_emb, text_emb, labels, logit_scale=float(self.logit_scale().detach())
         )
@@ -208,15 +208,23 @@ class ContrastiveTask:
             self._save_artifacts(image_emb, text_emb, labels)
         return res
 
-    def _save_per_item(self, dataset: Any, image_emb: Tensor, cls: Tensor, labels: Tensor) -> None:
-        """Per-item zero-shot hits on the test split, in dataset order, with the items' ids."""
-        ids = [dataset[i].id for i in range(len(dataset))] if len(dataset) <= 100_000 else None
+    def _zeroshot_hits(self, image_emb: Tensor, labels: Tensor) -> dict[str, list[int]]:
+        cls = self._class_embeddings()
         k5 = min(5, cls.shape[0])
-        self.run.write_artifact("per_item", {
-            "split": "test", "ids": ids,
-            "metrics": {"zeroshot_top1": zeroshot_hits(image_emb, cls, labels, 1).int().tolist(),
-                        "zeroshot_top5": zeroshot_hits(image_emb, cls, labels, k5).int().tolist()},
-        })
+        return {"zeroshot_top1": zeroshot_hits(image_emb, cls, labels, 1).int().tolist(),
+                "zeroshot_top5": zeroshot_hits(image_emb, cls, labels, k5).int().tolist()}
+
+    def _save_per_item(self, dataset: Any, metrics: dict[str, list[int]]) -> None:
+        """Per-item hits (0/1) on the test split, in dataset order, with the items' ids."""
+        ids = [dataset[i].id for i in range(len(dataset))] if len(dataset) <= 100_000 else None
+        self.run.write_artifact("per_item", {"split": "test", "ids": ids, "metrics": metrics})
+
+    def _class_embeddings(self) -> Tensor:
+        """(C, E) prompt-ensemble class embeddings on CPU."""
+        return class_embeddings(
+            lambda t: self.model.encode_text(self.tokenizer(t).to(self.model.logit_scale.device)).cpu(),
+            self.data.classnames, self.eval_cfg.prompts,
+        )
 
     def _save_artifacts(self, image_emb: Tensor, text_emb: Tensor, labels: Tensor | None) -> None:
         idx = heatmap_subset(labels, image_emb.shape[0], self.eval_cfg.heatmap_size)
