@@ -65,7 +65,8 @@ def retrieval_hits(image_emb: Tensor, text_emb: Tensor, labels: Tensor | None = 
     :func:`retrieval_metrics`' R@k), for paired per-item statistics across runs."""
     sim = image_emb.float() @ text_emb.float().T  # (N, N)
     m = match_matrix(labels, sim.shape[0], match)
-    return {f"image_to_text_R@{k}": retrieval_ranks(sim, m) <= k, f"text_to_image_R@{k}": retrieval_ranks(sim.T, m.T) <= k}
+    return {f"image_to_text_R@{k}": retrieval_ranks(sim, m) <= k,
+            f"text_to_image_R@{k}": retrieval_ranks(sim.T, m.T) <= k}
 
 
 def retrieval_metrics(

@@ -348,7 +348,8 @@ def _provenance_html(plan: Any) -> str:
         if f.is_file():
             info = json.loads(f.read_text())
             m = info.get("machine") or {}
-            commits[f"{info.get('git_commit') or 'unknown'}{' +uncommitted changes' if info.get('git_dirty') else ''}"] += 1
+            dirty = " +uncommitted changes" if info.get("git_dirty") else ""
+            commits[f"{info.get('git_commit') or 'unknown'}{dirty}"] += 1
             machines[f"{m.get('host', '?')} ({m.get('platform', '?')}, {m.get('cpus', '?')} CPUs, "
                      f"{m.get('threads', '?')} threads, torch {m.get('torch', '?')})"] += 1
             hashes.add(info.get("recipe_hash"))

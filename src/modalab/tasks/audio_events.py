@@ -126,7 +126,7 @@ class AudioEventsTask:
     def counts(self) -> dict[str, Any]:
         return {
             "num_train": len(self.data.train),
-            "num_val": len(self.data.val) if self.data.val is not None else 0, "num_test": len(self.data.test),
+            "num_val": _n(self.data.val), "num_test": len(self.data.test),
             "num_skipped": self.data.num_skipped,
             "num_params": sum(p.numel() for p in self.model.parameters()),
             "frame_hop_s": self.model.hop_s,
@@ -144,3 +144,8 @@ class AudioEventsTask:
 def build_audio_events(recipe: Recipe, run: RunDir) -> AudioEventsTask:
     """Sound-event tagging (mAP) and detection (frame F1, onset F1) on synthetic scenes."""
     return AudioEventsTask(recipe, run)
+
+
+def _n(dataset: object) -> int:
+    """Items in an optional split (0 when the source has none)."""
+    return 0 if dataset is None else len(dataset)  # type: ignore[arg-type]

@@ -304,7 +304,7 @@ class CaptionTask:
             zs = json.loads(enc_res.read_text()).get("zeroshot_top1")
         return {
             "num_train": len(self.data.train),
-            "num_val": len(self.data.val) if self.data.val is not None else 0, "num_test": len(self.data.test),
+            "num_val": _n(self.data.val), "num_test": len(self.data.test),
             "num_params": sum(p.numel() for p in self.model.parameters()),
             "trainable_params": sum(p.numel() for n, p in self.model.named_parameters() if n in self.learnable),
             "trainable_params_by_stage": self.stage_params,
@@ -323,3 +323,8 @@ class CaptionTask:
 def build_caption(recipe: Recipe, run: RunDir) -> CaptionTask:
     """Caption images: encoder -> connector -> decoder, staged; scores the class named in each caption."""
     return CaptionTask(recipe, run)
+
+
+def _n(dataset: object) -> int:
+    """Items in an optional split (0 when the source has none)."""
+    return 0 if dataset is None else len(dataset)  # type: ignore[arg-type]

@@ -113,7 +113,7 @@ class TokenizerTask:
     def counts(self) -> dict[str, Any]:
         return {
             "num_train": len(self.data.train),
-            "num_val": len(self.data.val) if self.data.val is not None else 0, "num_test": len(self.data.test),
+            "num_val": _n(self.data.val), "num_test": len(self.data.test),
             "num_params": sum(p.numel() for p in self.model.parameters()),
             "codebook_size": self.model.codebook_size or 0,
             "quantizer": self.recipe.model.quantizer,  # type: ignore[attr-defined]
@@ -134,3 +134,8 @@ class TokenizerTask:
 def build_tokenizer_task(recipe: Recipe, run: RunDir) -> TokenizerTask:
     """Image tokenizer (VQ / FSQ / continuous) trained with the VQGAN objective; reconstruction eval."""
     return TokenizerTask(recipe, run)
+
+
+def _n(dataset: object) -> int:
+    """Items in an optional split (0 when the source has none)."""
+    return 0 if dataset is None else len(dataset)  # type: ignore[arg-type]

@@ -200,7 +200,7 @@ class UnifiedTask:
             return sum(p.numel() for p in mod.parameters())
 
         return {
-            "num_train": len(self.data.train), "num_val": len(self.data.val) if self.data.val is not None else 0, "num_test": len(self.data.test),
+            "num_train": len(self.data.train), "num_val": _n(self.data.val), "num_test": len(self.data.test),
             "num_params": n_params(self.model),
             "params": {k: n_params(getattr(self.model, k)) for k in ("tokenizer", "transformer", "diffusion")},
             "tokenizer_pretrain": self.pretrain,
@@ -228,3 +228,8 @@ class UnifiedTask:
 def build_unified_task(recipe: Recipe, run: RunDir) -> UnifiedTask:
     """Understand and generate with one model: tokenizer + shared transformer + diffusion decoder."""
     return UnifiedTask(recipe, run)
+
+
+def _n(dataset: object) -> int:
+    """Items in an optional split (0 when the source has none)."""
+    return 0 if dataset is None else len(dataset)  # type: ignore[arg-type]

@@ -140,7 +140,7 @@ class VideoActionsTask:
         return res
 
     def counts(self) -> dict[str, Any]:
-        return {"num_train": len(self.data.train), "num_val": len(self.data.val) if self.data.val is not None else 0, "num_test": len(self.data.test),
+        return {"num_train": len(self.data.train), "num_val": _n(self.data.val), "num_test": len(self.data.test),
                 "num_frames": self.num_frames,
                 "num_params": sum(p.numel() for p in self.model.parameters())}
 
@@ -287,7 +287,7 @@ class VideoLocalizationTask:
         return res
 
     def counts(self) -> dict[str, Any]:
-        return {"num_train": len(self.data.train), "num_val": len(self.data.val) if self.data.val is not None else 0, "num_test": len(self.data.test),
+        return {"num_train": len(self.data.train), "num_val": _n(self.data.val), "num_test": len(self.data.test),
                 "num_steps": self.num_steps,
                 "num_params": sum(p.numel() for p in self.model.parameters())}
 
@@ -302,3 +302,8 @@ class VideoLocalizationTask:
 def build_video_localization(recipe: Recipe, run: RunDir) -> VideoLocalizationTask:
     """Temporal action localisation on long videos; mAP at tIoU 0.3:0.1:0.7."""
     return VideoLocalizationTask(recipe, run)
+
+
+def _n(dataset: object) -> int:
+    """Items in an optional split (0 when the source has none)."""
+    return 0 if dataset is None else len(dataset)  # type: ignore[arg-type]

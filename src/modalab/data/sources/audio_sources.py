@@ -79,7 +79,8 @@ def build_sound_events(cfg: SoundEventsConfig, *, seed: int) -> AudioSplits:
 
     return AudioSplits(
         train=_dataset(train, maker("train")), test=_dataset(test, maker("test")),
-        val=_dataset(val, maker("val")) if val else None, classnames=list(se.CLASSES), texts=list(se.CLASSES), image_size=n, channels=1,
+        val=_dataset(val, maker("val")) if val else None, classnames=list(se.CLASSES), texts=list(se.CLASSES),
+        image_size=n, channels=1,
     )
 
 
