@@ -34,6 +34,8 @@ def test_audio_events_recipe_runs(pooling, tmp_path):
     for key in ("tagging_mAP", "frame_F1", "onset_F1"):
         assert 0.0 <= res[key] <= 1.0
     assert res["pooling"] == pooling and res["num_train"] == 14 and res["num_val"] == 2 and res["num_test"] == 8
+    assert res["eval_splits"] == ["val", "test"] and 0.0 <= res["val_tagging_mAP"] <= 1.0
+    assert res["test_tagging_mAP"] == res["tagging_mAP"]
     assert res["frame_hop_s"] == pytest.approx(0.02)  # 160 samples x stride 2 at 16 kHz
     assert (out / "report.html").is_file()
 

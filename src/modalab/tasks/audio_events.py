@@ -100,8 +100,10 @@ class AudioEventsTask:
         return (torch.cat(clips).numpy(), torch.cat(frames).numpy(), torch.cat(targets).numpy(), events)
 
     @torch.no_grad()
-    def evaluate(self, final: bool = True) -> dict[str, Any]:
-        clip_prob, frame_prob, targets, events = self.predict(self.data.test)
+    def evaluate(self, final: bool = True, split: str = "test") -> dict[str, Any]:
+        dataset = self.data.val if split == "val" else self.data.test  # val: eval_every and tuning
+        final = final and split == "test"  # artifacts of record come from the test split only
+        clip_prob, frame_prob, targets, events = self.predict(dataset)
         e = self.eval_cfg
         m_ap, aps = mean_average_precision(targets, clip_prob)
         ref_frames = np.stack([frame_targets(ev, frame_prob.shape[1], self.model.hop_s, self.classes)

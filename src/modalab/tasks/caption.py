@@ -272,9 +272,11 @@ class CaptionTask:
 
     # evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, final: bool = True) -> dict[str, Any]:
+    def evaluate(self, final: bool = True, split: str = "test") -> dict[str, Any]:
+        dataset = self.data.val if split == "val" else self.data.test  # val: eval_every and tuning
+        final = final and split == "test"  # artifacts of record come from the test split only
         self.model.eval()
-        loader = DataLoader(self.data.test, batch_size=self.eval_cfg.batch_size, collate_fn=self.collate)
+        loader = DataLoader(dataset, batch_size=self.eval_cfg.batch_size, collate_fn=self.collate)
         names = list(self.data.classnames or [])
         correct, total, nll, examples = 0, 0, 0.0, []
         for b in loader:

@@ -91,14 +91,16 @@ class TokenizerTask:
         return {}
 
     # evaluation ---------------------------------------------------------------------------
-    def held_out_images(self) -> Tensor:
+    def held_out_images(self, split: str = "test") -> Tensor:
         """(N, C, H, W) held-out images in [0, 1]."""
-        loader = DataLoader(self.data.test, batch_size=self.eval_cfg.batch_size, collate_fn=collate)
+        dataset = self.data.val if split == "val" else self.data.test
+        loader = DataLoader(dataset, batch_size=self.eval_cfg.batch_size, collate_fn=collate)
         return torch.cat([self.to_unit(b.images) for b in loader])
 
     @torch.no_grad()
-    def evaluate(self, final: bool = True) -> dict[str, Any]:
-        images = self.held_out_images().to(self.model.last_layer.device)
+    def evaluate(self, final: bool = True, split: str = "test") -> dict[str, Any]:
+        final = final and split == "test"  # artifacts of record come from the test split only
+        images = self.held_out_images(split).to(self.model.last_layer.device)
         res: dict[str, Any] = evaluate_tokenizer(self.model, images, self.eval_cfg.batch_size)
         if final and self.eval_cfg.samples:
             was = self.model.training

@@ -123,8 +123,10 @@ class VideoActionsTask:
         return torch.cat(logits), torch.cat(labels), torch.cat(videos)
 
     @torch.no_grad()
-    def evaluate(self, final: bool = True) -> dict[str, Any]:
-        logits, labels, videos = self.predict(self.data.test)
+    def evaluate(self, final: bool = True, split: str = "test") -> dict[str, Any]:
+        dataset = self.data.val if split == "val" else self.data.test  # val: eval_every and tuning
+        final = final and split == "test"  # artifacts of record come from the test split only
+        logits, labels, videos = self.predict(dataset)
         res: dict[str, Any] = topk_accuracy(logits, labels, self.eval_cfg.ks)
         c = len(self.data.classnames)
         confusion = torch.zeros(c, c, dtype=torch.long)  # (true, predicted)
@@ -260,12 +262,14 @@ class VideoLocalizationTask:
         return {}
 
     @torch.no_grad()
-    def evaluate(self, final: bool = True) -> dict[str, Any]:
+    def evaluate(self, final: bool = True, split: str = "test") -> dict[str, Any]:
+        dataset = self.data.val if split == "val" else self.data.test  # val: eval_every and tuning
+        final = final and split == "test"  # artifacts of record come from the test split only
         self.model.eval()
         e = self.eval_cfg
         preds: list[dict] = []
         gts: list[dict] = []
-        for b in _loader(self.data.test, e.batch_size, collate_long, False):
+        for b in _loader(dataset, e.batch_size, collate_long, False):
             cls_logits, offsets = self.model(b.videos)
             for i, vid in enumerate(b.ids):
                 preds += decode_segments(
