@@ -55,7 +55,7 @@ def test_digits_val_leaves_the_test_split_unchanged():
 
 
 def test_spoken_digits_val_holds_out_whole_speakers():
-    from modalab.data.sources.audio_registry import SpokenDigitsConfig
+    from modalab.data.sources.audio_sources import SpokenDigitsConfig
 
     cfg = SpokenDigitsConfig(source="spoken_digits", n_speakers=6, per_digit=1, val_fraction=0.25)
     data = registry.build("source", "spoken_digits", cfg, seed=0)
