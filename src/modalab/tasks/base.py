@@ -7,7 +7,10 @@ components (data, model, loss, evaluation) and never imports the runner. The run
     train_loader()             an iterable of batches (the runner shards and resumes it)
     step(batch)                -> (loss, logs) for one optimiser step
     after_step(step)           -> logs; step-dependent task state (schedules, curricula)
-    evaluate(final)            -> results (``final=False``: periodic validation)
+    evaluate(final)            -> results (``final=False``: periodic validation); a task whose
+                                  ``evaluate`` also takes ``split`` ("val" | "test") is evaluated on
+                                  its validation split during training and at the end
+                                  (``experiment/eval_splits.py``), on test once
     counts()                   -> sizes and skip counts reported in results.json
     state()                    -> JSON-able state saved with each checkpoint
     extra_modules()            -> further modules saved with the weights (name -> module)
