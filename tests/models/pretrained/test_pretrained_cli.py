@@ -97,7 +97,8 @@ def finetuned(tmp_path_factory, clip_dir) -> Path:
 
 def test_finetune_recipe_runs_and_changes_weights(finetuned, clip_dir):
     res = json.loads((finetuned / "results.json").read_text())
-    assert 0.0 <= res["zeroshot_top1"] <= 1.0 and res["num_train"] == 120 and res["num_test"] == 40
+    assert 0.0 <= res["zeroshot_top1"] <= 1.0 and res["num_train"] == 108 and res["num_test"] == 40
+    assert res["num_val"] == 12  # data.val_fraction 0.1 of the 120 training items
     cfg = (finetuned / "config.yaml").read_text()
     assert f"pretrained: hf:{clip_dir}" in cfg
     m = load_any(str(finetuned))
