@@ -72,7 +72,7 @@ def test_manifest_source_error_or_counted_skip(tmp_path, bad):
         build_manifest(ManifestConfig(source="manifest", path=str(m)), seed=0)
     splits = build_manifest(ManifestConfig(source="manifest", path=str(m), on_error="skip"), seed=0)
     assert splits.num_skipped == 1 and "m.jsonl:13" in splits.skipped[0]
-    assert len(splits.train) + len(splits.test) == 12  # the 12 good images, the bomb counted
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 12  # the 12 good images, the bomb counted
 
 
 def test_pil_bomb_in_manifest_with_on_error_skip_is_counted(tmp_path):
