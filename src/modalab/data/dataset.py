@@ -17,7 +17,7 @@ class DataError(ModalabError, ValueError):
 
 @dataclass
 class DataSplits:
-    """train/test datasets of :class:`Sample`, class names (None without labels), every caption
+    """train/test (and optional val) datasets of :class:`Sample`, class names (None without labels), every caption
     the run will train on (for building a vocabulary), image geometry, and skipped inputs."""
 
     train: Dataset
@@ -29,6 +29,7 @@ class DataSplits:
     skipped: list[str] = field(default_factory=list)  # "file:line: reason" for each skipped item
     # what a streaming training set skipped so far (read at the end of the run; None: nothing streams)
     train_skipped: Callable[[], list[str]] | None = None
+    val: Dataset | None = None  # held out of train for tuning and model selection (data.val_fraction)
 
     @property
     def all_skipped(self) -> list[str]:

@@ -1,7 +1,8 @@
 """scikit-learn's 1,797 real handwritten digits (8x8, shipped with the package) with captions.
 
 Images are upsampled to ``image_size`` (bilinear) and normalised; the split is stratified and
-deterministic by the run seed. Training captions are drawn at random from several phrasings per
+deterministic by the run seed; ``val_fraction`` of the training split (stratified) is held out as
+a validation split for tuning. Training captions are drawn at random from several phrasings per
 class ("a handwritten seven", "the digit 7 written by hand", ...); each test sample has one fixed
 phrasing, so evaluation is deterministic.
 """
@@ -50,6 +51,9 @@ class DigitsConfig(DataBase):
     image_size: int = Field(32, ge=8)
     channels: Literal[1, 3] = 1
     test_fraction: float = Field(0.25, gt=0, lt=1)
+    val_fraction: float = Field(
+        0.1, ge=0, lt=1, description="share of the training split held out as val (stratified; 0 = none)"
+    )
     augment: bool = True
     max_shift: int = Field(2, ge=0, description="random translation in pixels (training only)")
     captions: Literal["templates", "name"] = "templates"
@@ -63,6 +67,11 @@ def build_digits(cfg: DigitsConfig, *, seed: int) -> DataSplits:
         images = images.expand(-1, 3, -1, -1).contiguous()
     images = normalize(images)
     train_idx, test_idx = stratified_split(labels.tolist(), len(labels), cfg.test_fraction, seed)
+    val_idx: list[int] = []
+    if cfg.val_fraction > 0:  # carved from train only: test stays untouched for the final report
+        train_labels = [int(labels[j]) for j in train_idx]
+        keep, held = stratified_split(train_labels, len(train_idx), cfg.val_fraction, seed)
+        train_idx, val_idx = [train_idx[k] for k in keep], [train_idx[k] for k in held]
     n_templates = len(TEMPLATES) if cfg.captions == "templates" else 1
 
     def make_train(i: int) -> Sample:
@@ -72,15 +81,19 @@ def build_digits(cfg: DigitsConfig, *, seed: int) -> DataSplits:
         img = random_shift(images[j], cfg.max_shift) if cfg.augment else images[j]
         return Sample(id=f"digits/{j}", image=img, text=caption(y, t), label=y)
 
-    def make_test(i: int) -> Sample:
-        j = test_idx[i]
-        y = int(labels[j])
-        return Sample(id=f"digits/{j}", image=images[j], text=caption(y, i % n_templates), label=y)
+    def held_out(idx: list[int]):  # deterministic: no augmentation, one fixed phrasing per item
+        def make(i: int) -> Sample:
+            j = idx[i]
+            y = int(labels[j])
+            return Sample(id=f"digits/{j}", image=images[j], text=caption(y, i % n_templates), label=y)
+
+        return SampleDataset(len(idx), make)
 
     texts = [caption(y, t) for y in range(10) for t in range(n_templates)]
     return DataSplits(
         train=SampleDataset(len(train_idx), make_train),
-        test=SampleDataset(len(test_idx), make_test),
+        test=held_out(test_idx),
+        val=held_out(val_idx) if val_idx else None,
         classnames=list(NAMES),
         texts=texts,
         image_size=cfg.image_size,
