@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from modalab.align.objectives import QueueInfoNCE
+from modalab.align.objectives_extended import QueueInfoNCE
 from modalab.align.queue import MomentumEncoder, queue_info_nce, sample_ids
 from modalab.config import ConfigError, load
 
