@@ -39,7 +39,8 @@ def test_default_recipe_smoke(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     for k in RESULT_KEYS:
         assert k in results, k
-    assert results["num_train"] + results["num_test"] == 1797 and results["num_skipped"] == 0
+    assert results["num_train"] + results["num_val"] + results["num_test"] == 1797  # val: 10% of train
+    assert results["num_val"] == 135 and results["num_skipped"] == 0
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "finished"
     ckpts = sorted((out / "checkpoints").iterdir())

@@ -264,6 +264,7 @@ class ContrastiveTask:
         return {
             "num_train": len(self.data.train),
             "num_test": len(self.data.test),
+            "num_val": len(self.data.val) if getattr(self.data, "val", None) is not None else 0,
             "num_skipped": self.data.num_skipped,
             "skipped": self.data.all_skipped,
             "num_params": sum(p.numel() for p in self.model.parameters()),
