@@ -17,8 +17,9 @@ class DataError(ModalabError, ValueError):
 
 @dataclass
 class DataSplits:
-    """train/test (and optional val) datasets of :class:`Sample`, class names (None without labels), every caption
-    the run will train on (for building a vocabulary), image geometry, and skipped inputs."""
+    """train/test (and optional val) datasets of :class:`Sample`, class names (None without
+    labels), every caption the run will train on (for building a vocabulary), image geometry, and
+    skipped inputs."""
 
     train: Dataset
     test: Dataset
