@@ -48,13 +48,13 @@ def test_baseline_arm_is_the_recipes_own_setting():
 
 
 def test_find_budget_doubles_until_the_val_curve_is_flat(tmp_path):
-    recipe = ROOT / "recipes" / "clip_digits.yaml"  # 400 steps
-    plan = Plan(tmp_path, recipe, {}, [3], ["train.batch_size=64"], expand_grid({}))
+    recipe = ROOT / "recipes" / "clip_digits.yaml"  # pilots start at the overridden 400 steps
+    plan = Plan(tmp_path, recipe, {}, [3], ["train.batch_size=64", "train.steps=400"], expand_grid({}))
     calls = []
 
     def pilot(over, out):  # accuracy saturates at 1000 steps: 400 and 800 still rise, 1600 is flat
         calls.append(over)
-        steps = int(next(o for o in over if o.startswith("train.steps=")).split("=")[1])
+        steps = int([o for o in over if o.startswith("train.steps=")][-1].split("=")[1])  # the last wins
         out.mkdir(parents=True)
         val = lambda s: min(1.0, s / 1000)  # noqa: E731
         (out / "metrics.jsonl").write_text("\n".join(

@@ -103,10 +103,13 @@ def test_collapse_nonfinite_spikes_and_loss_only_eval(runs, tmp_path):
 
 
 def test_small_batch_and_false_negatives(tmp_path):
-    out = run(load(RECIPES / "clip_digits.yaml", [*TINY, "train.steps=2", "train.batch_size=4"]), tmp_path / "r")
+    over = [*TINY, "train.steps=2", "train.batch_size=4", "loss.mask_same_label=false"]
+    out = run(load(RECIPES / "clip_digits.yaml", over), tmp_path / "r")
     f = {x.check: x for x in diagnose(out)}
     assert f["batch_vs_classes"].severity == "error" and "4" in f["batch_vs_classes"].evidence
     assert f["false_negatives"].severity == "info"
+    masked = run(load(RECIPES / "clip_digits.yaml", over[:-1]), tmp_path / "masked")  # the default masks
+    assert "false_negatives" not in {x.check for x in diagnose(masked)}
 
 
 def test_leaked_test_split(tmp_path):

@@ -12,6 +12,8 @@ RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 CONTRASTIVE = [
     "clip_digits_siglip.yaml",
     "clip_digits_hard_negatives.yaml",
+    "clip_digits_hard_only.yaml",
+    "clip_digits_hcl.yaml",
     "clip_digits_mixed_80_20.yaml",
     "clip_digits_curriculum.yaml",
     "clip_digits_queue.yaml",
@@ -29,6 +31,7 @@ def test_recipe_runs(name, tmp_path):
     out = run(load(RECIPES / name, SMOKE), tmp_path / "run")
     res = json.loads((out / "results.json").read_text())
     assert 0.0 <= res["zeroshot_top1"] <= 1.0 and res["num_test"] == 450
+    assert 0.0 <= res["val_zeroshot_top1"] <= 1.0  # settings are chosen on val, carved from train
     assert "monitor/erank_image" in res
     assert (out / "report.html").is_file()
 

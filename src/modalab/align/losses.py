@@ -135,22 +135,37 @@ def hard_negative_info_nce(
     k: int = 10,
     *,
     mask: Tensor | None = None,
+    mode: str = "only",
+    weight: float = 1.0,
 ) -> Tensor:
-    """InfoNCE over the positive plus the k hardest negatives of each row, both directions.
+    """InfoNCE with the k hardest negatives of each row (top-k by logit over j != i not masked),
+    both directions.
 
-    Row i (image->text) is ``-log(e^{s_ii} / (e^{s_ii} + sum_{j in top-k} e^{s_ij}))`` with the
-    top-k taken over j != i not masked, by logit; rows with fewer than k valid negatives use all of
-    them. Ties are broken by the lower column index (stable sort), so the result is deterministic.
+    - ``mode="only"``: the softmax holds the positive and the k hardest negatives alone, row i
+      (image->text) is ``-log(e^{l_ii} / (e^{l_ii} + sum_{j in top-k} e^{l_ij}))``. Trained from
+      scratch this collapses (kept as a documented negative result).
+    - ``mode="added"`` (mined hard negatives added to the in-batch softmax, NegCLIP style): the
+      softmax holds the positive and every valid in-batch negative, and the k mined negatives enter
+      it a second time with weight ``weight``:
+      ``-log(e^{l_ii} / (e^{l_ii} + sum_{j valid} e^{l_ij} + weight * sum_{j in top-k} e^{l_ij}))``.
+
+    Rows with fewer than k valid negatives use all of them. Ties are broken by the lower column
+    index (stable sort), so the result is deterministic.
 
     Args:
-        image_emb, text_emb: (B, D); logit_scale: scalar; k: negatives per row (>= 1);
-        mask: optional (B, B) bool, True = false negative.
+        image_emb, text_emb: (B, D); logit_scale: scalar; k: mined negatives per row (>= 1);
+        mask: optional (B, B) bool, True = false negative; mode: "only" or "added";
+        weight: > 0, extra weight of each mined negative in ``added`` mode.
     Returns:
         scalar loss in the accumulation dtype.
     """
     _check_pair("hard_negative_info_nce", image_emb, text_emb)
     if k < 1:
         raise ValueError(f"hard_negative_info_nce: k must be >= 1, got {k}")
+    if mode not in ("only", "added") or weight <= 0:
+        raise ValueError(
+            f"hard_negative_info_nce: mode must be 'only' or 'added' and weight > 0, got {mode!r}, {weight}"
+        )
     logits = _logits(image_emb, text_emb, logit_scale)  # (B, B)
     b = logits.shape[0]
     excl = _exclusion("hard_negative_info_nce", mask, b, logits.device)
@@ -163,7 +178,12 @@ def hard_negative_info_nce(
         order = torch.sort(neg.detach(), dim=1, descending=True, stable=True).indices[:, :kk]
         hard = neg.gather(1, order)  # (B, kk), -inf where a row ran out of valid negatives
         pos = lg.diagonal()[:, None]  # (B, 1)
-        return torch.logsumexp(torch.cat([pos, hard], dim=1), dim=1) - pos[:, 0]
+        if mode == "added":  # every valid candidate once, the mined ones once more, weighted
+            every = lg if ex is None else lg.masked_fill(ex, NEG_INF)  # (B, B), diagonal kept
+            terms = torch.cat([every, hard + math.log(weight)], dim=1)  # (B, B + kk)
+        else:
+            terms = torch.cat([pos, hard], dim=1)  # (B, 1 + kk)
+        return torch.logsumexp(terms, dim=1) - pos[:, 0]
 
     return _symmetric(rows, logits, excl)
 

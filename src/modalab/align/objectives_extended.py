@@ -50,15 +50,18 @@ class _Objective(nn.Module):
 
 
 class HardNegativeInfoNCE(_Objective):
-    """InfoNCE over the positive and the k hardest in-batch negatives."""
+    """InfoNCE with the k hardest in-batch negatives: alone (``only``) or added to the in-batch
+    softmax a second time (``added``, weight ``weight``)."""
 
-    def __init__(self, k: int = 10, mask_same_label: bool = False) -> None:
+    def __init__(self, k: int = 10, mask_same_label: bool = False, mode: str = "only",
+                 weight: float = 1.0) -> None:
         super().__init__(mask_same_label)
-        self.k = k
+        self.k, self.mode, self.weight = k, mode, weight
 
     def forward(self, image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor,
                 logit_bias: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
-        return hard_negative_info_nce(image_emb, text_emb, logit_scale, self.k, mask=self._mask(labels))
+        return hard_negative_info_nce(image_emb, text_emb, logit_scale, self.k, mask=self._mask(labels),
+                                      mode=self.mode, weight=self.weight)
 
 
 class HCLInfoNCE(_Objective):
@@ -139,8 +142,14 @@ class QueueInfoNCE(_Objective):
     """InfoNCE with MoCo-style queues of past image and text embeddings as extra negatives.
 
     The queues are created at the first call (their width is the embedding width) and live in
-    this module's state_dict, so they are checkpointed with the objective.
+    this module's state_dict, so they are checkpointed with the objective (``stateful``: the task
+    restores it on resume even before the first call has created them). With ``image_keys`` /
+    ``text_keys`` from a momentum encoder (``model.momentum``) the batch's keys are both the
+    candidates of the loss and what is enqueued (see :func:`queue_info_nce`).
     """
+
+    stateful = True
+    wants_keys = True  # the task passes momentum-encoder keys when the recipe has one
 
     def __init__(self, size: int = 65536, mask_same_label: bool = False) -> None:
         super().__init__(mask_same_label)
@@ -164,14 +173,15 @@ class QueueInfoNCE(_Objective):
                 text_keys: Tensor | None = None) -> Tensor:
         if self.image_queue is None:
             self._make(image_emb.shape[1])
-            self.to(image_emb.device)
         assert self.image_queue is not None and self.text_queue is not None
+        if self.image_queue.queue.device != image_emb.device:  # created, or restored, elsewhere
+            self.to(image_emb.device)
         q_labels = labels if self.mask_same_label else None
         q_mask = self.image_queue.exclusion_mask(ids=ids, labels=q_labels)
         # snapshot the queues: the enqueue below writes into the same storage that backward reads
         loss = queue_info_nce(image_emb, text_emb, logit_scale, self.text_queue.features().clone(),
                               self.image_queue.features().clone(), mask=self._mask(labels),
-                              queue_mask=q_mask)
+                              queue_mask=q_mask, image_keys=image_keys, text_keys=text_keys)
         if self.training:
             keys_i = image_emb if image_keys is None else image_keys
             keys_t = text_emb if text_keys is None else text_keys
@@ -189,6 +199,11 @@ class _MaskedLoss(LossBase):
 
 class HardNegativeConfig(_MaskedLoss):
     k: int = Field(10, ge=1, description="hardest negatives per row")
+    mode: Literal["only", "added"] = Field(
+        "only", description="only: positive + k hardest (collapses from scratch); added: the k hardest "
+        "enter the full in-batch softmax once more (NegCLIP style)"
+    )
+    weight: float = Field(1.0, gt=0, description="added: extra weight of each mined negative")
 
 
 class HCLConfig(_MaskedLoss):
@@ -239,8 +254,8 @@ class QueueConfig(_MaskedLoss):
 
 @register("loss", "hard_negative_info_nce", schema=HardNegativeConfig)
 def build_hard_negative(cfg: HardNegativeConfig) -> nn.Module:
-    """InfoNCE over the positive plus the top-k hardest in-batch negatives."""
-    return HardNegativeInfoNCE(cfg.k, cfg.mask_same_label)
+    """InfoNCE with the top-k hardest in-batch negatives: alone, or added to the in-batch softmax."""
+    return HardNegativeInfoNCE(cfg.k, cfg.mask_same_label, cfg.mode, cfg.weight)
 
 
 @register("loss", "hcl_info_nce", schema=HCLConfig)

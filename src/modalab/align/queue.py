@@ -169,29 +169,51 @@ def queue_info_nce(
     *,
     mask: Tensor | None = None,
     queue_mask: Tensor | None = None,
+    image_keys: Tensor | None = None,
+    text_keys: Tensor | None = None,
 ) -> Tensor:
     """Symmetric InfoNCE with the queues as extra negatives.
 
-    Image row i: softmax over ``[image_i . text_j for j in batch] + [image_i . q for q in
-    queue_text]``; text row i likewise over the batch images and ``queue_image``. Masked pairs are
-    dropped (a row left with only its positive gives 0).
+    Without keys, image row i is a softmax over ``[image_i . text_j for j in batch] + [image_i . q
+    for q in queue_text]``; text row i likewise over the batch images and ``queue_image``.
+
+    With keys (MoCo / ALBEF: ``image_keys`` and ``text_keys`` (B, D) from the momentum encoder,
+    detached), every candidate of a row comes from the key encoder, the positive included: image
+    row i is a softmax over ``[image_i . text_keys_j] + [image_i . q for q in queue_text]``, text
+    row i over ``[text_i . image_keys_j] + [text_i . q for q in queue_image]``. Positive and queue
+    negatives then come from one slowly moving encoder; mixing an online positive (which moves
+    with the anchor) with queued negatives of older models lets both towers lower the loss by
+    drifting away from the queue together, which collapses them.
+
+    Masked pairs are dropped (a row left with only its positive gives 0).
 
     Args:
-        image_emb, text_emb: (B, D); logit_scale: scalar;
+        image_emb, text_emb: (B, D) online (query) embeddings; logit_scale: scalar;
         queue_text: (Qt, D) text negatives or None; queue_image: (Qi, D) image negatives or None;
         mask: (B, B) bool in-batch false negatives; queue_mask: (B, Q) bool, True = exclude queue
-            row for anchor i (both queues, so it needs Qt == Qi == Q).
+            row for anchor i (both queues, so it needs Qt == Qi == Q);
+        image_keys, text_keys: (B, D) momentum-encoder keys of the batch, both or neither.
     Returns:
         scalar loss in the accumulation dtype.
     """
     _check_pair("queue_info_nce", image_emb, text_emb)
+    if (image_keys is None) != (text_keys is None):
+        raise ValueError("queue_info_nce: pass image_keys and text_keys together, or neither")
     dt = acc_dtype(image_emb, text_emb)
     img, txt = image_emb.to(dt), text_emb.to(dt)
     b = img.shape[0]
-    batch = logit_scale * (img @ txt.T)  # (B, B)
+    if image_keys is None or text_keys is None:
+        batch = logit_scale * (img @ txt.T)  # (B, B) image rows; its transpose gives text rows
+        batch_t = batch.T
+    else:
+        _check_pair("queue_info_nce keys", image_keys, image_emb)
+        _check_pair("queue_info_nce keys", text_keys, text_emb)
+        batch = logit_scale * (img @ text_keys.detach().to(dt).T)  # (B, B) image i . text key j
+        batch_t = logit_scale * (txt @ image_keys.detach().to(dt).T)  # (B, B) text i . image key j
     excl = _exclusion("queue_info_nce", mask, b, batch.device)
     if excl is not None:
         batch = batch.masked_fill(excl, NEG_INF)
+        batch_t = batch_t.masked_fill(excl.T, NEG_INF)
 
     def rows(in_batch: Tensor, anchors: Tensor, queue: Tensor | None) -> Tensor:
         parts = [in_batch]
@@ -208,7 +230,7 @@ def queue_info_nce(
         logits = torch.cat(parts, dim=1)  # (B, B + Q)
         return (torch.logsumexp(logits, dim=1) - in_batch.diagonal()).mean()
 
-    return 0.5 * (rows(batch, img, queue_text) + rows(batch.T, txt, queue_image))
+    return 0.5 * (rows(batch, img, queue_text) + rows(batch_t, txt, queue_image))
 
 
 def sample_ids(keys: list[str] | list[int]) -> Tensor:

@@ -148,6 +148,9 @@ class DualEncoderConfig(NamedBase):
     max_logit_scale: float = Field(100.0, gt=0)
     learn_logit_scale: bool = True
     init_logit_bias: float | None = None
+    momentum: float | None = Field(
+        None, ge=0, lt=1, description="EMA momentum of a MoCo key encoder (for queue_info_nce); None = none"
+    )
 
 
 class TwoTowerConfig(DualEncoderConfig):

@@ -18,8 +18,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from modalab import registry
-from modalab.align.queue import sample_ids
-from modalab.config import EvalBase, Recipe
+from modalab.align.queue import MomentumEncoder, sample_ids
+from modalab.config import ConfigError, EvalBase, Recipe
 from modalab.constants import TAU_RANGE
 from modalab.data.dataset import epoch_loader
 from modalab.data.sample import Batch, collate
@@ -73,6 +73,8 @@ class ContrastiveTask:
         params = inspect.signature(self.objective.forward).parameters
         self.needs_tokens = "text_tokens" in params or getattr(self.objective, "needs_tokens", False)
         self.wants_ids = "ids" in params
+        self.key_model = self._momentum_encoder(getattr(recipe.model, "momentum", None))
+        self.ema_steps = 0  # optimizer steps the key encoder has followed (kept with checkpoints)
         self.monitor = AlignmentMonitor(max_logit_scale=recipe.model.max_logit_scale)  # type: ignore[attr-defined]
         self.fixed_scale = getattr(recipe.loss, "temperature", None)
         self._warned: set[str] = set()
@@ -83,6 +85,24 @@ class ContrastiveTask:
                 raise ValueError("model.vision.unmask_steps > 0 needs model.vision.patch_dropout > 0 (FLIP)")
             self.flip_ratio = self.flip.ratio
             unmasking_ratio(0, recipe.train.steps, self.flip_ratio, self.unmask_steps)  # checks the range
+
+    def _momentum_encoder(self, momentum: float | None) -> MomentumEncoder | None:
+        """The EMA key encoder of ``model.momentum`` (MoCo), for objectives that take its keys."""
+        wants = getattr(self.objective, "wants_keys", False)
+        if momentum is None:
+            if wants:
+                raise ConfigError(
+                    f"loss {self.recipe.loss.name} needs a momentum key encoder: set model.momentum "
+                    f"(e.g. 0.995); queued embeddings of an online encoder drift away from its "
+                    f"positives and the towers collapse"
+                )
+            return None
+        if not wants:
+            raise ConfigError(
+                f"model.momentum={momentum} is set but loss {self.recipe.loss.name} does not use "
+                f"momentum keys (queue_info_nce does); remove model.momentum"
+            )
+        return MomentumEncoder(self.model, momentum)
 
     # data ---------------------------------------------------------------------------------
     def collate(self, samples: list) -> Batch:
@@ -114,7 +134,11 @@ class ContrastiveTask:
         keys = ["image_emb", "text_emb"]
         if self.needs_tokens:
             keys += ["image_tokens", "text_tokens", "text_token_mask"]
-        return {k: out[k] for k in keys}
+        emb = {k: out[k] for k in keys}
+        if self.key_model is not None:  # MoCo keys of the same batch, without gradient
+            k_out = self.key_model(batch.images, batch.tokens)
+            emb["image_keys"], emb["text_keys"] = k_out["image_emb"], k_out["text_emb"]
+        return emb
 
     def loss_from_embeddings(self, emb: dict[str, Tensor], batch: Batch) -> tuple[Tensor, dict[str, float]]:
         """The objective on embeddings of the whole batch (as returned by :meth:`embed_batch`)."""
@@ -123,6 +147,8 @@ class ContrastiveTask:
             extra = {k: emb[k] for k in ("image_tokens", "text_tokens", "text_token_mask")}
         if self.wants_ids:
             extra["ids"] = sample_ids(batch.ids)
+        if "image_keys" in emb:
+            extra["image_keys"], extra["text_keys"] = emb["image_keys"], emb["text_keys"]
         loss = self.objective(
             emb["image_emb"],
             emb["text_emb"],
@@ -135,6 +161,9 @@ class ContrastiveTask:
 
     def after_step(self, step: int) -> dict[str, float]:
         self.model.clamp_()
+        if self.key_model is not None and step + 1 > self.ema_steps:  # once per optimizer step: the
+            self.key_model.update(self.model)  # runner calls after_step again when it resumes
+            self.ema_steps = step + 1
         if hasattr(self.objective, "set_progress"):  # curriculum samplers read the progress
             self.objective.set_progress((step + 1) / self.recipe.train.steps)
         scale = float(self.logit_scale().detach())
@@ -262,6 +291,8 @@ class ContrastiveTask:
         out = {"tokenizer": self.tokenizer.to_dict(), "monitor": self.monitor.state_dict()}
         if self.unmask_steps:  # the ratio of the next step (0 once unmasking tuning has begun)
             out["patch_dropout"] = self.flip.ratio
+        if self.key_model is not None:
+            out["ema_steps"] = self.ema_steps
         return out
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -270,10 +301,18 @@ class ContrastiveTask:
             self.monitor.load_state_dict(state["monitor"])
         if self.unmask_steps and "patch_dropout" in state:
             self.flip.ratio = float(state["patch_dropout"])
+        if self.key_model is not None:
+            self.ema_steps = int(state.get("ema_steps", 0))
 
     def extra_modules(self) -> dict[str, torch.nn.Module]:
-        """Modules with state outside the model (e.g. negative queues), saved with checkpoints."""
-        return {"objective": self.objective} if self.objective.state_dict() else {}
+        """Modules with state outside the model (negative queues, the momentum key encoder), saved
+        with checkpoints and restored on resume."""
+        out: dict[str, torch.nn.Module] = {}
+        if getattr(self.objective, "stateful", False) or self.objective.state_dict():
+            out["objective"] = self.objective
+        if self.key_model is not None:
+            out["momentum"] = self.key_model
+        return out
 
 
 @register("task", "contrastive", schema=ContrastiveEval)
