@@ -30,3 +30,16 @@ def test_parse_and_event_scores_hand_computed():
     assert event_scores(["a beep, then a chirp"], events[:1], CLASSES)["order_accuracy"] == 1.0
     with pytest.raises(ValueError, match="2 captions but 1"):
         event_scores(caps, events[:1], CLASSES)
+
+
+def test_merge_fragments_and_cascade_caption():
+    from modalab.eval.caption_events import merge_fragments
+    from modalab.tasks.audio_events import cascade_captions
+
+    frags = [ev("beep", 0.0, 0.1), ev("chirp", 0.5, 0.6), ev("beep", 0.2, 0.3), ev("beep", 1.0, 1.1)]
+    merged = merge_fragments(frags, 0.15)
+    assert [(e["label"], e["onset"], e["offset"]) for e in merged] == [
+        ("beep", 0.0, 0.3), ("chirp", 0.5, 0.6), ("beep", 1.0, 1.1)]
+    ref = [[ev("beep", 0.0, 0.3), ev("chirp", 0.5, 0.6)]]
+    res = cascade_captions(ref, [frags[:3]], CLASSES, 0.15)
+    assert res["cascade/order_accuracy"] == 1.0 and res["cascade/bleu4"] == pytest.approx(1.0)

@@ -42,3 +42,14 @@ def event_scores(captions: Sequence[str], events: Sequence[Sequence[dict]],
     f = 2 * p * r / (p + r) if p + r else 0.0
     return {"event_precision": p, "event_recall": r, "event_f1": f,
             "order_accuracy": exact / len(captions) if captions else 0.0}
+
+
+def merge_fragments(events: Sequence[dict], gap_s: float) -> list[dict]:
+    """Join same-label events separated by at most ``gap_s`` seconds (a detector's fragmented runs)."""
+    out: list[dict] = []
+    for e in sorted(events, key=lambda e: (e["label"], e["onset"])):
+        if out and out[-1]["label"] == e["label"] and e["onset"] - out[-1]["offset"] <= gap_s:
+            out[-1] = {**out[-1], "offset": max(out[-1]["offset"], e["offset"])}
+        else:
+            out.append(dict(e))
+    return sorted(out, key=lambda e: (e["onset"], e["label"]))
