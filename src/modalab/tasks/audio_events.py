@@ -25,6 +25,9 @@ from modalab.config import EvalBase, Recipe
 from modalab.data.batches import EventBatch
 from modalab.data.sample import Sample
 from modalab.data.sources.sound_events import clip_targets, frame_targets
+from modalab.data.sources.sound_captions import scene_caption
+from modalab.eval.caption_events import event_scores, merge_fragments
+from modalab.eval.caption_metrics import corpus_bleu, rouge_l
 from modalab.eval.tagging import decode_events, frame_f1, mean_average_precision, onset_f1
 from modalab.experiment.rundir import RunDir
 from modalab.registry import register
@@ -34,6 +37,17 @@ class EventsEval(EvalBase):
     threshold: float = Field(0.5, gt=0, lt=1, description="frame probability counted as active")
     onset_tolerance: float = Field(0.2, gt=0, description="seconds (DCASE collar)")
     min_event_s: float = Field(0.0, ge=0, description="drop decoded events shorter than this")
+    caption_merge_gap_s: float = Field(0.3, ge=0, description="cascade captions: join same-label detections "
+                                       "this close before writing the template caption")
+
+
+def cascade_captions(reference: list[list[dict]], decoded: list[list[dict]], classes: tuple[str, ...],
+                     merge_gap_s: float) -> dict[str, float]:
+    """The cascaded captioner (detector -> template caption), scored as task ``audio_lm`` scores captions."""
+    hyps = [scene_caption(merge_fragments(d, merge_gap_s)) for d in decoded]
+    refs = [[scene_caption(r)] for r in reference]
+    scores = {**event_scores(hyps, reference, classes), "bleu4": corpus_bleu(hyps, refs), "rouge_l": rouge_l(hyps, refs)}
+    return {f"cascade/{k}": v for k, v in scores.items()}
 
 
 class AudioEventsTask:
@@ -119,6 +133,7 @@ class AudioEventsTask:
             "events_decoded": sum(len(x) for x in decoded),
         }
         res.update({f"AP/{c}": float(a) for c, a in zip(self.classes, aps) if np.isfinite(a)})
+        res.update(cascade_captions(events, decoded, self.classes, e.caption_merge_gap_s))
         if final:
             k = min(8, len(events))
             self.run.write_artifact("detections", {"hop_s": self.model.hop_s, "classes": list(self.classes),
