@@ -121,3 +121,16 @@ def test_recipe_trains_from_parquet_and_idx(tmp_path, train_smoke):
     _idx(tmp_path / "l.gz", np.arange(40) % 10)
     res = train_smoke(tmp_path / "b", ["data.source=idx", f"data.images={tmp_path}/i.gz", f"data.labels={tmp_path}/l.gz"])
     assert res["num_test"] == 10 and 0 <= res["zeroshot_top1"] <= 1
+
+
+def test_noise_on_a_reader(tmp_path):
+    x, y = np.random.default_rng(0).integers(0, 256, (40, 8, 8)), np.arange(40) % 10
+    _idx(tmp_path / "i", x)
+    _idx(tmp_path / "l", y)
+    data = build_idx(source_cfg("idx", images=str(tmp_path / "i"), labels=str(tmp_path / "l"), templates=["a {label}"],
+                                noise={"swap": 0.5}), seed=0)
+    rec = data.extras["noise"]
+    assert len(rec["swapped"]) == 15 and rec["num_train"] == 30
+    i, donor = next(iter(rec["swapped"].items()))
+    assert data.train[int(i)].text == data.train.base[donor].text
+    assert data.train[int(i)].meta["noise_swapped_from"] == donor

@@ -21,6 +21,7 @@ from pydantic import Field
 
 from modalab.config import DataBase
 from modalab.data.dataset import DataError, DataSplits, SampleDataset, stratified_split
+from modalab.data.noise import NoiseConfig, apply_noise
 from modalab.data.sample import Sample
 from modalab.data.sources.image_io import check_image, image_tensor
 from modalab.data.transforms import random_shift
@@ -50,6 +51,7 @@ class PairsConfig(DataBase):
     augment: bool = False
     max_shift: int = Field(2, ge=0, description="random translation in pixels (training, with augment)")
     limit: int | None = Field(None, gt=0, description="read only the first N records (quick looks)")
+    noise: NoiseConfig | None = Field(None, description="corrupt a share of training pairs (data/noise.py)")
 
 
 def pair_splits(records: Sequence[PairRecord], cfg: PairsConfig, seed: int, where: str,
@@ -94,14 +96,16 @@ def pair_splits(records: Sequence[PairRecord], cfg: PairsConfig, seed: int, wher
         y = labels[j] if labels is not None else None
         return Sample(id=r.where, image=x, text=r.captions[t], label=y)
 
+    train, record = apply_noise(SampleDataset(len(train_idx), lambda i: load(train_idx[i], True)), cfg.noise, seed)
     return DataSplits(
-        train=SampleDataset(len(train_idx), lambda i: load(train_idx[i], True)),
+        train=train,
         test=SampleDataset(len(test_idx), lambda i: load(test_idx[i], False)),
         classnames=classnames,
         texts=sorted({c for j in train_idx for c in good[j].captions}),  # the vocabulary: training captions only
         image_size=cfg.image_size,
         channels=cfg.channels,
         skipped=skipped,
+        extras={"noise": record} if record is not None else {},
     )
 
 
