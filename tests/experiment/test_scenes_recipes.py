@@ -35,7 +35,7 @@ def test_scenes_recipe_runs(name, tmp_path):
 
 
 def test_hard_negatives_reach_the_loss(tmp_path):
-    from modalab.experiment.contrastive import ContrastiveTask
+    from modalab.tasks.contrastive import ContrastiveTask
     from modalab.experiment.rundir import RunDir
 
     recipe = load(RECIPES / "clip_scenes_hard_negatives.yaml", SMOKE)

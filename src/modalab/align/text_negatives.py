@@ -19,7 +19,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from modalab.align.losses import _acc_dtype, _ce_rows, _exclusion, same_label_mask
+from modalab.align.losses import _ce_rows, _exclusion, same_label_mask
+from modalab.constants import acc_dtype
 from modalab.config import LossBase
 from modalab.registry import register
 
@@ -40,7 +41,7 @@ def info_nce_text_negatives(image_emb: Tensor, text_emb: Tensor, neg_text_emb: T
             or neg_text_emb.shape[2] != d:
         raise ValueError(f"info_nce_text_negatives: expected image/text (B, D) and negatives (B, K, D), got "
                          f"{tuple(image_emb.shape)}, {tuple(text_emb.shape)}, {tuple(neg_text_emb.shape)}")
-    dt = _acc_dtype(image_emb, text_emb)
+    dt = acc_dtype(image_emb, text_emb)
     img, txt = image_emb.to(dt), text_emb.to(dt)
     neg = neg_text_emb.to(dt).reshape(-1, d)  # (B*K, D)
     logits = logit_scale * (img @ txt.T)  # (B, B)
