@@ -13,7 +13,7 @@ table's folder) or plain binary. The text cell is a string or a list of strings 
 An optional ``data.label_column`` holds class names, or integers named by the ``ClassLabel`` names
 stored in the table's ``huggingface`` schema metadata. A missing column raises naming the file and
 the columns it has; an empty or unreadable cell raises naming file and row, or is skipped and listed
-with ``data.on_error: skip``. Needs pyarrow (the ``hf`` extra; also in ``test``).
+with ``data.on_error: skip``. Needs pyarrow (the ``tables`` extra; also in ``test``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _pa() -> Any:
         import pyarrow.ipc  # noqa: F401
         import pyarrow.parquet  # noqa: F401
     except ImportError:
-        raise DataError("data.source=hf_table needs pyarrow: pip install 'modalab[hf]'") from None
+        raise DataError("data.source=hf_table needs pyarrow: pip install 'modalab[tables]'") from None
     return pyarrow
 
 
