@@ -63,7 +63,7 @@ def pair_splits(records: Sequence[PairRecord], cfg: PairsConfig, seed: int, wher
         raise DataError(f"{where}: no records")
     good, skipped = [], []
     for r in records:
-        reason = check_image(r.data(), r.where) if check else None
+        reason = check_image(r.data(), r.where, cfg.max_image_pixels, cfg.max_aspect_ratio) if check else None
         if reason is None:
             good.append(r)
         elif cfg.on_error == "error":
@@ -89,7 +89,7 @@ def pair_splits(records: Sequence[PairRecord], cfg: PairsConfig, seed: int, wher
 
     def load(j: int, train: bool) -> Sample:
         r = good[j]
-        x = image_tensor(r.data(), r.where, cfg.image_size, cfg.channels)
+        x = image_tensor(r.data(), r.where, cfg.image_size, cfg.channels, cfg.max_image_pixels, cfg.max_aspect_ratio)
         if train and cfg.augment:
             x = random_shift(x, cfg.max_shift)
         t = int(torch.randint(len(r.captions), ())) if train and len(r.captions) > 1 else 0

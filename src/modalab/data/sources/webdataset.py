@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 from modalab.data.dataset import DataError, DataSplits
 from modalab.data.sample import Sample
 from modalab.data.tar_shards import ShardError, ShardStream, _add, iter_tar
+from modalab.data.safe_image import MAX_ASPECT, MAX_PIXELS
 from modalab.data.sources.image_io import image_tensor
 from modalab.data.transforms import random_shift
 from modalab.config import DataBase
@@ -143,7 +144,8 @@ def scan_shard(path: Path, on_error: str, skipped: list[str]) -> tuple[int, list
 
 
 def decoder(size: int, channels: int, classnames: list[str], *, train: bool, max_shift: int,
-            shard: str = "") -> Callable[[str, dict[str, bytes]], Sample]:
+            shard: str = "", max_pixels: int = MAX_PIXELS, max_aspect: float = MAX_ASPECT
+            ) -> Callable[[str, dict[str, bytes]], Sample]:
     """``(key, {ext: bytes}) -> Sample`` for this layout (see the module docstring)."""
     lookup = {c: i for i, c in enumerate(classnames)}
 
@@ -152,7 +154,7 @@ def decoder(size: int, channels: int, classnames: list[str], *, train: bool, max
         if ext is None:
             raise ShardError(f"{shard}: sample {key!r} has no image member")
         meta = json.loads(files["json"]) if files.get("json") else {}
-        x = image_tensor(files[ext], f"{shard}: sample {key!r}.{ext}", size, channels)
+        x = image_tensor(files[ext], f"{shard}: sample {key!r}.{ext}", size, channels, max_pixels, max_aspect)
         text = caption_of(files, meta)
         caps = meta.get("captions")
         if train and isinstance(caps, list) and caps:
@@ -227,13 +229,16 @@ def build_webdataset(cfg: WebDatasetConfig, *, seed: int) -> DataSplits:
     names = index["classnames"]
     shift = cfg.max_shift if cfg.augment else 0
     folder = Path(os.path.commonpath([str(p.parent) for p in train]))
-    stream = ShardStream(folder, decoder(cfg.image_size, cfg.channels, names, train=True, max_shift=shift),
+    limits = {"max_pixels": cfg.max_image_pixels, "max_aspect": cfg.max_aspect_ratio}
+    stream = ShardStream(folder, decoder(cfg.image_size, cfg.channels, names, train=True, max_shift=shift, **limits),
                          index=index, shuffle_buffer=cfg.shuffle_buffer, seed=seed,
                          num_workers=cfg.num_workers, drop_last=True, on_error=cfg.on_error)
-    held = HeldOut(test, lambda s: decoder(cfg.image_size, cfg.channels, names, train=False, max_shift=0, shard=s),
+    held = HeldOut(test, lambda s: decoder(cfg.image_size, cfg.channels, names, train=False, max_shift=0, shard=s,
+                                           **limits),
                    cfg.on_error, skipped)
     return DataSplits(train=stream, test=held, classnames=names or None, texts=index["texts"],
-                      image_size=cfg.image_size, channels=cfg.channels, skipped=skipped)
+                      image_size=cfg.image_size, channels=cfg.channels, skipped=skipped,
+                      train_skipped=lambda: stream.skipped)
 
 
 def write_webdataset(samples: Iterable[dict[str, Any]], out_dir: Path, size: int = 1000,
