@@ -84,6 +84,8 @@ def cmd_shards_write(args: argparse.Namespace) -> int:
     from modalab.data.dataset import DataError
     from modalab.data.tar_shards import manifest_samples, write_shards
 
+    if args.format == "webdataset":  # the standard layout: brace-named tars, no index file
+        return _write_webdataset(args)
     if args.digits:
         from modalab.data.sources.shards import write_digits_shards
 
@@ -100,6 +102,25 @@ def cmd_shards_write(args: argparse.Namespace) -> int:
     index = write_shards(manifest_samples(Path(args.manifest), args.root), Path(args.out_dir), args.size)
     n = sum(s["count"] for s in index["shards"])
     print(f"wrote {n} samples in {len(index['shards'])} shard(s) to {args.out_dir}")
+    return 0
+
+
+def _write_webdataset(args: argparse.Namespace) -> int:
+    from modalab.data.dataset import DataError
+    from modalab.data.tar_shards import manifest_samples
+    from modalab.data.sources.shards import digits_samples
+    from modalab.data.sources.webdataset import write_webdataset
+
+    if args.digits:
+        if args.out_dir is not None:
+            raise DataError(f"shards write --digits OUT_DIR takes one folder, got {args.manifest!r} and {args.out_dir!r}")
+        for split, samples in digits_samples(args.test_fraction, args.seed).items():
+            print(f"wrote {len(samples)} {split} samples: "
+                  f"{write_webdataset(samples, Path(args.manifest) / split, args.size)}")
+        return 0
+    if args.out_dir is None:
+        raise DataError("shards write: give MANIFEST OUT_DIR, or --digits OUT_DIR for the built-in digits")
+    print(f"wrote {write_webdataset(manifest_samples(Path(args.manifest), args.root), Path(args.out_dir), args.size)}")
     return 0
 
 
@@ -142,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--seed", type=int, default=0, help="with --digits: split seed")
     sw.add_argument("--size", type=int, default=1000, help="samples per shard")
     sw.add_argument("--root", help="folder image paths are relative to (default: the manifest's)")
+    sw.add_argument("--format", choices=["modalab", "webdataset"], default="modalab",
+                    help="modalab: shard-NNNNNN.tar + shards.json (data.source=shards); webdataset: "
+                         "data-NNNNNN.tar only, as webdataset/img2dataset write them (data.source=webdataset)")
     sw.set_defaults(fn=cmd_shards_write)
     ls = sub.add_parser("list", help="list registered components")
     ls.add_argument("kind", nargs="?", help="only this kind (e.g. loss, model, source, task)")

@@ -35,6 +35,7 @@ class DataSplits:
     image_size: int
     channels: int
     skipped: list[str] = field(default_factory=list)  # "file:line: reason" for each skipped item
+    extras: dict[str, Any] = field(default_factory=dict)  # source-specific: more held-out sets, noise record
     # what a streaming training set skipped so far (read at the end of the run; None: nothing streams)
     train_skipped: Callable[[], list[str]] | None = None
 

@@ -32,7 +32,8 @@ class Sample:
 class Batch:
     """A collated batch.
 
-    images: (B, C, H, W); tokens: (B, L) int64 with 0 = padding; labels: (B,) int64 or None.
+    images: (B, C, H, W); tokens: (B, L) int64 with 0 = padding; labels: (B,) int64 or None;
+    negatives: (B, K, L) int64 tokens of K hard-negative captions per sample, or None.
     """
 
     ids: list[str]
@@ -40,6 +41,7 @@ class Batch:
     texts: list[str] | None = None
     tokens: Tensor | None = None
     labels: Tensor | None = None
+    negatives: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -48,7 +50,7 @@ class Batch:
         def mv(t: Tensor | None) -> Tensor | None:
             return t.to(device, non_blocking=True) if t is not None else None
 
-        return Batch(self.ids, mv(self.images), self.texts, mv(self.tokens), mv(self.labels))
+        return Batch(self.ids, mv(self.images), self.texts, mv(self.tokens), mv(self.labels), mv(self.negatives))
 
 
 def collate(

@@ -146,14 +146,16 @@ class ShardStream(IterableDataset):
         rank, world: this process and the process count (default: from torch.distributed).
         num_workers: DataLoader workers per process (for resume arithmetic).
         drop_last: whether each worker's last partial batch is dropped (as the DataLoader does).
+        index: the index as ``shards.json`` holds it, for shards without one (a shard name may be
+            an absolute path); default: read ``path / shards.json``.
     """
 
     def __init__(self, path: Path, decode: Callable[[str, dict[str, bytes]], Any], *,
                  shuffle_buffer: int = 1000, seed: int = 0, rank: int | None = None,
                  world: int | None = None, num_workers: int = 0, drop_last: bool = False,
-                 on_error: str = "skip") -> None:
+                 on_error: str = "skip", index: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
-        self.index = read_index(self.path)
+        self.index = index if index is not None else read_index(self.path)
         self.decode, self.buffer, self.seed = decode, shuffle_buffer, seed
         if rank is None or world is None:
             from modalab._dist_info import world_info

@@ -68,6 +68,14 @@ def histogram(art: dict[str, Any]) -> str:
     return fig_to_data_uri(fig)
 
 
+def examples(art: dict[str, Any], cols: int = 4) -> str:
+    """Example held-out images (base64 PNGs) with their captions, as an HTML grid."""
+    cells = "".join(
+        f'<figure><img src="data:image/png;base64,{b}" alt="example"><figcaption>{html.escape(c)}</figcaption></figure>'
+        for b, c in zip(art["images"], art["captions"]))
+    return f'<div class="examples" style="grid-template-columns:repeat({cols},1fr)">{cells}</div>'
+
+
 def results_table(results: dict[str, Any]) -> str:
     rows = []
     for k, v in results.items():
@@ -82,7 +90,9 @@ CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em}
 table{border-collapse:collapse}td{border:1px solid #ccc;padding:3px 8px;font-size:.9em}
 .figs{display:flex;flex-wrap:wrap;gap:12px}.figs img{max-width:540px;border:1px solid #eee}
-pre{background:#f6f6f6;padding:1em;font-size:.8em;overflow:auto}.warn{color:#a40}"""
+pre{background:#f6f6f6;padding:1em;font-size:.8em;overflow:auto}.warn{color:#a40}
+.examples{display:grid;gap:8px;max-width:900px}.examples img{width:128px;image-rendering:pixelated}
+.examples figcaption{font-size:.75em}"""
 
 
 def render(run: RunDir) -> str:
@@ -105,6 +115,8 @@ def render(run: RunDir) -> str:
     if dist:
         figs.append(histogram(dist))
     imgs = "".join(f'<img src="{f}" alt="plot">' for f in figs if f)
+    ex = run.read_artifact("examples")
+    ex_html = f"<h2>Held-out examples</h2>{examples(ex)}" if ex else ""
     warnings = [m["warning"] for m in metrics if "warning" in m]
     skipped = results.get("skipped") if isinstance(results.get("skipped"), list) else []
     if skipped:  # inputs skipped under data.on_error=skip (both splits), the first 20 listed
@@ -120,7 +132,7 @@ def render(run: RunDir) -> str:
 <p>status: <b>{html.escape(str(info.get('status', '?')))}</b> · recipe: {html.escape(str(info.get('recipe', '')))}
  · seed {html.escape(str(info.get('seed', '')))}<br>{prov}</p>
 <h2>Results (test split; val_* = validation split, test_* = the plain keys)</h2>{results_table(results)}
-<h2>Plots</h2><div class="figs">{imgs}</div>
+<h2>Plots</h2><div class="figs">{imgs}</div>{ex_html}
 <h2>Warnings</h2><ul>{warn_html}</ul>
 <h2>Resolved config</h2><pre>{html.escape(config)}</pre>
 </body></html>"""

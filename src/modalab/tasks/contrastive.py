@@ -26,6 +26,7 @@ from modalab.data.sample import Batch, collate
 from modalab.eval.monitors import AlignmentMonitor
 from modalab.eval.retrieval import retrieval_hits, retrieval_metrics
 from modalab.eval.zeroshot import class_embeddings, zeroshot_accuracy, zeroshot_hits
+from modalab.tasks.scene_eval import example_grid, negative_tokens, scene_results
 from modalab.experiment.rundir import RunDir
 from modalab.models.pretrained.recipe_build import recipe_tokenizer
 from modalab.registry import register
@@ -44,6 +45,8 @@ class ContrastiveEval(EvalBase):
     )
     ks: list[int] = Field(default_factory=lambda: [1, 5, 10], min_length=1)
     heatmap_size: int = Field(40, ge=2, description="test items drawn in the similarity heatmap")
+    probe: list[Literal["composition"]] = Field(default_factory=list, description="extra probes (digit_scenes)")
+    examples: int = Field(0, ge=0, description="held-out images drawn with their captions in the report")
 
 
 class ContrastiveTask:
@@ -75,6 +78,7 @@ class ContrastiveTask:
         self.wants_ids = "ids" in params
         self.key_model = self._momentum_encoder(getattr(recipe.model, "momentum", None))
         self.ema_steps = 0  # optimizer steps the key encoder has followed (kept with checkpoints)
+        self.wants_negatives = "neg_text_emb" in params  # hard-negative captions (NegCLIP)
         self.monitor = AlignmentMonitor(max_logit_scale=recipe.model.max_logit_scale)  # type: ignore[attr-defined]
         self.fixed_scale = getattr(recipe.loss, "temperature", None)
         self._warned: set[str] = set()
@@ -106,7 +110,10 @@ class ContrastiveTask:
 
     # data ---------------------------------------------------------------------------------
     def collate(self, samples: list) -> Batch:
-        return collate(samples, self.tokenizer)
+        batch = collate(samples, self.tokenizer)
+        if self.wants_negatives:
+            batch.negatives = negative_tokens(samples, self.tokenizer)
+        return batch
 
     def train_loader(self) -> DataLoader:
         if isinstance(self.data.train, IterableDataset):  # streamed shards split themselves
@@ -138,6 +145,10 @@ class ContrastiveTask:
         if self.key_model is not None:  # MoCo keys of the same batch, without gradient
             k_out = self.key_model(batch.images, batch.tokens)
             emb["image_keys"], emb["text_keys"] = k_out["image_emb"], k_out["text_emb"]
+        if batch.negatives is not None:
+            b, k, length = batch.negatives.shape
+            neg = self.model.encode_text(batch.negatives.reshape(b * k, length))  # (B*K, E)
+            emb["neg_text_emb"] = neg.reshape(b, k, -1)  # (B, K, E)
         return emb
 
     def loss_from_embeddings(self, emb: dict[str, Tensor], batch: Batch) -> tuple[Tensor, dict[str, float]]:
@@ -149,6 +160,8 @@ class ContrastiveTask:
             extra["ids"] = sample_ids(batch.ids)
         if "image_keys" in emb:
             extra["image_keys"], extra["text_keys"] = emb["image_keys"], emb["text_keys"]
+        if self.wants_negatives:
+            extra["neg_text_emb"] = emb["neg_text_emb"]
         loss = self.objective(
             emb["image_emb"],
             emb["text_emb"],
@@ -232,9 +245,13 @@ class ContrastiveTask:
         res.update(monitor)
         for w in warnings:
             self.run.log({"warning": w, "final": final})
+        if self.eval_cfg.probe or "novel_test" in self.data.extras:
+            res.update(scene_results(self, final))
         if final:
             res["monitor_warnings"] = warnings
             self._save_artifacts(image_emb, text_emb, labels)
+            if self.eval_cfg.examples:
+                self.run.write_artifact("examples", example_grid(self.data.test, self.eval_cfg.examples))
         return res
 
     def _zeroshot_hits(self, image_emb: Tensor, labels: Tensor) -> dict[str, list[int]]:
@@ -274,7 +291,11 @@ class ContrastiveTask:
         )
 
     def counts(self) -> dict[str, Any]:
+        noise = self.data.extras.get("noise")
+        if noise is not None:  # which training pairs were corrupted (data.noise)
+            self.run.write_artifact("noise", noise)
         return {
+            **({"noise_swapped": len(noise["swapped"]), "noise_dropped": len(noise["dropped"])} if noise else {}),
             "num_train": len(self.data.train),
             "num_val": len(self.data.val) if self.data.val is not None else 0,
             "num_test": len(self.data.test),
