@@ -169,9 +169,11 @@ class GuardedCompute:
             if not is_compile_error(e):
                 raise
             undo_compile(self.blocks)
-            first_line = (str(e).strip().splitlines() or [""])[0][:300]
+            root = getattr(e, "inner_exception", None) or e.__cause__ or e
+            first_line = (str(root).strip().splitlines() or [""])[0][:300]
             self.report.used = False
-            self.report.reason = f"compilation failed at the first step ({type(e).__name__}: {first_line}); running eager"
+            self.report.reason = (f"compilation failed at the first step ({type(e).__name__}: "
+                                  f"{type(root).__name__}: {first_line}); running eager")
             warnings.warn(f"train.compile: {self.report.reason}", stacklevel=2)
             self.zero_grad()
             torch.set_rng_state(rng)
