@@ -11,7 +11,8 @@ forward. Parameters are the model's own; nothing about the task changes.
   on some batches, GradCache's second pass that never touches the logit scale); DDP then reduces
   them from their local gradient (or zero) and leaves globally unused ones untouched (``None``),
   as a single process would.
-- ``broadcast_buffers=False``: buffers (queues, EMA codebooks) keep today's per-rank semantics.
+- no buffer synchronisation (``init_sync`` / ``forward_sync_buffers`` off): buffers (queues, EMA
+  codebooks) keep today's per-rank semantics; the runner broadcast rank 0's start once.
 - Gradient accumulation (naive or GradCache) runs every backward pass but the last under
   :meth:`no_sync`; the last one, routed through :meth:`call`, reduces the accumulated gradients
   once, overlapping its own backward.
@@ -22,6 +23,7 @@ forward. Parameters are the model's own; nothing about the task changes.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Any, Callable
 
 from torch import nn
@@ -53,14 +55,14 @@ class DataParallelStep:
     def _build(self) -> None:
         self.params = self._trainable()
         self.ddp = DistributedDataParallel(
-            _Call(self.model), device_ids=self.device_ids, broadcast_buffers=False,
-            find_unused_parameters=True, bucket_cap_mb=self.bucket_mb,
+            _Call(self.model), device_ids=self.device_ids, find_unused_parameters=True,
+            bucket_cap_mb=self.bucket_mb, **_no_buffer_sync(),
         )
         self.builds += 1
 
     def refresh(self) -> bool:
         """Rebuild when the trainable parameters changed (a stage boundary); True if rebuilt."""
-        if self._trainable() == self.params:
+        if [id(p) for p in self._trainable()] == [id(p) for p in self.params]:
             return False
         self._build()
         return True
@@ -80,6 +82,16 @@ class DataParallelStep:
         """Parameters DDP does not reduce (none after :meth:`refresh`)."""
         mine = {id(p) for p in self.params}
         return [p for p in params if id(p) not in mine]
+
+
+def _no_buffer_sync() -> dict[str, bool]:
+    """Neither sync buffers at construction (the runner broadcast rank 0's state once; a rebuild at
+    a stage boundary must not overwrite per-rank buffers) nor before each forward. torch >= 2.13
+    spells this ``init_sync`` / ``forward_sync_buffers`` (``broadcast_buffers`` is deprecated)."""
+    names = inspect.signature(DistributedDataParallel.__init__).parameters
+    if "forward_sync_buffers" in names and "init_sync" in names:
+        return {"init_sync": False, "forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
 
 
 class LocalStep:
