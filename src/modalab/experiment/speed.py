@@ -1,7 +1,7 @@
 """The runner's speed settings, resolved once per run and recorded in run.json:
 
-- ``train.precision: auto`` -> fp32 or bf16 from a matmul probe at the model's sizes
-  (``train/precision.py``); rank 0 decides for every rank.
+- ``train.precision: auto`` -> fp32 or bf16 from a probe of the model's largest block
+  (``train/precision_auto.py``); rank 0 decides for every rank.
 - ``train.compile: true|false|auto`` -> transformer blocks compiled in place, the first step timed
   and guarded (``train/compile.py``).
 - ``train.strategy: ddp`` under torchrun -> the task's step routed through
@@ -23,9 +23,7 @@ from modalab.train.compile import (
     CompileReport, GuardedCompute, block_modules, compile_blocks, decide, toolchain_problem,
 )
 from modalab.train.ddp import DataParallelStep, LocalStep
-from modalab.train.precision import choose_precision, probe_shapes
-
-PROBE_TOKENS = 16  # nominal tokens per sample for the precision probe's row count
+from modalab.train.precision_auto import choose_precision, model_probe
 
 
 @dataclass
@@ -54,11 +52,11 @@ def setup_speed(model: nn.Module, recipe: Recipe, env: D.DistEnv, rd: RunDir, fs
     """Resolve precision and compile, wrap for DDP; call after the model is on its device and
     (under FSDP) sharded."""
     tr = recipe.train
-    rows = max(1, tr.batch_size // (env.world * tr.accum_steps)) * PROBE_TOKENS
-    precision, prec_info = choose_precision(tr.precision, probe_shapes(model, rows), env.device)
-    precision, prec_info = D.broadcast_object((precision, prec_info), env)  # type: ignore[misc]
-
     blocks = block_modules(model, block_types())
+    micro = max(1, tr.batch_size // (env.world * tr.accum_steps))
+    probe, what = model_probe(model, blocks, micro, env.device) if tr.precision == "auto" else (None, str)
+    precision, prec_info = choose_precision(tr.precision, env.device, probe, what)
+    precision, prec_info = D.broadcast_object((precision, prec_info), env)  # type: ignore[misc]
     n_block = sum(p.numel() for b in blocks for p in b.parameters())
     report = decide(tr.compile, block_params=n_block, steps=tr.steps, device=env.device,
                     problem=toolchain_problem(env.device))
