@@ -20,6 +20,8 @@ thread count (1 / 2):
 - one training step each: forward of both towers, the symmetric InfoNCE loss (modalab's
   ``align.losses.info_nce``, open_clip's ``ClipLoss``), backward, AdamW step — on the same
   pre-made tensors, in alternating order (reversed every other round), medians over rounds;
+- ``--compile``: modalab's blocks compiled as ``train.compile: true`` does (open_clip stays eager,
+  as its users run it); the untimed warm-up step of each round absorbs the compilation;
 - ``modalab+data``: modalab's whole loop with its data pipeline (the digits source resized to
   the size's resolution, tokenizer, collate, epoch sampler), as a ratio to modalab's bare step
   on the same task model: the loader's share.
@@ -180,6 +182,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=0, help="timed steps per round (0: 20 digits, 3 ViT)")
     ap.add_argument("--no-pipeline", action="store_true", help="skip the modalab+data variant")
+    ap.add_argument("--compile", action="store_true",
+                    help="modalab with train.compile (its blocks compiled by inductor); open_clip eager")
     args = ap.parse_args()
     try:
         import open_clip  # noqa: F401
@@ -198,6 +202,11 @@ def main() -> None:
         steps = args.steps or (20 if name == "digits" else 3)
         torch.manual_seed(0)
         ml = build_modalab(s)
+        if args.compile:  # as train.compile=true does; the untimed warm-up step compiles
+            from modalab.layers import Block
+            from modalab.train.compile import block_modules, compile_blocks
+
+            compile_blocks(block_modules(ml, (Block,)))
         images, tokens = make_inputs(s)
         assert tokens.shape == (s.batch, s.context)
         impls: dict[str, tuple[Callable, list, Callable]] = {
