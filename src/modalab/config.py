@@ -85,7 +85,7 @@ class TrainConfig(Section):
     batch_size: int = Field(64, gt=0, description="global batch of one optimizer step (all processes)")
     grad_clip: float | None = Field(1.0, gt=0)
     precision: Literal["fp32", "bf16", "fp16", "auto"] = Field(
-        "fp32", description="auto = bf16 where a short matmul probe at the model's sizes shows it faster"
+        "fp32", description="auto = bf16 where a probe of the model's largest block shows it faster"
     )
     compile: bool | Literal["auto"] = Field(
         False, description="torch.compile the transformer blocks; auto = only where it pays (train/compile.py)"

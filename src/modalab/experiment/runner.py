@@ -235,6 +235,7 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
     # under ddp DistributedDataParallel reduces the gradients during backward; replicated
     # parameters it does not cover (fsdp's scalars) are averaged here
     ddp = speed.ddp
+
     def sync(ps: list[torch.nn.Parameter]) -> None:
         rest = [p for p in ps if not D.is_sharded(p)]
         D.average_gradients(ddp.uncovered(rest) if ddp is not None else rest, env)
