@@ -156,7 +156,10 @@ def pipeline(size_name: str, s: Size) -> tuple[torch.nn.Module, Callable[[], Any
     """modalab's contrastive task on the digits source at this size: model, batch iterator, step."""
     from modalab import config, registry
     from modalab.experiment.rundir import RunDir
-    from modalab.train.engine import infinite
+
+    def infinite(loader: Any) -> Any:  # a new shuffle each epoch
+        while True:
+            yield from loader
 
     over = [f"data.image_size={s.image}", "data.channels=3", "data.augment=false",
             f"model.vision.patch_size={s.patch}", f"model.vision.width={s.v_width}",
