@@ -8,6 +8,10 @@ Each configuration is a real ``modalab run`` in a fresh process (``--nproc 2`` l
 one pass at the end and not timed.
 
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --steps 40 --threads 1
+    OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --only "fp32 x1" "fp32 x2" --rounds 3
+
+``--rounds`` alternates the configurations (reversing the order every other round) and reports
+medians and the median of the per-round ratios, which is what survives a loaded machine.
 
 With ``--threads 1`` every process uses one core, so 2 processes use twice the cores of 1: the
 comparison is "one more worker", as on a machine with one GPU per process.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,19 +56,27 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
     ap.add_argument("--only", nargs="*", help="configuration names to run (default: all)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="alternating rounds (order reversed every other round); medians reported")
     args = ap.parse_args()
-    results: dict[str, float] = {}
+    names = [n for n in CONFIGS if not args.only or n in args.only]
+    results: dict[str, list[float]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (name, (nproc, over)) in enumerate(CONFIGS.items()):
-            if args.only and name not in args.only:
-                continue
-            results[name] = measure(nproc, over, args.steps, args.threads, Path(tmp) / f"r{i}")
-            print(f"{name:<28} {results[name]:8.1f} samples/s", flush=True)
+        for r in range(args.rounds):
+            for name in (names if r % 2 == 0 else names[::-1]):
+                nproc, over = CONFIGS[name]
+                v = measure(nproc, over, args.steps, args.threads, Path(tmp) / f"r{r}-{names.index(name)}")
+                results[name].append(v)
+                print(f"round {r}  {name:<28} {v:8.1f} samples/s", flush=True)
+    print("\nmedian over rounds:")
+    for name, vs in results.items():
+        print(f"  {name:<28} {statistics.median(vs):8.1f} samples/s  (rounds: {', '.join(f'{v:.1f}' for v in vs)})")
     base = results.get("fp32 x1")
     if base:
-        print("\nratio to fp32 x1:")
-        for name, v in results.items():
-            print(f"  {name:<28} {v / base:5.2f}x")
+        print("\nratio to fp32 x1 (median of per-round ratios):")
+        for name, vs in results.items():
+            ratios = [v / b for v, b in zip(vs, base)]
+            print(f"  {name:<28} {statistics.median(ratios):5.2f}x  (rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
 
 
 if __name__ == "__main__":

@@ -84,7 +84,12 @@ class TrainConfig(Section):
     steps: int = Field(100, gt=0, description="number of optimizer steps")
     batch_size: int = Field(64, gt=0, description="global batch of one optimizer step (all processes)")
     grad_clip: float | None = Field(1.0, gt=0)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = Field(
+        "fp32", description="auto = bf16 where a probe of the model's largest block shows it faster"
+    )
+    compile: bool | Literal["auto"] = Field(
+        False, description="torch.compile the transformer blocks; auto = only where it pays (train/compile.py)"
+    )
     log_every: int = Field(10, gt=0)
     eval_every: int = Field(0, ge=0, description="0: evaluate only at the end")
     checkpoint_every: int = Field(0, ge=0, description="0: checkpoint only at the end")

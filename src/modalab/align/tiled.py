@@ -43,23 +43,48 @@ def _blocks(n: int, size: int) -> list[tuple[int, int]]:
     return [(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def _logits(out: Tensor, xs: Tensor, y_blk: Tensor, lp: torch.dtype | None) -> Tensor:
-    """``out = xs @ y_blk.T``: in ``out``'s dtype, or as a ``lp`` (bfloat16) GEMM copied into it."""
+class _LowpScratch:
+    """Preallocated ``lp`` (bfloat16) buffers of the low-precision GEMM path, so that no block
+    allocates (a fresh 4096 x 4096 bf16 product is 32 MiB: an mmap and page faults per block).
+
+    oneDNN accumulates a bf16 GEMM in float32 and rounds the output to bf16 once; the logits are
+    then widened into the float32 block where the exponentials and every sum run in float32.
+    """
+
+    def __init__(self, n: int, lp: torch.dtype, device: torch.device) -> None:
+        self.blk = torch.empty(n, dtype=lp, device=device)
+        self.lp = lp
+
+    def view(self, r: int, c: int) -> Tensor:
+        return self.blk[: r * c].view(r, c)
+
+
+def _lp_rows(x: Tensor, scale: Tensor | None, acc: torch.dtype, lp: torch.dtype | None) -> Tensor | None:
+    """``x * scale`` converted to ``lp`` once (None on the float32 path)."""
+    if lp is None:
+        return None
+    return (x.to(acc) * scale).to(lp) if scale is not None else x.to(lp)
+
+
+def _logits(out: Tensor, xs: Tensor, y_blk: Tensor, lp: _LowpScratch | None) -> Tensor:
+    """``out = xs @ y_blk.T``: in ``out``'s dtype, or (``lp``: ``xs``, ``y_blk`` already bf16) a
+    bf16 GEMM into the scratch block, widened into ``out``."""
     if lp is not None:
-        return out.copy_(torch.mm(xs.to(lp), y_blk.to(lp).T))
+        return out.copy_(torch.mm(xs, y_blk.T, out=lp.view(*out.shape)))
     return torch.mm(xs, y_blk.to(out.dtype).T, out=out)
 
 
 def _accumulate(gx: Tensor, gy: Tensor, g: Tensor, xb: Tensor, yb: Tensor,
-                lp: torch.dtype | None) -> None:
-    """``gx += g @ yb``, ``gy += g.T @ xb`` (fp32/fp64 ``addmm_``, or ``lp`` GEMMs)."""
+                lp: _LowpScratch | None) -> None:
+    """``gx += g @ yb``, ``gy += g.T @ xb`` (fp32/fp64 ``addmm_``, or bf16 GEMMs on bf16 ``xb``,
+    ``yb`` whose (rows x D) outputs are added into the float32 accumulators)."""
     if lp is None:
         gx.addmm_(g, yb)
         gy.addmm_(g.T, xb)
         return
-    g = g.to(lp)
-    gx.add_(torch.mm(g, yb.to(lp)))
-    gy.add_(torch.mm(g.T, xb.to(lp)))
+    g16 = lp.view(*g.shape).copy_(g)
+    gx.add_(torch.mm(g16, yb))
+    gy.add_(torch.mm(g16.T, xb))
 
 
 def lse_pass(
@@ -76,14 +101,19 @@ def lse_pass(
             positives (never masked).
     """
     acc = (row_lse if row_lse is not None else col_lse).dtype
-    lp = lowp_matmul(x.dtype, x.device)
+    lpt = lowp_matmul(x.dtype, x.device)
     tr, tc = tile or auto_tile(x.shape[0], y.shape[0], x.shape[1], acc)
-    buf = torch.empty(min(tr, x.shape[0]) * min(tc, y.shape[0]), dtype=acc, device=x.device)
+    n = min(tr, x.shape[0]) * min(tc, y.shape[0])
+    buf = torch.empty(n, dtype=acc, device=x.device)
+    lp = _LowpScratch(n, lpt, x.device) if lpt is not None else None
+    y_lp = _lp_rows(y, None, acc, lpt)  # converted once, not once per block
     log_thr = 0.5 * math.log(torch.finfo(acc).tiny)  # column sums below exp(this) are redone
     for r0, r1 in _blocks(x.shape[0], tr):
         xs = x[r0:r1].to(acc) * scale  # (r, D)
+        xs_lp = _lp_rows(x[r0:r1], scale, acc, lpt)
         for c0, c1 in _blocks(y.shape[0], tc):
-            s_blk = _logits(buf[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0), xs, y[c0:c1], lp)
+            s_blk = _logits(buf[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0),
+                            xs if lp is None else xs_lp, y[c0:c1] if lp is None else y_lp[c0:c1], lp)
             m = mask.block(row_offset + r0, row_offset + r1, col_offset + c0, col_offset + c1) \
                 if mask is not None else None
             if m is not None:
@@ -123,16 +153,18 @@ def grad_pass(
         gx: (R, D), gy: (C, D) accumulators in the accumulation dtype.
     """
     acc = gx.dtype
-    lp = lowp_matmul(x.dtype, x.device)
+    lpt = lowp_matmul(x.dtype, x.device)
     tr, tc = tile or auto_tile(x.shape[0], y.shape[0], x.shape[1], acc)
     n = min(tr, x.shape[0]) * min(tc, y.shape[0])
     buf = torch.empty(n, dtype=acc, device=x.device)
     buf2 = torch.empty(n, dtype=acc, device=x.device) if row_lse is not None else None
+    lp = _LowpScratch(n, lpt, x.device) if lpt is not None else None
+    y_lp = _lp_rows(y, None, acc, lpt)
     for r0, r1 in _blocks(x.shape[0], tr):
-        xa = x[r0:r1] if lp else x[r0:r1].to(acc)
-        xs = x[r0:r1].to(acc) * scale  # (r, D)
+        xa = x[r0:r1].to(lpt) if lp else x[r0:r1].to(acc)
+        xs = x[r0:r1].to(acc) * scale if lp is None else _lp_rows(x[r0:r1], scale, acc, lpt)  # (r, D)
         for c0, c1 in _blocks(y.shape[0], tc):
-            ya = y[c0:c1] if lp else y[c0:c1].to(acc)
+            ya = y_lp[c0:c1] if lp else y[c0:c1].to(acc)
             s_blk = _logits(buf[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0), xs, ya, lp)
             m = mask.block(row_offset + r0, row_offset + r1, col_offset + c0, col_offset + c1) \
                 if mask is not None else None
@@ -182,18 +214,20 @@ def siglip_pass(
         (loss_sum, g_sum): 0-dim tensors; g_sum = sum(G) (the bias gradient, unscaled).
     """
     acc = scale.dtype
-    lp = lowp_matmul(x.dtype, x.device)
+    lpt = lowp_matmul(x.dtype, x.device)
     tr, tc = tile or auto_tile(x.shape[0], y.shape[0], x.shape[1], acc)
     n = min(tr, x.shape[0]) * min(tc, y.shape[0])
     buf, buf2 = (torch.empty(n, dtype=acc, device=x.device) for _ in range(2))
+    lp = _LowpScratch(n, lpt, x.device) if lpt is not None else None
+    y_lp = _lp_rows(y, None, acc, lpt)
     loss = torch.zeros((), dtype=torch.float64, device=x.device)
     gsum = torch.zeros((), dtype=torch.float64, device=x.device)
     zero = torch.zeros((), dtype=acc, device=x.device)
     for r0, r1 in _blocks(x.shape[0], tr):
-        xa = x[r0:r1] if lp else x[r0:r1].to(acc)
-        xs = x[r0:r1].to(acc) * scale  # (r, D)
+        xa = x[r0:r1].to(lpt) if lp else x[r0:r1].to(acc)
+        xs = x[r0:r1].to(acc) * scale if lp is None else _lp_rows(x[r0:r1], scale, acc, lpt)  # (r, D)
         for c0, c1 in _blocks(y.shape[0], tc):
-            ya = y[c0:c1] if lp else y[c0:c1].to(acc)
+            ya = y_lp[c0:c1] if lp else y[c0:c1].to(acc)
             z = _logits(buf[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0), xs, ya, lp)
             z.add_(bias)
             gr0, gc0 = row_offset + r0, col_offset + c0

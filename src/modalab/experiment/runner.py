@@ -30,6 +30,7 @@ from modalab.experiment.resume import prepare_resume
 from modalab.experiment.resume import restore as _restore
 from modalab.experiment.rundir import ReadOnlyRunDir, RunDir, git_commit, git_dirty, machine_info, now_iso, text_hash
 from modalab.experiment.signals import Interrupted, StopSignals
+from modalab.experiment.speed import Speed, setup_speed
 from modalab.tasks.base import Task, implements, missing_members
 from modalab.train import dist as D
 from modalab.train.checkpoint import (
@@ -179,7 +180,7 @@ def _batches(stream: TrainStream, device: torch.device):
         yield b.to(device) if device.type != "cpu" and hasattr(b, "to") else b
 
 
-def _grad_fn(task: Any, recipe: Recipe, env: D.DistEnv, rd: RunDir):
+def _grad_fn(task: Any, recipe: Recipe, env: D.DistEnv, rd: RunDir, speed: Speed):
     """The per-step gradient computation for ``train.accum_steps`` / ``accum_mode``."""
     tr = recipe.train
     n, mode = tr.accum_steps, tr.accum_mode
@@ -191,13 +192,14 @@ def _grad_fn(task: Any, recipe: Recipe, env: D.DistEnv, rd: RunDir):
         )
     if n == 1:
         return None  # the engine's plain forward + backward
-    amp = lambda: autocast(tr.precision, env.device)  # noqa: E731
+    amp = lambda: autocast(speed.precision, env.device)  # noqa: E731
     if mode == "naive" or (mode == "auto" and not supports_exact(task)):
         rd.log({"event": "accumulation", "mode": "naive", "accum_steps": n})
-        return lambda batch, bw: naive_accumulate(task.step, split_batch(batch, n), bw, amp)
+        return lambda batch, bw: naive_accumulate(task.step, split_batch(batch, n), bw, amp, speed.sync)
     rd.log({"event": "accumulation", "mode": "exact", "accum_steps": n})
     return lambda batch, bw: gradcache_accumulate(
-        task.embed_batch, task.loss_from_embeddings, batch, split_batch(batch, n), bw, amp, env.device
+        task.embed_batch, task.loss_from_embeddings, batch, split_batch(batch, n), bw, amp, env.device,
+        speed.sync,
     )
 
 
@@ -228,8 +230,15 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
         from modalab.layers import Block
 
         D.shard_model(model, (Block,))
-    # gradients of replicated parameters are averaged here (all of them under ddp)
-    sync = (lambda ps: D.average_gradients([p for p in ps if not D.is_sharded(p)], env)) if env.enabled else None
+    holder: dict[str, Any] = {"stage": None, "opt": None}
+    speed = setup_speed(model, recipe, env, rd, fsdp, lambda: holder["opt"].zero_grad(set_to_none=True), rd.log)
+    # under ddp DistributedDataParallel reduces the gradients during backward; replicated
+    # parameters it does not cover (fsdp's scalars) are averaged here
+    ddp = speed.ddp
+
+    def sync(ps: list[torch.nn.Parameter]) -> None:
+        rest = [p for p in ps if not D.is_sharded(p)]
+        D.average_gradients(ddp.uncovered(rest) if ddp is not None else rest, env)
 
     # stages and the optimizer ------------------------------------------------------------
     stages = _stages(recipe)
@@ -239,8 +248,6 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
         rules = [GroupRule(p, lr) for p, lr in (stage.lr.items() if stage else ())] + base_rules
         return build_optimizer(o.name, param_groups(model, o.lr, o.weight_decay, rules), o.betas, o.eps, o.momentum)
 
-    holder: dict[str, Any] = {"stage": None, "opt": None}
-
     def enter_stage(step: int) -> torch.optim.Optimizer | None:
         if not stages:
             return None
@@ -248,6 +255,8 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
         if i == holder["stage"]:
             return None
         n = set_trainable(model, stages[i].trainable)
+        if ddp is not None:
+            ddp.refresh()
         holder["opt"] = rebuild_optimizer(holder["opt"], lambda: make_optimizer(stages[i]))
         holder["stage"] = i
         rd.log({"step": step, "event": "stage", "stage": i, "name": stages[i].name, "trainable_params": n})
@@ -263,7 +272,7 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
         enter_stage(max(start_step - 1, 0) if start is not None else 0)
     else:
         holder["opt"] = make_optimizer(None)
-    scaler = make_scaler(tr.precision, env.device)
+    scaler = make_scaler(speed.precision, env.device)
     stream = TrainStream(task.train_loader(), local_batch=tr.batch_size // env.world,
                          seed=recipe.run.seed, rank=env.rank, world=env.world)
     loop_state = LoopState()
@@ -277,7 +286,7 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
         schedule=o.schedule,
         min_lr_ratio=o.min_lr_ratio,
         grad_clip=tr.grad_clip,
-        precision=tr.precision,
+        precision=speed.precision,
         log_every=tr.log_every,
         eval_every=tr.eval_every,
         checkpoint_every=tr.checkpoint_every,
@@ -319,21 +328,22 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
         summary = fit(
             model,
             _batches(stream, env.device),
-            task.step,
+            ddp.wrap(task.step) if ddp is not None else task.step,
             holder["opt"],
             loop,
             log=_logger(rd, tr.tensorboard and env.main),
             evaluate=evaluate,
             checkpoint=checkpoint,
             after_step=task.after_step,
-            grad_fn=_grad_fn(task, recipe, env, rd),
+            grad_fn=_grad_fn(task, recipe, env, rd, speed),
             scaler=scaler,
-            sync_grads=sync,
+            sync_grads=sync if env.enabled else None,
             reduce=(lambda v: D.all_mean(v, env)) if env.enabled else None,
             before_step=before_step if stages else None,
             state=loop_state,
             samples_per_batch=env.world,
             should_stop=stop.requested if graceful else None,
+            wrap_compute=speed.wrap_compute,
         )
     if "stopped_at" in summary:  # a signal: save this step boundary unless fit just did
         done = summary["stopped_at"]

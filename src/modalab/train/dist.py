@@ -3,12 +3,9 @@ them (gloo on CPU, NCCL on GPU) and keeps their gradients in step.
 
 - ``init_distributed()`` reads torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``);
   without it the run is a single process and nothing here does any communication.
-- ``strategy: ddp`` — every process holds the full model; after the backward pass(es) of a step
-  the gradients are averaged with bucketed ``all_reduce`` calls (``average_gradients``). This is
-  the arithmetic of ``DistributedDataParallel``; modalab does it explicitly, once per optimizer
-  step, because tasks call their model's methods directly (``encode_image``, ``clamp_``) and
-  GradCache runs several backward passes per step — neither goes through a DDP wrapper's
-  ``forward``. The price is no overlap of communication with the backward pass.
+- ``strategy: ddp`` — every process holds the full model; ``train/ddp.py`` routes the task's
+  step through ``DistributedDataParallel`` (bucketed all-reduce overlapping the backward pass).
+  ``average_gradients`` remains for replicated parameters outside DDP (FSDP's scalars).
 - ``strategy: fsdp`` — FSDP2 ``fully_shard`` on every transformer block and on the root module
   (``shard_model``); gradients are reduce-scattered by FSDP itself.
 - ``torchrun_command()`` builds the ``python -m torch.distributed.run`` command that

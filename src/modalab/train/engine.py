@@ -82,6 +82,7 @@ def fit(
     state: LoopState | None = None,
     samples_per_batch: int = 1,
     should_stop: Callable[[], bool] | None = None,
+    wrap_compute: Callable[[Callable], Callable] | None = None,
 ) -> dict[str, Any]:
     """Run optimizer steps ``cfg.start_step .. cfg.steps - 1``.
 
@@ -95,6 +96,8 @@ def fit(
     - ``state`` carries the skip counters and the loss window across a resume.
     - ``should_stop()`` is asked before each step; when it says yes the loop returns at that step
       boundary with ``stopped_at`` in the summary (a graceful stop on a signal).
+    - ``wrap_compute(compute)`` wraps the per-step gradient computation (``train.compile``'s
+      timing and eager fallback, ``train/compile.py``).
     Returns a summary: steps done, skipped (non-finite) steps, seconds.
     """
     device = next(model.parameters()).device
@@ -115,6 +118,8 @@ def fit(
         return loss, logs
 
     compute = grad_fn or default_grad_fn
+    if wrap_compute is not None:
+        compute = wrap_compute(compute)
     model.train()
     for step in range(cfg.start_step, cfg.steps):
         if should_stop is not None and should_stop():

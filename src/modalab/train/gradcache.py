@@ -19,6 +19,10 @@ order); activation memory is that of one micro-batch. A task opts in with two me
 **Naive**: ``loss_i / n`` per micro-batch, back-propagated one by one. Exact for losses that are
 a mean over independent samples; for contrastive losses each micro-batch only sees its own
 negatives (B/n - 1 instead of B - 1), which is a different, weaker objective.
+
+Across processes (``sync``, a ``train.ddp.DataParallelStep``): every backward pass but the last
+runs under ``sync.no_sync()``; the last one's forward goes through ``sync.call`` so DDP reduces
+the accumulated gradients once, overlapping that backward pass.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor
+
+from modalab.train.ddp import LocalStep, grad_context
 
 Backward = Callable[[Tensor], None]
 
@@ -93,14 +99,16 @@ def _slice(x: Any, a: int, b: int, size: int) -> Any:
 
 def naive_accumulate(
     step_fn: Callable[[Any], tuple[Tensor, dict]], micro: Sequence[Any], backward: Backward,
-    amp: Callable[[], Any],
+    amp: Callable[[], Any], sync: Any = None,
 ) -> tuple[Tensor, dict]:
     """Back-propagate ``loss_i / n`` for each micro-batch; returns (mean loss, last logs)."""
+    sync = sync or LocalStep()
     total, logs = torch.zeros(()), {}
-    for mb in micro:
-        with amp():
-            loss, logs = step_fn(mb)
-        backward(loss / len(micro))
+    for i, mb in enumerate(micro):
+        with grad_context(sync, last=i == len(micro) - 1):
+            with amp():
+                loss, logs = sync.call(step_fn, mb)
+            backward(loss / len(micro))
         total = total + loss.detach().float().cpu()
     return total / len(micro), logs
 
@@ -130,13 +138,14 @@ def _set_rng(state: tuple[Tensor, Tensor | None], device: torch.device) -> None:
 def gradcache_accumulate(
     embed_fn: Callable[[Any], Any], loss_fn: Callable[[Any, Any], tuple[Tensor, dict]],
     batch: Any, micro: Sequence[Any], backward: Backward, amp: Callable[[], Any],
-    device: torch.device,
+    device: torch.device, sync: Any = None,
 ) -> tuple[Tensor, dict]:
     """One exact large-batch backward from micro-batches; returns (loss, logs) of the full batch.
 
     ``backward(t)`` back-propagates a scalar (scaling it for fp16 when needed); the cached
     embedding gradients then carry that scale into the second pass.
     """
+    sync = sync or LocalStep()
     # 1. embed every micro-batch without a graph, remembering the RNG state it started from
     states, parts, rebuild = [], [], None
     with torch.no_grad():
@@ -151,19 +160,21 @@ def gradcache_accumulate(
     for k in range(len(parts[0])):
         full = torch.cat([p[k] for p in parts])  # (B, ...) from n x (B/n, ...)
         cached.append(full.detach().requires_grad_(full.is_floating_point()))
-    with amp():
-        loss, logs = loss_fn(rebuild(cached), batch)
-    backward(loss)
+    with sync.no_sync():
+        with amp():
+            loss, logs = loss_fn(rebuild(cached), batch)
+        backward(loss)
     sizes = [p[0].shape[0] for p in parts]
     grads = [c.grad.split(sizes) if c.grad is not None else None for c in cached]
     # 3. re-run each micro-batch with a graph (same RNG: same dropout / masking) and push the
     #    cached gradients through it
     for j, mb in enumerate(micro):
         _set_rng(states[j], device)
-        with amp():
-            reps, _ = _flatten(embed_fn(mb))
-        terms = [(r * g[j].to(r.dtype)).sum() for r, g in zip(reps, grads) if g is not None]
-        if terms:
-            torch.stack([t.float() for t in terms]).sum().backward()
+        with grad_context(sync, last=j == len(micro) - 1):
+            with amp():
+                reps, _ = _flatten(sync.call(embed_fn, mb))
+            terms = [(r * g[j].to(r.dtype)).sum() for r, g in zip(reps, grads) if g is not None]
+            if terms:
+                torch.stack([t.float() for t in terms]).sum().backward()
     _set_rng(after, device)
     return loss.detach().float().cpu(), logs

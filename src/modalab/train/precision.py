@@ -5,6 +5,8 @@ exponent range is float32's); ``fp16`` autocasts to float16 and, on CUDA, scales
 ``torch.amp.GradScaler`` so small gradients do not underflow. Parameters and optimizer states stay
 float32 in every mode.
 
+``auto`` is resolved to fp32 or bf16 by a probe on the machine (``train/precision_auto.py``).
+
 Activation memory: ``enable_grad_checkpointing`` turns on recomputation in the backward pass for
 every module with a ``grad_checkpointing`` flag (``layers.Transformer``) under the named encoders.
 """
