@@ -316,12 +316,24 @@ def _entry(kind: str, name: Any, loc: tuple[str, ...], src: _Source) -> registry
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Load a YAML recipe, apply ``key.sub=value`` overrides and validate everything."""
-    path = Path(path)
+    """Load a YAML recipe, apply ``key.sub=value`` overrides and validate everything.
+
+    ``path`` that is not a file is looked up among the packaged recipes (``recipe_catalog``)."""
+    from modalab.recipe_catalog import RecipeNotFound, resolve
+
+    try:
+        path = resolve(path)
+    except RecipeNotFound as e:
+        raise ConfigError(f"recipe not found: {e}") from None
     src = _Source(path)
     raw = _read_yaml(path, src)
     raw = apply_overrides(raw, list(overrides or []), src)
     return validate(raw, src)
+
+
+def read_mapping(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a recipe file with its ``base:`` recipes merged in (not validated)."""
+    return _read_yaml(Path(path), _Source(Path(path)))
 
 
 def from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> Recipe:

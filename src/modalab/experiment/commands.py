@@ -34,9 +34,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _sweep(args, header_args, make_plan, parse_grid, run_sweep) -> int:  # type: ignore[no-untyped-def]
     from modalab.config import load
 
-    recipe = Path(args.recipe)
-    if not recipe.is_file():
-        raise FileNotFoundError(f"recipe not found: {recipe}")
+    from modalab.recipe_catalog import resolve
+
+    recipe = resolve(args.recipe)  # a file, or a packaged recipe's name
     # the recipe's '# sweep: ...' header gives defaults; command-line values win
     head = _sweep_args(header_args(recipe))
     grid_specs = args.grid or head.grid
