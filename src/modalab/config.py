@@ -103,7 +103,7 @@ class TrainConfig(Section):
     )
     stages: list[StageConfig] = Field(default_factory=list)
     deterministic: bool = Field(False, description="torch.use_deterministic_algorithms")
-    tensorboard: bool = Field(False, description="also log to TensorBoard when it is installed")
+    tensorboard: bool = Field(False, description="also log to TensorBoard (same as run.loggers: [tensorboard])")
 
 
 class RunConfig(Section):
@@ -111,6 +111,11 @@ class RunConfig(Section):
     seed: int = Field(0, ge=0, lt=2**32, description="0 <= seed < 2**32 (numpy, sklearn and torch accept it)")
     out_dir: str = "runs"
     progress: bool = True
+    loggers: list[Literal["jsonl", "tensorboard", "mlflow"]] = Field(
+        default_factory=lambda: ["jsonl"],
+        description="where records go besides metrics.jsonl (always written): tensorboard "
+        "(<run>/tensorboard), mlflow ($MLFLOW_TRACKING_URI, else ./mlruns); experiment/loggers.py",
+    )
 
     @field_validator("name")
     @classmethod

@@ -123,9 +123,10 @@ def metric_vs_param(comp: Any, grid: dict[str, list[str]], key: str) -> str:
         rest = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in a.params.items() if k != key) or "all seeds"
         err = 0.0 if a.hi != a.hi else a.hi - a.mean  # NaN with one seed
         series.setdefault(rest, []).append((values.index(a.params[key]), a.mean, err))
-    for label, pts in series.items():
+    for k, (label, pts) in enumerate(series.items()):
         pts.sort()
-        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=4,
+        dodge = (k - (len(series) - 1) / 2) * 0.08 if style else 0.0  # categorical points side by side
+        ax.errorbar([p[0] + dodge for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=4,
                     label=_short(label, 40), **style)
     ax.set_xticks(range(len(values)), [_short(v, 18) for v in values], fontsize=8)
     ax.set_xlabel(key)
@@ -171,7 +172,7 @@ def similarity_grid(dists: dict[str, dict[str, Any]], ids: dict[str, str] | None
     if not dists:
         return None
     n = len(dists)
-    cols = min(n, 3)
+    cols = min(n, 2)  # the page shows plots ~540 px wide: two panels a row stay legible
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows + 0.4), squeeze=False, sharex=True,
                              layout="constrained")  # titles never overlap the panels above
