@@ -98,3 +98,29 @@ def test_killed_trial_worker_is_the_only_trial_redone(tmp_path):
     assert {p: (p / "results.json").stat().st_mtime_ns for p in others} == stamps  # never redone
     rows = _rows(root)
     assert len(rows) == 4 and all(r[0] == "finished" for r in rows.values())
+
+
+def test_asha_stops_trials_records_them_and_never_redoes_them(tmp_path):
+    root = tmp_path / "sw"
+    base = ["sweep", str(RECIPE), *[t for t in TINY if not t.startswith("train.steps")], "train.steps=40",
+            "train.eval_every=10", "--grid", "optim.lr=0.003,0.000001", "--seed-list", "0,1", "--backend", "ray",
+            "--ray-cpus", "2", "--early-stop", "asha", "--metric", "val_zeroshot_top1", "--out", str(root),
+            "--no-progress"]
+    first = subprocess.run([sys.executable, "-m", "modalab", *base], capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
+    stopped = [p for p in root.glob("*/seed*") if json.loads((p / "run.json").read_text())["status"] == "stopped"]
+    finished = [p for p in root.glob("*/seed*") if run_status(p) == "finished"]
+    assert stopped and finished and len(stopped) + len(finished) == 4, first.stdout
+    assert f"{len(stopped)} stopped early" in first.stdout
+    for p in stopped:
+        early = json.loads((p / "run.json").read_text())["early_stop"]
+        assert early["scheduler"] == "asha" and early["metric"] == "val_zeroshot_top1"
+        assert early["step"] in (10, 20, 30) and not (p / "results.json").exists()
+    with Store(store_path(root)) as st:
+        statuses = sorted(r["status"] for r in st.runs(str(root.resolve())))
+    assert statuses == sorted(["stopped"] * len(stopped) + ["finished"] * len(finished))
+    again = subprocess.run([sys.executable, "-m", "modalab", *base], capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and f"({0} run now, {len(finished)} already done)" in again.stdout, again.stdout
+    bad = subprocess.run([sys.executable, "-m", "modalab", *base[:base.index("--backend")], "--early-stop", "asha",
+                          "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "add --backend ray" in bad.stderr

@@ -110,6 +110,16 @@ class MLflowLogger:
         self.client.set_terminated(self.run_id, status)
 
 
+_SINKS: list[Callable[[dict[str, Any]], None]] = []  # process-wide extra sinks (add_sink)
+
+
+def add_sink(fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+    """Send every record of the runs in this process to ``fn`` too (e.g. Ray Tune's report, see
+    experiment/ray_asha.py); returns the function that removes it."""
+    _SINKS.append(fn)
+    return lambda: _SINKS.remove(fn)
+
+
 def _warn(rd: RunDir, text: str) -> None:
     print(f"warning: {text}", file=sys.stderr, flush=True)
     rd.log({"warning": text})
@@ -144,6 +154,9 @@ class Loggers:
             self.rd.log(rec)
             for lg in self.extra:
                 lg.log(rec)
+            if self.main:
+                for fn in _SINKS:
+                    fn(rec)
 
         return log
 

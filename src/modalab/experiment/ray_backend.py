@@ -36,9 +36,11 @@ from modalab.experiment.sweep import Job, Plan, SweepError, SweepSummary, _mark_
 @dataclass
 class RaySummary(SweepSummary):
     lost: list[str] = field(default_factory=list)  # worker died: incomplete, redone next time
+    stopped: list[str] = field(default_factory=list)  # stopped early by ASHA (experiment/ray_asha.py)
 
     def line(self) -> str:
-        return super().line() + (f", {len(self.lost)} lost (rerun to redo)" if self.lost else "")
+        return (super().line() + (f", {len(self.stopped)} stopped early" if self.stopped else "")
+                + (f", {len(self.lost)} lost (rerun to redo)" if self.lost else ""))
 
 
 def trial_args(plan: Plan, job: Job, threads: int) -> list[str]:
