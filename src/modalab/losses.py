@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from modalab.align.fine_grained import filip_logits, multi_granularity_loss
 from modalab.align.losses import (
-    filip_logits,
     hard_negative_info_nce,
     hcl_info_nce,
     info_nce,
-    multi_granularity_loss,
     same_label_mask,
     siglip,
     soft_label_info_nce,
