@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from modalab import registry
+from modalab.catalog_cli import add_catalog_commands
 from modalab.errors import ModalabError, ResumeError, clip
 from modalab.experiment.commands import add_commands
 from modalab.experiment.pretrained_commands import add_pretrained_commands
@@ -140,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show the full Python traceback of an error (also: MODALAB_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="train and evaluate one recipe")
-    r.add_argument("recipe", help="path to a YAML recipe")
+    r.add_argument("recipe", help="path to a YAML recipe, or a packaged recipe's name (modalab recipes list)")
     r.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.steps=20")
     r.add_argument("--out", help="run directory (default: runs/<name>-<timestamp>)")
     r.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(fn=cmd_list)
     add_commands(sub)  # sweep | compare | report | doctor (experiment layer)
     add_pretrained_commands(sub)  # zeroshot | export | wise-ft (checkpoints in and out)
+    add_catalog_commands(sub)  # recipes list | show | cp, explain
     return p
 
 

@@ -108,7 +108,7 @@ class TrainConfig(Section):
     )
     stages: list[StageConfig] = Field(default_factory=list)
     deterministic: bool = Field(False, description="torch.use_deterministic_algorithms")
-    tensorboard: bool = Field(False, description="also log to TensorBoard when it is installed")
+    tensorboard: bool = Field(False, description="also log to TensorBoard (same as run.loggers: [tensorboard])")
 
 
 class RunConfig(Section):
@@ -116,6 +116,11 @@ class RunConfig(Section):
     seed: int = Field(0, ge=0, lt=2**32, description="0 <= seed < 2**32 (numpy, sklearn and torch accept it)")
     out_dir: str = "runs"
     progress: bool = True
+    loggers: list[Literal["jsonl", "tensorboard", "mlflow"]] = Field(
+        default_factory=lambda: ["jsonl"],
+        description="where records go besides metrics.jsonl (always written): tensorboard "
+        "(<run>/tensorboard), mlflow ($MLFLOW_TRACKING_URI, else ./mlruns); experiment/loggers.py",
+    )
 
     @field_validator("name")
     @classmethod
@@ -321,12 +326,24 @@ def _entry(kind: str, name: Any, loc: tuple[str, ...], src: _Source) -> registry
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Load a YAML recipe, apply ``key.sub=value`` overrides and validate everything."""
-    path = Path(path)
+    """Load a YAML recipe, apply ``key.sub=value`` overrides and validate everything.
+
+    ``path`` that is not a file is looked up among the packaged recipes (``recipe_catalog``)."""
+    from modalab.recipe_catalog import RecipeNotFound, resolve
+
+    try:
+        path = resolve(path)
+    except RecipeNotFound as e:
+        raise ConfigError(f"recipe not found: {e}") from None
     src = _Source(path)
     raw = _read_yaml(path, src)
     raw = apply_overrides(raw, list(overrides or []), src)
     return validate(raw, src)
+
+
+def read_mapping(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a recipe file with its ``base:`` recipes merged in (not validated)."""
+    return _read_yaml(Path(path), _Source(Path(path)))
 
 
 def from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> Recipe:

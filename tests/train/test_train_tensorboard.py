@@ -9,7 +9,7 @@ import pytest
 
 from modalab.cli import main
 from modalab.experiment.rundir import RunDir
-from modalab.experiment.runner import _logger
+from modalab.experiment.loggers import Loggers
 
 RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "clip_digits.yaml")
 TINY = [
@@ -37,11 +37,13 @@ def test_tiny_run_writes_scalars_tensorboard_reads_back(tmp_path):
     assert all(abs(tb[s] - logged[s]) < 1e-5 * max(1.0, abs(logged[s])) for s in tb)  # float32 in the event file
 
 
-def test_without_tensorboard_the_run_warns_and_logs_jsonl(tmp_path, monkeypatch):
+def test_without_tensorboard_the_run_warns_and_logs_jsonl(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now fails
     rd = RunDir.create(tmp_path / "run", str(tmp_path), "x")
-    log = _logger(rd, tensorboard=True)
-    log({"step": 1, "loss": 0.5})
+    sinks = Loggers(rd, ["jsonl", "tensorboard"], "x", {})
+    sinks.log({"step": 1, "loss": 0.5})
+    sinks.finish()
     recs = [json.loads(l) for l in rd.metrics_file.read_text().splitlines()]
     assert "tensorboard is not installed" in recs[0]["warning"] and recs[1]["loss"] == 0.5
+    assert "warning: run.loggers has 'tensorboard' but tensorboard is not installed" in capsys.readouterr().err
     assert not (rd.path / "tensorboard").exists()

@@ -33,10 +33,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _sweep(args, header_args, make_plan, parse_grid, run_sweep) -> int:  # type: ignore[no-untyped-def]
     from modalab.config import load
+    from modalab.experiment.sweep import SweepError
+    from modalab.recipe_catalog import resolve
 
-    recipe = Path(args.recipe)
-    if not recipe.is_file():
-        raise FileNotFoundError(f"recipe not found: {recipe}")
+    recipe = resolve(args.recipe)  # a file, or a packaged recipe's name
     # the recipe's '# sweep: ...' header gives defaults; command-line values win
     head = _sweep_args(header_args(recipe))
     grid_specs = args.grid or head.grid
@@ -61,6 +61,10 @@ def _sweep(args, header_args, make_plan, parse_grid, run_sweep) -> int:  # type:
           f"{jobs} at a time")
     for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)):
         signal.signal(sig, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    if args.early_stop and args.backend != "ray":
+        raise SweepError("--early-stop asha runs through Ray Tune: add --backend ray")
+    if args.backend == "ray":
+        run_sweep = _ray_runner(args, load(recipe, overrides))
     try:
         summary = run_sweep(plan, jobs=jobs, retry_failed=args.retry_failed, progress=not args.no_progress)
     except KeyboardInterrupt:
@@ -70,7 +74,32 @@ def _sweep(args, header_args, make_plan, parse_grid, run_sweep) -> int:  # type:
     print(f"sweep {root}: {summary.line()}")
     for label in summary.failed:
         print(f"  failed: {label} (log: {root / 'logs' / label.replace('/', '-')}.log)")
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or getattr(summary, "lost", None) else 0
+
+
+def _ray_runner(args: argparse.Namespace, base):  # type: ignore[no-untyped-def]
+    """``run_sweep`` with the Ray backend's options bound (experiment/ray_backend.py; with
+    ``--early-stop asha`` experiment/ray_asha.py, its time axis the base recipe's steps)."""
+    from modalab.experiment.ray_backend import run_sweep_ray
+    from modalab.experiment.sweep import SweepError
+
+    if args.early_stop == "asha":
+        from modalab.experiment.ray_asha import run_sweep_asha
+
+        if base.train.eval_every <= 0 or not args.metric.startswith("val_"):
+            raise SweepError(f"--early-stop asha compares validation metrics during training: it needs "
+                             f"train.eval_every > 0 (got {base.train.eval_every}) and a val_ metric "
+                             f"(got --metric {args.metric})")
+        return lambda plan, jobs, retry_failed, progress: run_sweep_asha(
+            plan, args.metric, base.train.steps, base.train.eval_every, args.mode, args.cpus_per_trial,
+            args.gpus_per_trial, args.address, args.ray_cpus)
+
+    def run(plan, jobs, retry_failed, progress):  # type: ignore[no-untyped-def]
+        return run_sweep_ray(plan, address=args.address, cpus_per_trial=args.cpus_per_trial,
+                             gpus_per_trial=args.gpus_per_trial, num_cpus=args.ray_cpus,
+                             retry_failed=retry_failed, progress=progress)
+
+    return run
 
 
 def _budget_overrides(budget: str, root: Path, recipe: Path, grid: dict, seeds: list[int],
@@ -165,6 +194,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "its val curve is within 1 point of its plateau) or an explicit step count")
     s.add_argument("--retry-failed", action="store_true", help="rerun runs that failed before")
     s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local: subprocesses on this machine (default); ray: Ray tasks (pip install 'modalab[ray]')")
+    s.add_argument("--address", help="ray: 'auto' (this machine's cluster) or ray://HOST:PORT; "
+                                     "default: a local Ray started in this process")
+    s.add_argument("--cpus-per-trial", type=float, default=1, help="ray: CPUs (and torch threads) per trial")
+    s.add_argument("--gpus-per-trial", type=float, default=0, help="ray: GPUs per trial")
+    s.add_argument("--ray-cpus", type=int, help="ray without --address: CPUs of the local instance")
+    s.add_argument("--early-stop", choices=["asha"], help="ray: stop hopeless trials early (Ray Tune's ASHA)")
+    s.add_argument("--metric", default="val_zeroshot_top1", help="--early-stop: the validation metric compared")
+    s.add_argument("--mode", choices=["max", "min"], default="max", help="--early-stop: higher or lower is better")
     s.set_defaults(fn=cmd_sweep)
 
     c = sub.add_parser("compare", help="mean, std, 95%% CI per arm; paired t / sign-flip tests (Holm), MDE")

@@ -6,40 +6,17 @@ artifacts/), so ``modalab report RUN_DIR`` can redraw it at any time.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from pathlib import Path
 from typing import Any
 
 from modalab._optional import lazy
+from modalab.experiment.report_panels import fig_to_data_uri
 from modalab.experiment.rundir import RunDir
 from modalab.train.checkpoint import atomic_write_text
 
 # pyplot on the Agg backend, imported when the first figure is drawn
 plt = lazy("matplotlib.pyplot", setup=lambda: __import__("matplotlib").use("Agg"))
-
-
-def fig_to_data_uri(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def curve(metrics: list[dict[str, Any]], key: str, title: str, logy: bool = False) -> str | None:
-    pts = [(m["step"], m[key]) for m in metrics if key in m and isinstance(m[key], (int, float))]
-    if not pts:
-        return None
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
-    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 40 else None)
-    ax.set_xlabel("step")
-    ax.set_ylabel(key)
-    ax.set_title(title)
-    if logy:
-        ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    return fig_to_data_uri(fig)
 
 
 def heatmap(art: dict[str, Any]) -> str:
@@ -76,16 +53,6 @@ def examples(art: dict[str, Any], cols: int = 4) -> str:
     return f'<div class="examples" style="grid-template-columns:repeat({cols},1fr)">{cells}</div>'
 
 
-def results_table(results: dict[str, Any]) -> str:
-    rows = []
-    for k, v in results.items():
-        if isinstance(v, (list, dict)):
-            continue
-        shown = f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
-        rows.append(f"<tr><td>{html.escape(k)}</td><td>{shown}</td></tr>")
-    return "<table>" + "".join(rows) + "</table>"
-
-
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em}
 table{border-collapse:collapse}td{border:1px solid #ccc;padding:3px 8px;font-size:.9em}
@@ -96,18 +63,13 @@ pre{background:#f6f6f6;padding:1em;font-size:.8em;overflow:auto}.warn{color:#a40
 
 
 def render(run: RunDir) -> str:
+    from modalab.experiment import report_panels as P
+
     metrics = run.read_metrics()
     results = run.read_results()
     info = run.read_run_info()
     config = (run.path / "config.yaml").read_text() if (run.path / "config.yaml").is_file() else ""
-    train = [m for m in metrics if "loss" in m and "event" not in m]
-    figs = [
-        curve(train, "loss", "training loss"),
-        curve(train, "logit_scale", "logit scale (1/tau)"),
-        curve(train, "lr", "learning rate"),
-    ]
-    evals = [m for m in metrics if any(k.endswith("_R@1") for k in m)]
-    figs.append(curve(evals, "image_to_text_R@1", "image->text R@1 during training"))
+    figs = P.training_panels(metrics)
     heat = run.read_artifact("similarity_heatmap")
     if heat:
         figs.append(heatmap(heat))
@@ -116,7 +78,12 @@ def render(run: RunDir) -> str:
         figs.append(histogram(dist))
     imgs = "".join(f'<img src="{f}" alt="plot">' for f in figs if f)
     ex = run.read_artifact("examples")
-    ex_html = f"<h2>Held-out examples</h2>{examples(ex)}" if ex else ""
+    ex_html = f"<h2>Example inputs (held-out split)</h2>{examples(ex)}" if ex else ""
+    retrieved = run.read_artifact("retrieval_examples")
+    captions = run.read_artifact("captions")
+    qualitative = (P.retrieval_examples_html(retrieved) if retrieved
+                   else P.captions_html(captions) if captions else "")
+    qual_html = f"<h2>Examples (held-out split)</h2>{qualitative}" if qualitative else ""
     warnings = [m["warning"] for m in metrics if "warning" in m]
     skipped = results.get("skipped") if isinstance(results.get("skipped"), list) else []
     if skipped:  # inputs skipped under data.on_error=skip (both splits), the first 20 listed
@@ -127,12 +94,13 @@ def render(run: RunDir) -> str:
     title = html.escape(info.get("name", run.path.name))
     prov = html.escape(provenance_line(info))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>modalab: {title}</title>
-<style>{CSS}</style></head><body>
+<style>{CSS}{P.CSS}</style></head><body>
 <h1>modalab run: {title}</h1>
 <p>status: <b>{html.escape(str(info.get('status', '?')))}</b> · recipe: {html.escape(str(info.get('recipe', '')))}
  · seed {html.escape(str(info.get('seed', '')))}<br>{prov}</p>
-<h2>Results (test split; val_* = validation split, test_* = the plain keys)</h2>{results_table(results)}
+<h2>Results (test split; val_* = validation split, test_* = the plain keys)</h2>{P.results_section(results)}
 <h2>Plots</h2><div class="figs">{imgs}</div>{ex_html}
+{qual_html}
 <h2>Warnings</h2><ul>{warn_html}</ul>
 <h2>Resolved config</h2><pre>{html.escape(config)}</pre>
 </body></html>"""
@@ -153,9 +121,13 @@ def _short(arm: str, width: int = 28) -> str:
 
 
 def metric_vs_param(comp: Any, grid: dict[str, list[str]], key: str) -> str:
-    """Mean +/- 95% CI of the metric against the values of one swept key (one line per other combo)."""
+    """Mean +/- 95% CI of the metric against the values of one swept key (one series per other
+    combo); lines join numeric values only, categorical values are points."""
+    from modalab.experiment.sweep_panels import is_categorical
+
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     values = grid[key]
+    style = {"linestyle": "none"} if is_categorical(values) else {}
     series: dict[str, list[tuple[int, float, float]]] = {}
     for a in comp.arms:
         if key not in a.params:
@@ -163,21 +135,23 @@ def metric_vs_param(comp: Any, grid: dict[str, list[str]], key: str) -> str:
         rest = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in a.params.items() if k != key) or "all seeds"
         err = 0.0 if a.hi != a.hi else a.hi - a.mean  # NaN with one seed
         series.setdefault(rest, []).append((values.index(a.params[key]), a.mean, err))
-    for label, pts in series.items():
+    for k, (label, pts) in enumerate(series.items()):
         pts.sort()
-        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=4,
-                    label=label)
+        dodge = (k - (len(series) - 1) / 2) * 0.08 if style else 0.0  # categorical points side by side
+        ax.errorbar([p[0] + dodge for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=4,
+                    label=_short(label, 40), **style)
     ax.set_xticks(range(len(values)), [_short(v, 18) for v in values], fontsize=8)
     ax.set_xlabel(key)
     ax.set_ylabel(comp.metric)
-    ax.set_title(f"{comp.metric} vs {key.split('.')[-1]} (mean, 95% CI over seeds)")
+    ax.set_title(f"{comp.metric} vs {key.split('.')[-1]}\n(mean, 95% CI over seeds)", fontsize=9)
     ax.grid(alpha=0.3)
     if len(series) > 1:
         ax.legend(fontsize=7)
     return fig_to_data_uri(fig)
 
 
-def overlaid_curves(curves: dict[str, list[list[tuple[int, float]]]], key: str) -> str | None:
+def overlaid_curves(curves: dict[str, list[list[tuple[int, float]]]], key: str,
+                    ids: dict[str, str] | None = None) -> str | None:
     """Per arm: the mean over seeds of a logged metric, with a band from min to max over seeds."""
     import numpy as np
 
@@ -191,7 +165,7 @@ def overlaid_curves(curves: dict[str, list[list[tuple[int, float]]]], key: str) 
         if not steps:
             continue
         ys = np.array([[dict(r)[s] for s in steps] for r in runs])  # (seeds, steps)
-        (line,) = ax.plot(steps, ys.mean(0), label=_short(arm))
+        (line,) = ax.plot(steps, ys.mean(0), label=(ids or {}).get(arm, _short(arm)))
         ax.fill_between(steps, ys.min(0), ys.max(0), alpha=0.15, color=line.get_color())
         drawn = True
     if not drawn:
@@ -199,24 +173,25 @@ def overlaid_curves(curves: dict[str, list[list[tuple[int, float]]]], key: str) 
         return None
     ax.set_xlabel("step")
     ax.set_ylabel(key)
-    ax.set_title(f"{key} per arm (mean over seeds, band = min..max)")
+    ax.set_title(f"{key} per arm\n(mean over seeds, band = min..max)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig_to_data_uri(fig)
 
 
-def similarity_grid(dists: dict[str, dict[str, Any]]) -> str | None:
+def similarity_grid(dists: dict[str, dict[str, Any]], ids: dict[str, str] | None = None) -> str | None:
     """One panel per arm: positive vs negative pair similarities on the held-out split."""
     if not dists:
         return None
     n = len(dists)
-    cols = min(n, 3)
+    cols = min(n, 2)  # the page shows plots ~540 px wide: two panels a row stay legible
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows + 0.4), squeeze=False, sharex=True,
+                             layout="constrained")  # titles never overlap the panels above
     for ax, (arm, d) in zip(axes.flat, dists.items()):
         ax.hist(d["negative"], bins=50, alpha=0.6, density=True, label="negative")
         ax.hist(d["positive"], bins=50, alpha=0.6, density=True, label="positive")
-        ax.set_title(_short(arm, 34), fontsize=8)
+        ax.set_title((ids or {}).get(arm, _short(arm, 34)), fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
@@ -235,14 +210,15 @@ def provenance_line(info: dict[str, Any]) -> str:
             f"{m.get('threads', '?')} threads, torch {m.get('torch', '?')}, cuda {m.get('cuda', '?')})")
 
 
-def compare_html(comp: Any) -> str:
+def compare_html(comp: Any, ids: dict[str, str] | None = None) -> str:
     from modalab.experiment.paired import min_sign_flip_p
     from modalab.experiment.stats import fmt_p
 
+    name = (ids or {}).get
     rows = ["<tr><th>arm</th><th>n</th><th>mean</th><th>std</th><th>95% CI</th><th>values by seed</th></tr>"]
     for a in comp.arms:
         vals = ", ".join(f"{s}: {v:.4f}" for s, v in zip(a.seeds, a.values))
-        rows.append(f"<tr><td>{html.escape(a.arm)}</td><td>{a.n}</td><td>{a.mean:.4f}</td><td>{a.std:.4f}</td>"
+        rows.append(f"<tr><td>{html.escape(name(a.arm, a.arm))}</td><td>{a.n}</td><td>{a.mean:.4f}</td><td>{a.std:.4f}</td>"
                     f"<td>[{a.lo:.4f}, {a.hi:.4f}]</td><td>{vals}</td></tr>")
     drows = ["<tr><th>b - a</th><th>pairs</th><th>difference</th><th>95% interval</th>"
              "<th>p paired t (Holm)</th><th>p sign-flip, exact (Holm)</th><th>verdict</th></tr>"]
@@ -250,7 +226,7 @@ def compare_html(comp: Any) -> str:
         verdict = "significant" if d.significant else (
             f"<span class='warn'>not significant at n={d.n_pairs}</span>; MDE (80% power) {d.mde:.4f}; "
             f"smallest possible sign-flip p {fmt_p(min_sign_flip_p(d.n_pairs))}")
-        drows.append(f"<tr><td>{html.escape(d.b)} − {html.escape(d.a)}</td><td>{d.n_pairs}</td><td>{d.diff:+.4f}</td>"
+        drows.append(f"<tr><td>{html.escape(name(d.b, d.b))} − {html.escape(name(d.a, d.a))}</td><td>{d.n_pairs}</td><td>{d.diff:+.4f}</td>"
                      f"<td>[{d.lo:+.4f}, {d.hi:+.4f}] {html.escape(d.ci_kind)}</td>"
                      f"<td>{fmt_p(d.p_t)} ({fmt_p(d.p_t_holm)})</td><td>{fmt_p(d.p_perm)} ({fmt_p(d.p_perm_holm)})</td>"
                      f"<td>{verdict}</td></tr>")
@@ -264,8 +240,10 @@ def render_sweep(root: Path, metric: str = "zeroshot_top1") -> str:
     from modalab.experiment.stats import compare, compare_values, collect
     from modalab.experiment.store import Store, store_path
     from modalab.experiment.sweep import base_config_text, load_plan, run_status
+    from modalab.experiment.sweep_panels import CSS as SWEEP_CSS, arm_ids, legend_html
 
     plan = load_plan(root)
+    short = arm_ids(a.name for a in plan.arms)
     comp = compare([root], metric)
     status = [run_status(j.path) for j in plan.jobs]
     budget_html, prov_html = _budget_html(root, metric), _provenance_html(plan)
@@ -284,8 +262,8 @@ def render_sweep(root: Path, metric: str = "zeroshot_top1") -> str:
             d = RunDir(Path(ids[0])).read_artifact("similarity_distribution")
             if d:
                 dists[arm] = d
-    figs += [overlaid_curves(curves["loss"], "loss"), overlaid_curves(curves["tau"], "tau")]
-    figs.append(similarity_grid(dists))
+    figs += [overlaid_curves(curves["loss"], "loss", short), overlaid_curves(curves["tau"], "tau", short)]
+    figs.append(similarity_grid(dists, short))
     others = []
     for m in ("image_to_text_R@1", "text_to_image_R@1", "monitor/sim_margin", "monitor/modality_gap", "wall_seconds"):
         if m == metric:
@@ -297,20 +275,19 @@ def render_sweep(root: Path, metric: str = "zeroshot_top1") -> str:
         c = compare_values(v, m, p, n_boot=1000)
         others.append("<tr><td>" + html.escape(m) + "</td>" + "".join(
             f"<td>{a.mean:.4f} ± {(a.hi - a.mean) if a.hi == a.hi else 0:.4f}</td>" for a in c.arms) + "</tr>")
-    head = "<tr><th>metric</th>" + "".join(f"<th>{html.escape(a.arm)}</th>" for a in comp.arms) + "</tr>"
+    head = "<tr><th>metric</th>" + "".join(f"<th>{html.escape(short.get(a.arm, a.arm))}</th>" for a in comp.arms) + "</tr>"
     imgs = "".join(f'<img src="{f}" alt="plot">' for f in figs if f)
     config = base_config_text(plan)
-    arms = "".join(f"<li><b>{html.escape(a.name)}</b>: {html.escape(' '.join(a.overrides) or '(no override)')}</li>"
-                   for a in plan.arms)
     counts = ", ".join(f"{status.count(s)} {s}" for s in ("finished", "failed", "incomplete", "pending") if status.count(s))
     title = html.escape(plan.root.name)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>modalab sweep: {title}</title>
-<style>{CSS} th{{border:1px solid #ccc;padding:3px 8px;font-size:.85em;background:#f3f3f3}}</style></head><body>
+<style>{CSS}{SWEEP_CSS} th{{border:1px solid #ccc;padding:3px 8px;font-size:.85em;background:#f3f3f3}}</style></head><body>
 <h1>modalab sweep: {title}</h1>
 <p>recipe: {html.escape(str(plan.recipe))} · grid: {html.escape(json.dumps(plan.grid))} · seeds {plan.seeds}
  · runs: {counts} · common overrides: {html.escape(' '.join(plan.overrides) or 'none')}</p>
+<h2>Arms</h2>{legend_html(plan.arms, short)}
 <h2>Budget: has the baseline arm converged?</h2>{budget_html}
-<h2>{html.escape(metric)} per arm (test split)</h2>{compare_html(comp)}
+<h2>{html.escape(metric)} per arm (test split)</h2>{compare_html(comp, short)}
 <p>Differences are paired by seed. "significant" needs both the paired t-test and the exact sign-flip
 permutation test below 0.05 after Holm's correction over the sweep's comparisons (the sign-flip test
 cannot go below 2/2^n: 6 seeds at least). The interval is the two-level bootstrap (seeds, then test
@@ -318,7 +295,6 @@ items, paired across arms) where runs saved per-item results, else the paired t-
 smallest true difference the paired t-test would detect with 80% power at this n and spread.</p>
 <h2>Other metrics (mean ± 95% CI half-width)</h2><table>{head}{''.join(others)}</table>
 <h2>Plots</h2><div class="figs">{imgs}</div>
-<h2>Arms</h2><ul>{arms}</ul>
 <h2>Provenance (every run)</h2>{prov_html}
 <h2>Resolved config (every arm = this + its overrides + run.seed)</h2><pre>{html.escape(config)}</pre>
 </body></html>"""

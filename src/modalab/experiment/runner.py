@@ -24,6 +24,7 @@ from modalab import registry
 from modalab.config import ConfigError, Recipe
 from modalab.errors import clip
 from modalab.experiment.eval_splits import eval_split, split_keys
+from modalab.experiment.loggers import Loggers
 from modalab.experiment.prerequisites import resolve as resolve_prerequisites
 from modalab.experiment.report import write_report
 from modalab.experiment.resume import prepare_resume
@@ -128,47 +129,28 @@ def _run(recipe: Recipe, env: D.DistEnv, out: Path | None, recipe_path: str | No
         )
     for event in pre_events:
         rd.log(event)
+    names = [*recipe.run.loggers, *(["tensorboard"] if recipe.train.tensorboard else [])]
+    sinks = Loggers(rd, names, recipe.run.name, recipe.to_dict(), env.main)
     try:
-        _train_and_evaluate(recipe, rd, env, start, stop)
+        _train_and_evaluate(recipe, rd, env, start, stop, sinks.log)
     except KeyboardInterrupt as e:
         sig = e if isinstance(e, Interrupted) else Interrupted(2)
         saved = f"; checkpoint step_{sig.step:08d} written" if sig.step is not None else ""
         rd.update_run_info(status="interrupted", ended=now_iso(),
                            error=f"interrupted by {sig}{saved}; continue with --resume")
+        sinks.finish("KILLED")
         raise
     except BaseException as e:
         rd.update_run_info(status="failed", ended=now_iso(), error=f"{type(e).__name__}: {clip(str(e), 2000)}")
+        sinks.finish("FAILED")
         raise
     rd.update_run_info(status="finished", ended=now_iso())
     rd.drop_run_info("error")  # a resumed run that finishes carries no error of its earlier attempt
     if env.main:
         write_report(rd)
+    sinks.finish("FINISHED")
     D.barrier(env)
     return rd.path
-
-
-def _logger(rd: RunDir, tensorboard: bool):
-    """metrics.jsonl, and TensorBoard scalars too when asked for and installed."""
-    if not tensorboard:
-        return rd.log
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        rd.log({"warning": "train.tensorboard=true but tensorboard is not installed "
-                           "(pip install tensorboard); logging to metrics.jsonl only"})
-        return rd.log
-    writer = SummaryWriter(str(rd.path / "tensorboard"))
-
-    def log(rec: dict[str, Any]) -> None:
-        rd.log(rec)
-        step = rec.get("step")
-        if isinstance(step, int):
-            for k, v in rec.items():
-                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    writer.add_scalar(k, v, step)
-            writer.flush()
-
-    return log
 
 
 def _stages(recipe: Recipe) -> list[Stage]:
@@ -204,7 +186,7 @@ def _grad_fn(task: Any, recipe: Recipe, env: D.DistEnv, rd: RunDir, speed: Speed
 
 
 def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path | None,
-                        stop: StopSignals | None = None) -> dict:
+                        stop: StopSignals | None = None, log: Any = None) -> dict:
     t0 = time.perf_counter()
     tr, o = recipe.train, recipe.optim
     if tr.batch_size % (env.world * tr.accum_steps):
@@ -331,7 +313,7 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
             ddp.wrap(task.step) if ddp is not None else task.step,
             holder["opt"],
             loop,
-            log=_logger(rd, tr.tensorboard and env.main),
+            log=log or rd.log,
             evaluate=evaluate,
             checkpoint=checkpoint,
             after_step=task.after_step,

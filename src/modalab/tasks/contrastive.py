@@ -23,6 +23,7 @@ from modalab.config import ConfigError, EvalBase, Recipe
 from modalab.constants import TAU_RANGE
 from modalab.data.dataset import epoch_loader
 from modalab.data.sample import Batch, collate
+from modalab.eval.examples import retrieval_examples
 from modalab.eval.monitors import AlignmentMonitor
 from modalab.eval.retrieval import retrieval_hits, retrieval_metrics
 from modalab.eval.zeroshot import class_embeddings, zeroshot_accuracy, zeroshot_hits
@@ -289,6 +290,10 @@ class ContrastiveTask:
             "similarity_distribution",
             {"positive": full[eye].tolist(), "negative": full[~eye][:: max(1, full.numel() // 20000)].tolist()},
         )
+        test = self.data.test
+        test = list(test) if isinstance(test, IterableDataset) else test  # streamed shards
+        self.run.write_artifact("retrieval_examples", retrieval_examples(
+            image_emb, text_emb, labels, _Column(test, "image"), _Column(test, "text")))
 
     def counts(self) -> dict[str, Any]:
         noise = self.data.extras.get("noise")
@@ -340,6 +345,16 @@ class ContrastiveTask:
 def build_contrastive(recipe: Recipe, run: RunDir) -> ContrastiveTask:
     """Contrastive alignment of images and captions; zero-shot and retrieval evaluation."""
     return ContrastiveTask(recipe, run)
+
+
+class _Column:
+    """``column[i]`` = ``dataset[i].<attr>``: test items read one by one, only where needed."""
+
+    def __init__(self, dataset: Any, attr: str) -> None:
+        self.dataset, self.attr = dataset, attr
+
+    def __getitem__(self, i: int) -> Any:
+        return getattr(self.dataset[i], self.attr)
 
 
 def heatmap_subset(labels: Tensor | None, n_items: int, size: int) -> Tensor:
