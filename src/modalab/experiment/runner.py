@@ -225,9 +225,9 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
         seed_everything(recipe.run.seed + 1_000 * env.rank)  # per-rank randomness (augmentation)
     fsdp = tr.strategy == "fsdp" and env.enabled
     if fsdp:
-        from modalab.layers import Block
+        from modalab.layers import block_types
 
-        D.shard_model(model, (Block,))
+        D.shard_model(model, block_types())
     # gradients of replicated parameters are averaged here (all of them under ddp)
     sync = (lambda ps: D.average_gradients([p for p in ps if not D.is_sharded(p)], env)) if env.enabled else None
 
