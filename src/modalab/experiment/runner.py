@@ -30,7 +30,7 @@ from modalab.experiment.resume import prepare_resume
 from modalab.experiment.resume import restore as _restore
 from modalab.experiment.rundir import ReadOnlyRunDir, RunDir, git_commit, git_dirty, machine_info, now_iso, text_hash
 from modalab.experiment.signals import Interrupted, StopSignals
-from modalab.tasks.base import Task, implements, missing_members
+from modalab.tasks.base import Task, TwoOptimizers, implements, missing_members
 from modalab.train import dist as D
 from modalab.train.checkpoint import (
     latest_valid, load_trainer_state, rng_state, save_checkpoint,
@@ -334,6 +334,7 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
             state=loop_state,
             samples_per_batch=env.world,
             should_stop=stop.requested if graceful else None,
+            second=task.second_optimizer() if implements(task, TwoOptimizers) else None,
         )
     if "stopped_at" in summary:  # a signal: save this step boundary unless fit just did
         done = summary["stopped_at"]
