@@ -6,7 +6,7 @@ import torch
 from modalab.audio.adapter import build_adapter, segments_to_token_langs
 from modalab.audio.encoders import EventCNN, pool_clip
 from modalab.audio.tf_attention import TimeFreqAttention
-from modalab.audio.whisper_encoder import Block, WhisperStyleEncoder, sinusoids
+from modalab.audio.whisper_encoder import WhisperStyleEncoder, block, sinusoids
 
 
 @pytest.mark.parametrize("pooling", ["max", "mean", "attention"])
@@ -43,14 +43,14 @@ def test_audio_whisper_encoder_rate_and_attention_reference():
     enc = WhisperStyleEncoder(n_mels=80, dim=32, depth=2, heads=4)
     out, hidden = enc(torch.randn(2, 80, 100), return_hidden=True)  # 1 s at 100 frames/s
     assert out.shape == (2, 50, 32) and len(hidden) == 2  # 50 tokens/s
-    blk = Block(16, 2).double()
+    blk = block(16, 2).double()
     x = torch.randn(2, 5, 16, dtype=torch.float64, requires_grad=True)
-    h = blk.ln1(x)
-    q, k, v = blk.qkv(h).view(2, 5, 3, 2, 8).unbind(2)
+    h = blk.norm1(x)
+    q, k, v = blk.attn.qkv(h).view(2, 5, 3, 2, 8).unbind(2)
     att = torch.softmax(torch.einsum("bihd,bjhd->bhij", q, k) / math.sqrt(8), -1)
     a = torch.einsum("bhij,bjhd->bihd", att, v).reshape(2, 5, 16)
-    ref = x + blk.out(a)
-    ref = ref + blk.mlp(blk.ln2(ref))
+    ref = x + blk.attn.proj(a)
+    ref = ref + blk.mlp(blk.norm2(ref))
     got = blk(x)
     torch.testing.assert_close(got, ref)
     g1, = torch.autograd.grad(got.sum(), x)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from modalab.video.merging import (
     StreamingMemory, ToMeBlock, ToMeEncoder, bipartite_soft_matching, merge_wavg,
 )
+from modalab.video.temporal import proportional_attention
 
 
 @pytest.mark.parametrize("r", [0, 1, 3, 5, 8])
@@ -73,8 +74,8 @@ def test_proportional_attention_counts_merged_tokens():
     a, b = torch.randn(2, 8, dtype=torch.float64)
     dup = torch.stack([a, b, b])[None]  # b twice
     merged = torch.stack([a, b])[None]
-    out_dup, _ = blk.attn(blk.norm1(dup))
-    out_m, _ = blk.attn(blk.norm1(merged), torch.tensor([[1.0, 2.0]], dtype=torch.float64).log())
+    out_dup, _ = proportional_attention(blk.attn, blk.norm1(dup))
+    out_m, _ = proportional_attention(blk.attn, blk.norm1(merged), torch.tensor([[1.0, 2.0]], dtype=torch.float64).log())
     torch.testing.assert_close(out_m[0, 0], out_dup[0, 0])
 
 

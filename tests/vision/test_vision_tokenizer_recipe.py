@@ -1,6 +1,7 @@
 """The tokenizer recipe (issue 10): task "tokenizer", model "image_tokenizer", loss "vqgan"."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ from modalab import registry
 from modalab.config import ConfigError, load
 from modalab.experiment.rundir import RunDir
 from modalab.experiment.runner import run
+from modalab.tasks.base import TwoOptimizers, implements
+from modalab.train.engine import LoopConfig, fit
 from modalab.vision.tokenizer_builders import num_down_for
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "tokenizer_codebook_sweep.yaml"
@@ -48,17 +51,22 @@ def test_recipe_continuous_tokens(tmp_path):
 
 
 def test_gan_terms_switch_on_and_train_the_discriminator(tmp_path):
+    """The discriminator is a second optimiser of the engine: untouched before ``disc_start``,
+    stepped after the tokenizer's step from then on, and the tokenizer's backward still works
+    (stepping it inside ``task.step`` had modified weights the generator graph still needed)."""
     recipe = load(RECIPE, [*TINY, "loss.use_gan=true", "loss.disc_start=1", "loss.perceptual_weight=0.1"])
     task = registry.build("task", "tokenizer", recipe, RunDir.create(tmp_path / "r", "", "x"))
     batch = next(iter(task.train_loader()))
     disc = task.objective.discriminator
+    second = task.second_optimizer()
+    assert second is not None and implements(task, TwoOptimizers)
     before = [p.detach().clone() for p in disc.parameters()]
-    _, logs = task.step(batch)  # step 0: before disc_start, no GAN term, discriminator untouched
-    assert "g_loss" not in logs and "perceptual" in logs
-    assert all(torch.equal(a, b) for a, b in zip(before, disc.parameters()))
-    task.after_step(0)
-    loss, logs = task.step(batch)
-    assert {"g_loss", "d_weight", "d_loss"} <= set(logs) and torch.isfinite(loss)
+    logs_seen = []
+    fit(task.model, iter([batch, batch]), task.step, torch.optim.AdamW([{"params": list(task.model.parameters()), "lr": 1e-3, "base_lr": 1e-3}]),
+        LoopConfig(steps=2, log_every=1, progress=False, grad_clip=None), log=logs_seen.append,
+        after_step=task.after_step, second=second)
+    assert "g_loss" not in logs_seen[0] and "d_loss" not in logs_seen[0] and "perceptual" in logs_seen[0]
+    assert {"g_loss", "d_weight", "d_loss"} <= set(logs_seen[1]) and math.isfinite(logs_seen[1]["loss"])
     assert any(not torch.equal(a, b) for a, b in zip(before, disc.parameters()))
     assert "objective" in task.extra_modules()
 

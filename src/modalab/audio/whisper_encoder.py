@@ -1,7 +1,7 @@
 """A small Whisper-style audio encoder: two convs (second stride 2), sinusoidal positions, blocks.
 
 Whisper's encoder: Conv1d(n_mels, D, 3, pad 1) + GELU, Conv1d(D, D, 3, stride 2, pad 1) + GELU,
-fixed sinusoidal position embeddings, pre-norm transformer blocks, final LayerNorm. With 100 mel
+fixed sinusoidal position embeddings, pre-norm transformer blocks (``layers.Block``), final LayerNorm. With 100 mel
 frames per second (hop 160 at 16 kHz) the stride-2 conv gives 50 tokens per second.
 """
 
@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from modalab.layers import Block, rename_on_load
 
 
 def sinusoids(length: int, dim: int, max_timescale: float = 10000.0) -> Tensor:
@@ -24,27 +26,19 @@ def sinusoids(length: int, dim: int, max_timescale: float = 10000.0) -> Tensor:
     return torch.cat([torch.sin(t), torch.cos(t)], dim=1)
 
 
-class Block(nn.Module):
-    """Pre-norm self-attention (F.scaled_dot_product_attention) + GELU MLP."""
+# Parameter names of the encoder's blocks before they became ``layers.Block`` (old -> new); the
+# feed-forward's ``mlp.0`` / ``mlp.2`` are renamed by ``layers.Mlp`` itself.
+LEGACY_BLOCK_KEYS = {"ln1.": "norm1.", "ln2.": "norm2.", "qkv.": "attn.qkv.", "out.": "attn.proj."}
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: int = 4):
-        super().__init__()
-        if dim % heads != 0:
-            raise ValueError(f"dim={dim} must be divisible by heads={heads}")
-        self.heads = heads
-        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.out = nn.Linear(dim, dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
 
-    def forward(self, x: Tensor, key_padding: Tensor | None = None) -> Tensor:
-        B, T, D = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.heads, D // self.heads).unbind(2)  # (B, T, H, d)
-        mask = None if key_padding is None else ~key_padding[:, None, None, :]  # True = attend
-        a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                           attn_mask=mask)  # (B, H, T, d)
-        x = x + self.out(a.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
-        return x + self.mlp(self.ln2(x))
+def block(dim: int, heads: int, mlp_ratio: int = 4) -> Block:
+    """Whisper's pre-norm block: SDPA self-attention + GELU MLP (``layers.Block``); checkpoints
+    written with the old parameter names (``ln1``, ``qkv``, ``out``, ``ln2``) still load.
+
+    Call ``blk(x)`` or ``blk(x, attn_mask=~key_padding[:, None, None, :])`` (True = attend)."""
+    blk = Block(dim, heads, mlp_ratio)
+    rename_on_load(blk, LEGACY_BLOCK_KEYS)
+    return blk
 
 
 class WhisperStyleEncoder(nn.Module):
@@ -59,7 +53,7 @@ class WhisperStyleEncoder(nn.Module):
         self.conv1 = nn.Conv1d(n_mels, dim, 3, padding=1)
         self.conv2 = nn.Conv1d(dim, dim, 3, stride=2, padding=1)
         self.register_buffer("pos", sinusoids((max_frames + 1) // 2, dim), persistent=False)
-        self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
+        self.blocks = nn.ModuleList(block(dim, heads) for _ in range(depth))
         self.ln_post = nn.LayerNorm(dim)
         self.dim = dim
         self.frame_rate_ratio = 2  # output frames per input frame = 1/2

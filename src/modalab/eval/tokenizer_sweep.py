@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from modalab.eval.reconstruction import evaluate_tokenizer
+from modalab.train.engine import LoopConfig, SecondOptimizer, fit
 from modalab.vision.quantizers import build_quantizer
 from modalab.vision.tokenizer import ImageTokenizer
 from modalab.vision.vqgan import PatchDiscriminator, StructuralLoss, VQGANLoss
@@ -83,31 +84,49 @@ def train_tokenizer(
     perceptual = StructuralLoss() if perceptual_weight > 0 else None
     objective = VQGANLoss(disc, perceptual, rec_loss=rec_loss, perceptual_weight=perceptual_weight,
                           disc_weight=disc_weight, disc_start=disc_start)
-    opt = torch.optim.AdamW(tok.parameters(), lr=lr, betas=(0.5, 0.9), weight_decay=0.0)
+    opt = torch.optim.AdamW([{"params": list(tok.parameters()), "lr": lr, "base_lr": lr}],
+                            betas=(0.5, 0.9), weight_decay=0.0)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=lr, betas=(0.5, 0.9)) if disc else None
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 0.05)
 
     gen = torch.Generator().manual_seed(seed)
-    tok.train()
-    start, logs = time.perf_counter(), {}
-    for step in range(steps):
-        x = train[torch.randint(0, len(train), (batch_size,), generator=gen)]
+
+    def batches():
+        while True:
+            yield train[torch.randint(0, len(train), (batch_size,), generator=gen)]  # (B, 1, H, W)
+
+    state: dict = {"logs": {}, "last": None}
+
+    def step_fn(x: Tensor) -> tuple[Tensor, dict[str, float]]:
         recon, _, aux = tok(x)
-        loss, logs = objective.generator_loss(x, recon, aux["loss"], step, tok.last_layer)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if opt_d is not None and objective.disc_active(step):
-            d_loss, d_logs = objective.discriminator_loss(x, recon, step)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            logs.update(d_logs)
+        loss, logs = objective.generator_loss(x, recon, aux["loss"], state["step"], tok.last_layer)
         if "usage" in aux:
             logs.update(batch_usage=float(aux["usage"]), batch_perplexity=float(aux["perplexity"]))
+        state["logs"], state["last"] = logs, (x, recon.detach())
+        return loss, {}
+
+    def disc_loss(x: Tensor, step: int) -> tuple[Tensor, dict[str, float]] | None:
+        if not objective.disc_active(step):
+            return None
+        d_loss, d_logs = objective.discriminator_loss(*state["last"], step)
+        state["logs"] = {**state["logs"], **d_logs}
+        return d_loss, {}
+
+    def after_step(step: int) -> dict[str, float]:
         if log is not None and (step % log_every == 0 or step == steps - 1):
-            log(step, logs)
+            logs = state["logs"]
+            usage = {k: logs.pop(k) for k in ("batch_usage", "batch_perplexity") if k in logs}
+            log(step, {**logs, **usage})  # generator terms, discriminator terms, code usage
+        state["step"] = step + 1
+        return {}
+
+    state["step"] = 0
+    start = time.perf_counter()
+    # AdamW with a cosine decay to 0.05 lr; generator step, then discriminator step (train/engine)
+    loop = LoopConfig(steps=steps, schedule="cosine", min_lr_ratio=0.05, grad_clip=None,
+                      log_every=max(steps, 1), progress=False)
+    fit(tok, batches(), step_fn, opt, loop, log=lambda rec: None, after_step=after_step,
+        second=SecondOptimizer(opt_d, disc_loss) if opt_d is not None else None)
+    logs = state["logs"]
     seconds = time.perf_counter() - start
 
     metrics = evaluate_tokenizer(tok, held_out)

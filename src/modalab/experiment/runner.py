@@ -32,7 +32,7 @@ from modalab.experiment.resume import restore as _restore
 from modalab.experiment.rundir import ReadOnlyRunDir, RunDir, git_commit, git_dirty, machine_info, now_iso, text_hash
 from modalab.experiment.signals import Interrupted, StopSignals
 from modalab.experiment.speed import Speed, setup_speed
-from modalab.tasks.base import Task, implements, missing_members
+from modalab.tasks.base import Task, TwoOptimizers, implements, missing_members
 from modalab.train import dist as D
 from modalab.train.checkpoint import (
     latest_valid, load_trainer_state, rng_state, save_checkpoint,
@@ -209,9 +209,9 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
         seed_everything(recipe.run.seed + 1_000 * env.rank)  # per-rank randomness (augmentation)
     fsdp = tr.strategy == "fsdp" and env.enabled
     if fsdp:
-        from modalab.layers import Block
+        from modalab.layers import block_types
 
-        D.shard_model(model, (Block,))
+        D.shard_model(model, block_types())
     holder: dict[str, Any] = {"stage": None, "opt": None}
     speed = setup_speed(model, recipe, env, rd, fsdp, lambda: holder["opt"].zero_grad(set_to_none=True), rd.log)
     # under ddp DistributedDataParallel reduces the gradients during backward; replicated
@@ -326,6 +326,7 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
             samples_per_batch=env.world,
             should_stop=stop.requested if graceful else None,
             wrap_compute=speed.wrap_compute,
+            second=task.second_optimizer() if implements(task, TwoOptimizers) else None,
         )
     if "stopped_at" in summary:  # a signal: save this step boundary unless fit just did
         done = summary["stopped_at"]

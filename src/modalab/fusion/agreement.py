@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from modalab.fusion.cross_attention import GatedCrossAttentionBlock
-from modalab.fusion.early_late import ConcatFuse, EncoderBlock, early_fusion, late_fusion, masked_mean
+from modalab.fusion.early_late import ConcatFuse, early_fusion, encoder_block, late_fusion, masked_mean
 from modalab.fusion.mome import mome_encoder
 
 FusionKind = Literal["early", "late", "gated_cross_attention", "mome"]
@@ -63,11 +63,11 @@ class CrossAttentionFusion(nn.Module):
 
     def __init__(self, dim: int, depth: int, heads: int) -> None:
         super().__init__()
-        self.image_blocks = nn.ModuleList(EncoderBlock(dim, heads) for _ in range(depth))
+        self.image_blocks = nn.ModuleList(encoder_block(dim, heads) for _ in range(depth))
         self.cross = nn.ModuleList(
             GatedCrossAttentionBlock(dim, dim, heads=heads, head_dim=dim // heads) for _ in range(depth)
         )
-        self.text_blocks = nn.ModuleList(EncoderBlock(dim, heads) for _ in range(depth))
+        self.text_blocks = nn.ModuleList(encoder_block(dim, heads) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, image: Tensor, text: Tensor, text_mask: Tensor) -> Tensor:
@@ -75,7 +75,7 @@ class CrossAttentionFusion(nn.Module):
         for blk in self.image_blocks:
             image = blk(image)
         for cross, blk in zip(self.cross, self.text_blocks):
-            text = blk(cross(text, image), text_mask)
+            text = blk(cross(text, image), key_mask=text_mask)
         return masked_mean(self.norm(text), text_mask)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from modalab.layers.attention import KVCache, multi_head_attention
+from modalab.layers import KVCache, multi_head_attention, register_block
 from modalab.fusion.resampler import feed_forward
 
 
@@ -39,6 +39,7 @@ def media_attention_mask(
     return allowed & (idx >= 0)
 
 
+@register_block
 class GatedCrossAttentionBlock(nn.Module):
     """Text (B, T, D) attends to media (B, M, N, D_m); tanh gates at 0 make it an identity at init.
 

@@ -21,23 +21,20 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from modalab.layers.attention import multi_head_attention
+from modalab.layers import Block, Mlp, multi_head_attention, rename_on_load
 
 
-class EncoderBlock(nn.Module):
-    """Pre-norm self-attention + MLP with a key-padding mask."""
+# ``EncoderBlock`` (before it became ``layers.Block``) named its feed-forward ``ff``.
+LEGACY_BLOCK_KEYS = {"ff.": "mlp."}
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: int = 4) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = multi_head_attention(dim, heads, bias=True)
-        self.norm2 = nn.LayerNorm(dim)
-        self.ff = nn.Sequential(nn.Linear(dim, dim * mlp_ratio), nn.GELU(), nn.Linear(dim * mlp_ratio, dim))
 
-    def forward(self, x: Tensor, key_mask: Tensor | None = None) -> Tensor:
-        """x (B, N, D), key_mask (B, N) -> (B, N, D)."""
-        x = x + self.attn(self.norm1(x), key_mask=key_mask)
-        return x + self.ff(self.norm2(x))
+def encoder_block(dim: int, heads: int, mlp_ratio: int = 4) -> Block:
+    """Pre-norm self-attention + MLP with a key-padding mask: ``layers.Block`` with the
+    key-masked ``MultiHeadAttention``. Call ``blk(x, key_mask=mask)``, x (B, N, D), mask (B, N)
+    True = real -> (B, N, D). Checkpoints with the old ``ff.0`` / ``ff.2`` names still load."""
+    blk = Block(dim, heads, attn=multi_head_attention(dim, heads, bias=True), mlp=Mlp(dim, dim * mlp_ratio))
+    rename_on_load(blk, LEGACY_BLOCK_KEYS)
+    return blk
 
 
 def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
@@ -54,7 +51,7 @@ class EarlyFusion(nn.Module):
     Args:
         dim: common token width.
         modalities: names, in the order their tokens are concatenated.
-        blocks: modules called as ``block(x, key_mask)``, (B, N, D) -> (B, N, D).
+        blocks: modules called as ``block(x, key_mask=mask)``, (B, N, D) -> (B, N, D).
         pool: ``"cls"`` (a learned token prepended) or ``"mean"`` (masked mean).
     """
 
@@ -95,7 +92,7 @@ class EarlyFusion(nn.Module):
             x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1 + sum N, D)
             mask = torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1)
         for block in self.blocks:
-            x = block(x, mask)
+            x = block(x, key_mask=mask)
         x = self.norm(x)
         return x[:, 0] if self.cls is not None else masked_mean(x, mask)
 
@@ -103,8 +100,8 @@ class EarlyFusion(nn.Module):
 def early_fusion(
     dim: int, modalities: Sequence[str], depth: int, heads: int, pool: Literal["cls", "mean"] = "cls"
 ) -> EarlyFusion:
-    """EarlyFusion with ``depth`` plain ``EncoderBlock``s."""
-    return EarlyFusion(dim, modalities, [EncoderBlock(dim, heads) for _ in range(depth)], pool)
+    """EarlyFusion with ``depth`` plain ``encoder_block``s."""
+    return EarlyFusion(dim, modalities, [encoder_block(dim, heads) for _ in range(depth)], pool)
 
 
 class ConcatFuse(nn.Module):

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from modalab.layers.attention import multi_head_attention
+from modalab.layers import multi_head_attention, register_block
 
 
 def ffn(dim: int, mlp_ratio: int = 4) -> nn.Sequential:
@@ -38,6 +38,7 @@ def dispatch(x: Tensor, expert_ids: Tensor, experts: Sequence[nn.Module]) -> Ten
     return out
 
 
+@register_block
 class MoMEBlock(nn.Module):
     """Shared attention, per-modality FFN experts, optional joint expert.
 
@@ -121,6 +122,7 @@ class RoutedFFN(nn.Module):
         return out, aux
 
 
+@register_block
 class RoutedBlock(nn.Module):
     """Shared attention + ``RoutedFFN``; same call contract as ``MoMEBlock``."""
 

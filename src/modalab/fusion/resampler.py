@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from modalab.config import Section
-from modalab.layers.attention import multi_head_attention
+from modalab.layers import multi_head_attention, register_block
 from modalab.registry import register
 
 
@@ -29,6 +29,7 @@ def feed_forward(dim: int, mult: int = 4) -> nn.Sequential:
     )
 
 
+@register_block
 class PerceiverLayer(nn.Module):
     """Latents attend to [media; latents], then a feed-forward block; both residual."""
 

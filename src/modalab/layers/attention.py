@@ -197,34 +197,44 @@ def naive_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None)
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention.
+    """Multi-head self-attention with a fused qkv projection.
 
     Args:
         dim: model width D; heads: number of heads (D must be divisible by heads).
+        qkv_bias: bias on the qkv projection; dropout: attention-probability dropout;
+        out_dropout: dropout on the output projection (residual dropout).
     Shapes: x (B, N, D) -> (B, N, D).
+
+    ``attn_mask`` is SDPA's: boolean (True = may attend) or float, added to the logits (an
+    additive bias, e.g. ToMe's log token sizes), broadcastable to (B, H, N, N). ``rope(q, k)``
+    rotates queries and keys (B, H, N, Dh) before the product.
     """
 
-    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, dropout: float = 0.0,
+                 out_dropout: float = 0.0) -> None:
         super().__init__()
         if dim % heads:
-            raise ValueError(f"width {dim} is not divisible by heads {heads}")
+            raise ValueError(f"layers/attention.py: width {dim} is not divisible by heads {heads}")
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
-        self.dropout = dropout
+        self.dropout, self.out_dropout = dropout, out_dropout
 
-    def forward(
+    def attend(
         self,
         x: Tensor,
         attn_mask: Tensor | None = None,
         is_causal: bool = False,
         rope: RopeFn | None = None,
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor]:
+        """Like ``forward`` but also returns the keys (B, H, N, Dh) (token merging uses them)."""
         b, n, d = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.heads, d // self.heads)  # (B, N, 3, H, Dh)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, Dh)
         if rope is not None:
             q, k = rope(q, k)
+        if attn_mask is not None and attn_mask.is_floating_point():
+            attn_mask = attn_mask.to(q.dtype)
         out = F.scaled_dot_product_attention(
             q,
             k,
@@ -233,4 +243,16 @@ class Attention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             is_causal=is_causal and attn_mask is None,
         )  # (B, H, N, Dh)
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))  # (B, N, D)
+        out = self.proj(out.transpose(1, 2).reshape(b, n, d))  # (B, N, D)
+        if self.out_dropout:
+            out = F.dropout(out, self.out_dropout, self.training)
+        return out, k
+
+    def forward(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        rope: RopeFn | None = None,
+    ) -> Tensor:
+        return self.attend(x, attn_mask, is_causal, rope)[0]

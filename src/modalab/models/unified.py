@@ -23,6 +23,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from modalab.layers import Attention, Block, Mlp, rename_on_load
+
+
+# ``nn.TransformerEncoderLayer`` parameter names (the blocks before they became ``layers.Block``).
+LEGACY_BLOCK_KEYS = {
+    "self_attn.in_proj_weight": "attn.qkv.weight", "self_attn.in_proj_bias": "attn.qkv.bias",
+    "self_attn.out_proj.": "attn.proj.", "linear1.": "mlp.fc1.", "linear2.": "mlp.fc2.",
+}
+
+
+def unified_block(dim: int, heads: int, dropout: float = 0.0) -> Block:
+    """Pre-norm causal block with ``nn.TransformerEncoderLayer(norm_first=True, gelu)``'s dropout
+    placement (attention probabilities, attention output, after the activation, after the MLP);
+    its checkpoints load (``LEGACY_BLOCK_KEYS``)."""
+    blk = Block(dim, heads, attn=Attention(dim, heads, dropout=dropout, out_dropout=dropout),
+                mlp=Mlp(dim, 4 * dim, dropout=dropout, hidden_dropout=dropout))
+    rename_on_load(blk, LEGACY_BLOCK_KEYS)
+    return blk
+
 
 class UnifiedTransformer(nn.Module):
     """Decoder-only transformer over text ids and image codes with task tokens.
@@ -42,9 +61,8 @@ class UnifiedTransformer(nn.Module):
         self.max_len = image_tokens + max_text + 3
         self.tok_emb = nn.Embedding(self.vocab, dim)
         self.pos_emb = nn.Parameter(torch.randn(1, self.max_len, dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.blocks = nn.ModuleList(unified_block(dim, heads, dropout) for _ in range(depth))
+        rename_on_load(self, {"blocks.layers.": "blocks."})  # nn.TransformerEncoder's names
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, self.vocab, bias=False)
         self.dim = dim
@@ -54,10 +72,14 @@ class UnifiedTransformer(nn.Module):
         L = ids.shape[1]
         if L > self.max_len:
             raise ValueError(f"UnifiedTransformer: sequence of {L} tokens > max_len {self.max_len}")
-        causal = torch.triu(torch.ones(L, L, dtype=torch.bool, device=ids.device), 1)
         h = self.tok_emb(ids) + self.pos_emb[:, :L]
-        # position 0 (a task token) is never padding, so no query has all keys masked
-        h = self.blocks(h, mask=causal, src_key_padding_mask=pad)
+        kw: dict = {"is_causal": True}
+        if pad is not None:
+            # position 0 (a task token) is never padding, so no query has all keys masked
+            causal = torch.ones(L, L, dtype=torch.bool, device=ids.device).tril()  # (L, L) True = see
+            kw = {"attn_mask": causal[None, None] & ~pad[:, None, None, :]}  # (B, 1, L, L)
+        for blk in self.blocks:
+            h = blk(h, **kw)
         return self.norm(h)
 
     def logits(self, ids: Tensor, pad: Tensor | None = None) -> Tensor:

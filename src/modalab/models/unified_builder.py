@@ -4,7 +4,6 @@ pretraining on the training split, and a PNG grid writer for generated images.""
 from __future__ import annotations
 
 import io
-import math
 import time
 from pathlib import Path
 from typing import Literal
@@ -20,6 +19,7 @@ from modalab.vision.tokenizer_builders import num_down_for
 from modalab.models.unified import Denoiser, GaussianDiffusion, UnifiedModel, UnifiedTransformer
 from modalab.registry import register
 from modalab.train.checkpoint import atomic_write_bytes
+from modalab.train.engine import LoopConfig, fit
 from modalab.data.mixing import MixtureSchedule
 from modalab.vision.tokenizer import ImageTokenizer
 from modalab.vision.quantizers import build_quantizer
@@ -83,21 +83,29 @@ def train_tokenizer_branch(tok: ImageTokenizer, images: Tensor, cfg: TokenizerBr
     if cfg.pretrain_steps == 0:
         return {"steps": 0}
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(tok.parameters(), lr=cfg.pretrain_lr, betas=(0.5, 0.9), weight_decay=0.0)
-    tok.train()
-    t0, rec = time.perf_counter(), float("nan")
-    for step in range(cfg.pretrain_steps):
-        for grp in opt.param_groups:
-            grp["lr"] = cfg.pretrain_lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / cfg.pretrain_steps)))
-        idx = torch.randint(len(images), (min(cfg.pretrain_batch_size, len(images)),), generator=g)
-        x = images[idx]
+    lr = cfg.pretrain_lr
+    opt = torch.optim.AdamW([{"params": list(tok.parameters()), "lr": lr, "base_lr": lr}],
+                            betas=(0.5, 0.9), weight_decay=0.0)
+    n = min(cfg.pretrain_batch_size, len(images))
+
+    def batches():
+        while True:
+            yield images[torch.randint(len(images), (n,), generator=g)]  # (n, C, H, W)
+
+    last = {"l1": float("nan")}
+
+    def step(x: Tensor) -> tuple[Tensor, dict[str, float]]:
         recon, _, aux = tok(x)
         l1 = F.l1_loss(recon, x)
-        loss = l1 + aux["loss"] if "loss" in aux else l1
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        rec = float(l1.detach())
+        last["l1"] = float(l1.detach())
+        return (l1 + aux["loss"] if "loss" in aux else l1), {}
+
+    t0 = time.perf_counter()
+    # cosine from lr down to 0.05 lr, no warm-up, no clipping
+    loop = LoopConfig(steps=cfg.pretrain_steps, schedule="cosine", min_lr_ratio=0.05, grad_clip=None,
+                      log_every=cfg.pretrain_steps, progress=False)
+    fit(tok, batches(), step, opt, loop, log=lambda rec: None)
+    rec = last["l1"]
     tok.eval()
     with torch.no_grad():
         codes = torch.cat([tok.encode(images[i : i + 512]).flatten() for i in range(0, len(images), 512)])

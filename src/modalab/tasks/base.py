@@ -21,6 +21,9 @@ Optional hooks, each a Protocol of its own; the runner checks them with ``implem
     Resumable.load_state(state)                          restores what ``state()`` returned
     ExactAccumulation.embed_batch / loss_from_embeddings exact GradCache accumulation
                                                          (declared in ``train/gradcache.py``)
+    TwoOptimizers.second_optimizer()                     a ``train.engine.SecondOptimizer`` (a GAN
+                                                         discriminator) the engine steps after
+                                                         the main step, or None
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ from typing import Any, Iterable, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
+from modalab.train.engine import SecondOptimizer
 from modalab.train.gradcache import ExactAccumulation
 
-__all__ = ["ExactAccumulation", "Prerequisite", "Resumable", "Task", "implements", "missing_members"]
+__all__ = ["ExactAccumulation", "Prerequisite", "Resumable", "Task", "TwoOptimizers", "implements",
+           "missing_members"]
 
 
 @runtime_checkable
@@ -62,6 +67,14 @@ class Resumable(Protocol):
     """A task whose own state (beyond weights and trainer) is restored on ``--resume``."""
 
     def load_state(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class TwoOptimizers(Protocol):
+    """A task that trains a second set of parameters with its own optimiser (a discriminator);
+    every optimiser step still goes through ``train/engine.fit``."""
+
+    def second_optimizer(self) -> SecondOptimizer | None: ...
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from modalab.registry import register
 from modalab.tasks.base import Prerequisite
 from modalab.text.decoder import TextDecoder
 from modalab.text.tokenizer import BOS, EOS, PAD, WordTokenizer, tokenizer_from_dict, words
+from modalab.train.engine import LoopConfig, fit
 from modalab.train.optim import lr_multiplier
 from modalab.train.stages import stage_index
 
@@ -163,24 +164,41 @@ def pretrain_language_model(
         decoder.load_state_dict(load_file(str(path)))
         run.log({"event": "decoder_lm", "source": "cache", "path": str(path)})
         return {"path": str(path)}
-    g = torch.Generator().manual_seed(seed)
-    tokens = tokenizer(texts)  # (N, L)
-    opt = torch.optim.AdamW(decoder.parameters(), lr=d.pretrain_lr, weight_decay=0.01)
-    decoder.train()
-    for step in range(d.pretrain_steps):
-        idx = torch.randint(len(texts), (d.pretrain_batch_size,), generator=g)
-        inp, tgt = tokens[idx, :-1], tokens[idx, 1:]  # (B, L-1)
-        logits = decoder(inp, attention_mask=inp != PAD)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=PAD)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    run.log({"event": "decoder_lm", "source": "training", "steps": d.pretrain_steps, "loss": loss.item()})
+    final = lm_pretraining_fit(decoder, tokenizer(texts), d, seed)
+    run.log({"event": "decoder_lm", "source": "training", "steps": d.pretrain_steps, "loss": final})
     cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.partial-{os.getpid()}")
     save_file({k: v.contiguous() for k, v in decoder.state_dict().items()}, str(tmp))
     os.replace(tmp, path)
-    return {"path": str(path), "final_loss": loss.item()}
+    return {"path": str(path), "final_loss": final}
+
+
+def lm_pretraining_fit(decoder: TextDecoder, tokens: Tensor, d: DecoderConfig, seed: int) -> float:
+    """``d.pretrain_steps`` AdamW steps (constant LR, no clipping) of next-token loss on rows of
+    ``tokens`` (N, L) drawn with a seeded generator, through ``train/engine.fit``; returns the
+    last step's loss."""
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW([{"params": list(decoder.parameters()), "lr": d.pretrain_lr,
+                              "base_lr": d.pretrain_lr}], weight_decay=0.01)
+
+    def batches():
+        while True:
+            idx = torch.randint(len(tokens), (d.pretrain_batch_size,), generator=g)
+            yield tokens[idx, :-1], tokens[idx, 1:]  # (B, L-1) inputs, targets
+
+    last: list[float] = []
+
+    def step(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        inp, tgt = batch
+        logits = decoder(inp, attention_mask=inp != PAD)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=PAD)
+        last[:] = [float(loss.detach())]
+        return loss, {}
+
+    loop = LoopConfig(steps=d.pretrain_steps, schedule="constant", grad_clip=None,
+                      log_every=max(d.pretrain_steps, 1), progress=False)
+    fit(decoder, batches(), step, opt, loop, log=lambda rec: None)
+    return last[0] if last else float("nan")
 
 
 class CaptionTask:

@@ -4,8 +4,9 @@ It reads top to bottom like ``tasks/contrastive.py``: build the data (any image 
 ``digits``; images are mapped from the sources' [-1, 1] back to [0, 1]), the model
 (``image_tokenizer``: encoder -> ``vq`` | ``fsq`` | ``continuous`` quantizer -> decoder, the token
 grid chosen in the recipe), the objective (``vqgan``: L1/L2 + codebook/commitment + optional
-structural term + optional patch discriminator with the adaptive weight). ``step`` trains the
-tokenizer on one batch (and the discriminator, with its own optimizer, once it is switched on);
+structural term + optional patch discriminator with the adaptive weight). ``step`` gives the
+tokenizer's loss on one batch; once the discriminator is switched on, the engine steps it with its
+own optimizer right after the tokenizer's step (``second_optimizer``, on the detached recons);
 ``evaluate`` reconstructs the held-out split and reports ``psnr``, ``ssim``, ``codebook_usage``,
 ``perplexity`` and ``tokens_per_image`` (``eval/reconstruction.py``).
 
@@ -29,6 +30,7 @@ from modalab.data.transforms import MEAN, STD
 from modalab.experiment.rundir import RunDir
 from modalab.registry import register
 from modalab.eval.reconstruction import evaluate_tokenizer
+from modalab.train.engine import SecondOptimizer
 
 
 # task -------------------------------------------------------------------------------------
@@ -56,6 +58,7 @@ class TokenizerTask:
         lr = getattr(recipe.loss, "disc_lr", recipe.optim.lr)
         self.disc_opt = torch.optim.AdamW(disc.parameters(), lr=lr, betas=(0.5, 0.9)) if disc else None
         self.global_step = 0
+        self._last: tuple[Tensor, Tensor] | None = None  # (images, detached recons) of the step
 
     # data ---------------------------------------------------------------------------------
     def train_loader(self) -> DataLoader:
@@ -76,15 +79,24 @@ class TokenizerTask:
         recon, _, aux = self.model(x)
         loss, logs = self.objective.generator_loss(x, recon, aux["loss"], self.global_step,
                                                    self.model.last_layer)
-        if self.disc_opt is not None and self.objective.disc_active(self.global_step):
-            d_loss, d_logs = self.objective.discriminator_loss(x, recon, self.global_step)
-            self.disc_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            self.disc_opt.step()
-            logs.update(d_logs)
+        self._last = (x, recon.detach())
         if "usage" in aux:
             logs.update(batch_usage=float(aux["usage"]), batch_perplexity=float(aux["perplexity"]))
         return loss, {k: v for k, v in logs.items() if k != "total"}
+
+    def discriminator_step_loss(self, batch: Batch, step: int) -> tuple[Tensor, dict[str, float]] | None:
+        """Hinge loss of the discriminator on this step's images vs the tokenizer's detached
+        recons; None before ``loss.disc_start``."""
+        if self._last is None or not self.objective.disc_active(step):
+            return None
+        x, recon = self._last
+        return self.objective.discriminator_loss(x, recon, step)
+
+    def second_optimizer(self) -> SecondOptimizer | None:
+        """The discriminator's optimizer (when the GAN is on), stepped by the engine."""
+        if self.disc_opt is None:
+            return None
+        return SecondOptimizer(self.disc_opt, self.discriminator_step_loss)
 
     def after_step(self, step: int) -> dict[str, float]:
         self.global_step = step + 1

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modalab.layers.attention import KVCache, multi_head_attention
+from modalab.layers import Block, KVCache, Mlp, multi_head_attention, rename_on_load
 
 
 class BottleneckAdapter(nn.Module):
@@ -42,21 +42,28 @@ class BottleneckAdapter(nn.Module):
         return x + self.up(F.gelu(self.down(x)))
 
 
-class DecoderBlock(nn.Module):
-    """[cross] -> x + attn(norm(x)) -> x + ff(norm(x)) -> [adapter]."""
+class DecoderBlock(Block):
+    """[cross] -> x + attn(norm(x)) -> x + mlp(norm(x)) -> [adapter].
+
+    ``layers.Block`` with the causal, key-masked, cached ``MultiHeadAttention`` (projections named
+    ``q_proj k_proj v_proj out_proj`` for LoRA) and an ``Mlp`` with dropout after its output; the
+    injected ``cross`` layer and ``adapter`` run before and after it. Checkpoints that name the
+    feed-forward ``ff.0`` / ``ff.2`` (before the move onto ``layers.Block``) still load.
+    """
+
+    LEGACY_KEYS = {"ff.": "mlp."}
 
     def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = multi_head_attention(dim, heads, bias=True, dropout=dropout)
-        self.norm2 = nn.LayerNorm(dim)
-        self.ff = nn.Sequential(
-            nn.Linear(dim, dim * mlp_ratio), nn.GELU(), nn.Linear(dim * mlp_ratio, dim), nn.Dropout(dropout)
+        super().__init__(
+            dim, heads,
+            attn=multi_head_attention(dim, heads, bias=True, dropout=dropout),
+            mlp=Mlp(dim, dim * mlp_ratio, dropout=dropout),
         )
         self.cross: nn.Module | None = None
         self.adapter: nn.Module | None = None
+        rename_on_load(self, self.LEGACY_KEYS)
 
-    def forward(
+    def forward(  # type: ignore[override]
         self,
         x: Tensor,
         key_mask: Tensor | None,
@@ -71,8 +78,7 @@ class DecoderBlock(nn.Module):
                     "(e.g. media=..., media_mask=..., media_index=...)"
                 )
             x = self.cross(x, cache=cross_cache, **cross_inputs)
-        x = x + self.attn(self.norm1(x), key_mask=key_mask, is_causal=True, cache=cache)
-        x = x + self.ff(self.norm2(x))
+        x = super().forward(x, key_mask=key_mask, is_causal=True, cache=cache)
         if self.adapter is not None:
             x = self.adapter(x)
         return x

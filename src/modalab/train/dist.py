@@ -6,8 +6,9 @@ them (gloo on CPU, NCCL on GPU) and keeps their gradients in step.
 - ``strategy: ddp`` — every process holds the full model; ``train/ddp.py`` routes the task's
   step through ``DistributedDataParallel`` (bucketed all-reduce overlapping the backward pass).
   ``average_gradients`` remains for replicated parameters outside DDP (FSDP's scalars).
-- ``strategy: fsdp`` — FSDP2 ``fully_shard`` on every transformer block and on the root module
-  (``shard_model``); gradients are reduce-scattered by FSDP itself.
+- ``strategy: fsdp`` — FSDP2 ``fully_shard`` on every transformer block (every class registered with
+  ``layers.register_block``: ``layers.Block`` and its users, the video, fusion and expert blocks) and
+  on each child of the root module (``shard_model``); gradients are reduce-scattered by FSDP itself.
 - ``torchrun_command()`` builds the ``python -m torch.distributed.run`` command that
   ``modalab run RECIPE --nproc N`` executes.
 """
@@ -139,22 +140,31 @@ def all_mean(values: list[float], env: DistEnv) -> list[float]:
 
 
 def shard_model(model: nn.Module, block_types: tuple[type, ...]) -> nn.Module:
-    """FSDP2 ``fully_shard`` (in place) on each block of ``block_types``, then on each direct child
-    of the root. The root itself stays unsharded, so a task may call its submodules directly
-    (``encode_image``); its own parameters (scalars such as the logit scale, which FSDP2 cannot
-    shard) stay replicated: average their gradients with :func:`average_gradients`.
+    """FSDP2 ``fully_shard`` (in place) on each block of ``block_types`` (``layers.block_types()``),
+    then on each direct child of the root (the members of a ``ModuleList`` / ``ModuleDict`` child,
+    which has no forward of its own). The root itself stays unsharded, so a task may call its
+    submodules directly (``encode_image``); its own parameters (scalars such as the logit scale,
+    which FSDP2 cannot shard) stay replicated: average their gradients with
+    :func:`average_gradients`.
     """
     try:
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import FSDPModule, fully_shard
     except ImportError as e:  # pragma: no cover - torch < 2.6
         raise RuntimeError("train.strategy=fsdp needs torch.distributed.fsdp.fully_shard (torch >= 2.6)") from e
     scalars = {p for p in model.parameters() if p.ndim == 0}
     for m in model.modules():
         if isinstance(m, block_types):
             fully_shard(m, ignored_params=scalars)
-    for child in model.children():
-        if any(True for _ in child.parameters()):
-            fully_shard(child, ignored_params=scalars)
+
+    def units(parent: nn.Module):
+        for child in parent.children():
+            if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+                yield from units(child)
+            elif not isinstance(child, FSDPModule) and any(True for _ in child.parameters()):
+                yield child
+
+    for child in list(units(model)):
+        fully_shard(child, ignored_params=scalars)
     return model
 
 

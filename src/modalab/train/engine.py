@@ -1,8 +1,9 @@
 """The training loop: steps, precision, accumulation, clipping, schedule, non-finite guard,
 logging, evaluation and checkpoint hooks. It knows nothing about modalities or processes: a task
 supplies ``step_fn(batch) -> (loss, logs)`` (or a ``grad_fn`` that also runs the backward pass,
-e.g. GradCache); the runner supplies hooks for gradient sync across processes, stage changes,
-evaluation and checkpoints.
+e.g. GradCache) and, when it trains a second set of parameters with their own optimiser (a GAN
+discriminator), a ``SecondOptimizer``; the runner supplies hooks for gradient sync across
+processes, stage changes, evaluation and checkpoints.
 """
 
 from __future__ import annotations
@@ -57,6 +58,42 @@ class LoopState:
         return cls(int(d.get("skipped", 0)), int(d.get("bad_run", 0)), list(d.get("window", [])))
 
 
+@dataclass
+class SecondOptimizer:
+    """A second optimiser the loop steps on the same batch, right after the main optimiser step
+    (a GAN discriminator: generator step, then discriminator step on the detached outputs).
+
+    ``loss_fn(batch, step)`` returns ``(loss, logs)``, or ``None`` when there is nothing to train at
+    this step (before the discriminator starts). Its learning rate is not scheduled and its
+    gradients are not clipped; under fp16 it shares the main ``GradScaler``.
+    """
+
+    optimizer: torch.optim.Optimizer
+    loss_fn: Callable[[Any, int], tuple[Tensor, dict[str, float]] | None]
+
+
+def _second_step(
+    second: SecondOptimizer, batch: Any, step: int, precision: str, device: torch.device,
+    scaler: torch.amp.GradScaler | None, sync_grads: Callable[[list[nn.Parameter]], None] | None,
+) -> dict[str, float]:
+    with autocast(precision, device):
+        out = second.loss_fn(batch, step)
+    if out is None:
+        return {}
+    loss, logs = out
+    opt = second.optimizer
+    opt.zero_grad(set_to_none=True)
+    (scaler.scale(loss) if scaler else loss).backward()
+    if sync_grads is not None:
+        sync_grads([p for g in opt.param_groups for p in g["params"] if p.requires_grad])
+    if scaler:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    return logs
+
+
 def _batch_ids(batch: Any, k: int = 8) -> list[str]:
     ids = getattr(batch, "ids", None)
     return [str(i) for i in ids[:k]] if isinstance(ids, (list, tuple)) else []
@@ -83,6 +120,7 @@ def fit(
     samples_per_batch: int = 1,
     should_stop: Callable[[], bool] | None = None,
     wrap_compute: Callable[[Callable], Callable] | None = None,
+    second: SecondOptimizer | None = None,
 ) -> dict[str, Any]:
     """Run optimizer steps ``cfg.start_step .. cfg.steps - 1``.
 
@@ -98,6 +136,7 @@ def fit(
       boundary with ``stopped_at`` in the summary (a graceful stop on a signal).
     - ``wrap_compute(compute)`` wraps the per-step gradient computation (``train.compile``'s
       timing and eager fallback, ``train/compile.py``).
+    - ``second`` steps a second optimiser after each (finite) main step; its logs join the step's.
     Returns a summary: steps done, skipped (non-finite) steps, seconds.
     """
     device = next(model.parameters()).device
@@ -168,6 +207,8 @@ def fit(
             scaler.update()
         else:
             optimizer.step()
+        if second is not None:
+            logs = {**logs, **_second_step(second, batch, step, cfg.precision, device, scaler, sync_grads)}
         extra = after_step(step) if after_step else {}
         st.window.append(loss_value)
         seen += batch_size(batch) * samples_per_batch

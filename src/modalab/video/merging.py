@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalab.video.temporal import Attention, mlp
+from modalab.layers import Attention, register_block
+from modalab.video.temporal import mlp, proportional_attention
 
 Merge = Callable[[torch.Tensor, str], torch.Tensor]
 
@@ -69,6 +70,7 @@ def merge_wavg(
     return x / size, size
 
 
+@register_block
 class ToMeBlock(nn.Module):
     """Transformer block with proportional attention and r merges between attention and MLP.
 
@@ -86,7 +88,7 @@ class ToMeBlock(nn.Module):
         self, x: torch.Tensor, size: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         bias = None if size is None else size[..., 0].log()  # (B, L)
-        out, keys = self.attn(self.norm1(x), bias)
+        out, keys = proportional_attention(self.attn, self.norm1(x), bias)
         x = x + out
         if self.r > 0:
             merge = bipartite_soft_matching(keys, self.r, self.protect_first)

@@ -1,5 +1,6 @@
 """Temporal modelling over per-frame tokens: divided space-time attention (TimeSformer),
 a factorised encoder (ViViT model 2), temporal pooling baselines, and VideoMAE tube masks.
+Attention, feed-forward and the plain block come from ``layers/``.
 
 Token layout: a video is (B, T, N, D): T frames, N spatial tokens per frame, width D.
 """
@@ -7,61 +8,36 @@ Token layout: a video is (B, T, N, D): T frames, N spatial tokens per frame, wid
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from modalab.layers import Attention, Block, Mlp, register_block
 
-class Attention(nn.Module):
-    """Multi-head self-attention on F.scaled_dot_product_attention.
 
-    ``forward(x, bias=None)``: x (B, L, D); bias (B, L) is added to every query's logits over keys
-    (ToMe's proportional attention passes log(size)). Returns (out (B, L, D), keys (B, L, D/h)
-    averaged over heads, the similarity metric token merging uses).
+def proportional_attention(
+    attn: Attention, x: torch.Tensor, bias: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Self-attention with a per-key additive bias, and the keys token merging compares.
+
+    x (B, L, D); bias (B, L) is added to every query's logits over keys (ToMe's proportional
+    attention passes log(size)). Returns (out (B, L, D), keys (B, L, D/h) averaged over heads).
     """
-
-    def __init__(self, dim: int, heads: int, proj: nn.Linear | None = None) -> None:
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = proj if proj is not None else nn.Linear(dim, dim)
-
-    def forward(
-        self, x: torch.Tensor, bias: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        b, n, d = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads)  # (B, L, 3, h, dh)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, h, L, dh)
-        mask = None if bias is None else bias[:, None, None, :].to(q.dtype)  # (B, 1, 1, L)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, L, dh)
-        out = out.transpose(1, 2).reshape(b, n, d)  # (B, L, D)
-        return self.proj(out), k.mean(1)
+    mask = None if bias is None else bias[:, None, None, :]  # (B, 1, 1, L)
+    out, k = attn.attend(x, mask)  # (B, L, D), (B, h, L, dh)
+    return out, k.mean(1)
 
 
-def mlp(dim: int, ratio: float = 4.0) -> nn.Sequential:
-    hidden = int(dim * ratio)
-    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block over (B, L, D)."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0) -> None:
-        super().__init__()
-        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, heads)
-        self.norm2, self.mlp = nn.LayerNorm(dim), mlp(dim, mlp_ratio)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))[0]
-        return x + self.mlp(self.norm2(x))
+def mlp(dim: int, ratio: float = 4.0) -> Mlp:
+    """The feed-forward of the video blocks: ``Mlp(dim, int(dim * ratio))``."""
+    return Mlp(dim, int(dim * ratio))
 
 
 def transformer(dim: int, depth: int, heads: int, mlp_ratio: float = 4.0) -> nn.Sequential:
-    """``depth`` pre-norm blocks followed by a final LayerNorm: (B, L, D) -> (B, L, D)."""
+    """``depth`` pre-norm blocks (``layers.Block``) followed by a final LayerNorm:
+    (B, L, D) -> (B, L, D)."""
     return nn.Sequential(*[Block(dim, heads, mlp_ratio) for _ in range(depth)], nn.LayerNorm(dim))
 
 
+@register_block
 class DividedSpaceTimeBlock(nn.Module):
     """TimeSformer divided attention: temporal attention (each spatial position over time), then
     spatial attention (each frame over its tokens), then MLP. (B, T, N, D) -> (B, T, N, D).
@@ -84,10 +60,10 @@ class DividedSpaceTimeBlock(nn.Module):
         b, t, n, d = x.shape
         if temporal:
             xt = x.permute(0, 2, 1, 3).reshape(b * n, t, d)  # (B*N, T, D)
-            yt = self.temporal_fc(self.attn_t(self.norm_t(xt))[0])  # (B*N, T, D)
+            yt = self.temporal_fc(self.attn_t(self.norm_t(xt)))  # (B*N, T, D)
             x = x + yt.reshape(b, n, t, d).permute(0, 2, 1, 3)  # (B, T, N, D)
         xs = x.reshape(b * t, n, d)  # (B*T, N, D)
-        xs = xs + self.attn(self.norm1(xs))[0]
+        xs = xs + self.attn(self.norm1(xs))
         xs = xs + self.mlp(self.norm2(xs))
         return xs.reshape(b, t, n, d)  # (B, T, N, D)
 

@@ -41,11 +41,11 @@ def gpt2_state(dec: TextDecoder) -> tuple[dict[str, torch.Tensor], dict[str, int
         out[f"{h}.attn.c_proj.bias"] = sd[f"{b}.attn.out_proj.bias"]
         for ours, theirs in (("norm1", "ln_1"), ("norm2", "ln_2")):
             out[f"{h}.{theirs}.weight"], out[f"{h}.{theirs}.bias"] = sd[f"{b}.{ours}.weight"], sd[f"{b}.{ours}.bias"]
-        out[f"{h}.mlp.c_fc.weight"], out[f"{h}.mlp.c_fc.bias"] = sd[f"{b}.ff.0.weight"].T, sd[f"{b}.ff.0.bias"]
-        out[f"{h}.mlp.c_proj.weight"], out[f"{h}.mlp.c_proj.bias"] = sd[f"{b}.ff.2.weight"].T, sd[f"{b}.ff.2.bias"]
+        out[f"{h}.mlp.c_fc.weight"], out[f"{h}.mlp.c_fc.bias"] = sd[f"{b}.mlp.fc1.weight"].T, sd[f"{b}.mlp.fc1.bias"]
+        out[f"{h}.mlp.c_proj.weight"], out[f"{h}.mlp.c_proj.bias"] = sd[f"{b}.mlp.fc2.weight"].T, sd[f"{b}.mlp.fc2.bias"]
     blk = dec.blocks[0]
     cfg = dict(vocab_size=dec.vocab_size, n_positions=dec.max_len, n_embd=dec.dim, n_layer=len(dec.blocks),
-               n_head=blk.attn.num_heads, n_inner=blk.ff[0].out_features, activation_function="gelu",
+               n_head=blk.attn.num_heads, n_inner=blk.mlp.fc1.out_features, activation_function="gelu",
                layer_norm_epsilon=blk.norm1.eps, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0)
     return {k: v.contiguous().clone() for k, v in out.items()}, cfg

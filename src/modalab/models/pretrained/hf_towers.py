@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from modalab.audio.whisper_encoder import WhisperStyleEncoder
+from modalab.audio.whisper_encoder import WhisperStyleEncoder, block as whisper_block
 from modalab.models.pretrained.hf_clip import auto_config, text_keymap, text_tower, vision_keymap, vision_tower
 from modalab.models.pretrained.keymap import KeyMap
 from modalab.models.pretrained.source import PretrainedError, activation, hf_state_dict
@@ -168,7 +168,8 @@ def load_hf_whisper_encoder(folder: Path) -> tuple[WhisperStyleEncoder, int]:
     enc = WhisperStyleEncoder(n_mels=cfg.num_mel_bins, dim=cfg.d_model, depth=cfg.encoder_layers,
                               heads=cfg.encoder_attention_heads, max_frames=2 * cfg.max_source_positions)
     enc.blocks = nn.ModuleList(
-        type(b)(cfg.d_model, cfg.encoder_attention_heads, cfg.encoder_ffn_dim // cfg.d_model) for b in enc.blocks
+        whisper_block(cfg.d_model, cfg.encoder_attention_heads, cfg.encoder_ffn_dim // cfg.d_model)
+        for _ in enc.blocks
     )
     state = hf_state_dict(folder)
     prefix = "model.encoder" if any(k.startswith("model.encoder.") for k in state) else "encoder"
@@ -178,12 +179,12 @@ def load_hf_whisper_encoder(folder: Path) -> tuple[WhisperStyleEncoder, int]:
         km.linear(c, f"{prefix}.{c}")
     for i in range(cfg.encoder_layers):
         o, t = f"blocks.{i}", f"{prefix}.layers.{i}"
-        km.norm(f"{o}.ln1", f"{t}.self_attn_layer_norm")
-        km.qkv(f"{o}.qkv", f"{t}.self_attn.q_proj", f"{t}.self_attn.k_proj", f"{t}.self_attn.v_proj")
-        km.linear(f"{o}.out", f"{t}.self_attn.out_proj")
-        km.norm(f"{o}.ln2", f"{t}.final_layer_norm")
-        km.linear(f"{o}.mlp.0", f"{t}.fc1")
-        km.linear(f"{o}.mlp.2", f"{t}.fc2")
+        km.norm(f"{o}.norm1", f"{t}.self_attn_layer_norm")
+        km.qkv(f"{o}.attn.qkv", f"{t}.self_attn.q_proj", f"{t}.self_attn.k_proj", f"{t}.self_attn.v_proj")
+        km.linear(f"{o}.attn.proj", f"{t}.self_attn.out_proj")
+        km.norm(f"{o}.norm2", f"{t}.final_layer_norm")
+        km.linear(f"{o}.mlp.fc1", f"{t}.fc1")
+        km.linear(f"{o}.mlp.fc2", f"{t}.fc2")
     km.norm("ln_post", f"{prefix}.layer_norm")
     pos_key = f"{prefix}.embed_positions.weight"
     if pos_key not in state:
