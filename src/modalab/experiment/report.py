@@ -78,7 +78,7 @@ def render(run: RunDir) -> str:
         figs.append(histogram(dist))
     imgs = "".join(f'<img src="{f}" alt="plot">' for f in figs if f)
     ex = run.read_artifact("examples")
-    ex_html = f"<h2>Example inputs (held-out split)</h2>{examples(ex)}" if ex else ""
+    ex_html = f"<h2>Held-out examples</h2>{examples(ex)}" if ex else ""
     retrieved = run.read_artifact("retrieval_examples")
     captions = run.read_artifact("captions")
     qualitative = (P.retrieval_examples_html(retrieved) if retrieved

@@ -98,10 +98,16 @@ class AudioLMTask:
 
     # evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, final: bool = True) -> dict[str, Any]:
+    def evaluate(self, final: bool = True, split: str = "test") -> dict[str, Any]:
+        """Caption metrics of ``split`` (val during training and for choices; test once at the end)."""
+        dataset = self.data.val if split == "val" else self.data.test
+        if dataset is None:
+            raise ValueError(f"data source '{self.recipe.data.source}' has no {split} split "
+                             f"(data.val_fraction: {self.recipe.data.val_fraction})")
+        final = final and split == "test"  # examples of record come from test only
         self.model.eval()
         device = next(self.model.parameters()).device
-        loader = DataLoader(self.data.test, batch_size=self.eval_cfg.batch_size, collate_fn=self.collate)
+        loader = DataLoader(dataset, batch_size=self.eval_cfg.batch_size, collate_fn=self.collate)
         hyps, refs, events, nll, n = [], [], [], 0.0, 0
         for b in loader:
             b["wave"] = b["wave"].to(device)
@@ -125,6 +131,7 @@ class AudioLMTask:
 
     def counts(self) -> dict[str, Any]:
         return {"num_train": len(self.data.train), "num_test": len(self.data.test),
+                "num_val": len(self.data.val) if self.data.val is not None else 0,
                 "num_params": sum(p.numel() for p in self.model.parameters()),
                 "captions_truncated": self.truncated, "audio_tokens_per_second": self.model.adapter.tokens_per_second,
                 "decoder_lm": self.lm_info}
