@@ -282,8 +282,10 @@ def write_video(
     """Encode (T, H, W, 3) uint8 RGB frames to ``path`` (container from the suffix, e.g. .mp4).
 
     ``gop`` is the keyframe interval in frames (default 2 s = 2 * fps); for libx264, scene-cut
-    keyframes are disabled so keyframes fall exactly every ``gop`` frames. Single-threaded, so the
-    output bytes are deterministic. H and W must be even for yuv420p.
+    keyframes are disabled so keyframes fall exactly every ``gop`` frames. Single-threaded; even so,
+    libx264 was seen (2026-12-06, a loaded 2-core machine) to produce one of two slightly different
+    encodings of the same frames now and then (decoded mean difference < 1.5 grey levels), so the
+    bytes are not guaranteed identical across runs. H and W must be even for yuv420p.
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
