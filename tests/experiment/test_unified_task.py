@@ -16,7 +16,7 @@ TINY = [
     "model.tokenizer.pretrain_steps=10", "model.transformer.dim=32", "model.transformer.depth=1",
     "model.diffusion.channels=8", "train.batch_size=32", "train.log_every=2", "train.eval_every=0",
     "run.progress=false", "eval.generate_samples=12", "eval.ddim_steps=3", "eval.grid_per_class=1",
-    "train.steps=6", "optim.warmup_steps=0",
+    "train.steps=6", "optim.warmup_steps=0", "eval.feature_net_steps=60", "eval.score_encoder_steps=30",
     'train.stages=[{name: branches, steps: 2, trainable: ["transformer.*", "diffusion.*"]}, '
     '{name: interface, steps: 2, trainable: ["transformer.*"]}, '
     '{name: joint, steps: 2, trainable: ["transformer.*", "diffusion.*"]}]',
@@ -35,6 +35,16 @@ def test_unified_recipe_runs_end_to_end(tmp_path):
     assert res["judge_test_accuracy"] > 0.95  # the judge is trustworthy
     assert res["sample_seconds_per_image_ar"] > 0 and res["sample_seconds_per_image_diffusion"] > 0
     assert res["generate_samples"] == 12 and res["num_test"] == 450
+    import math
+
+    for path in ("ar", "diffusion"):  # distribution scores (eval/generation_report.py), all finite
+        for m in ("fid", "kid", "kid_se", "precision", "recall", "clip_score", "r_precision"):
+            assert math.isfinite(res[f"generate_{m}_{path}"]), (m, path)
+        assert res[f"generate_fid_{path}"] >= 0 and 0 <= res[f"generate_clip_score_{path}"] <= 2.5
+    assert 0 <= res["fid_real_floor"] < res["generate_fid_ar"]  # 6 steps of training: far from real
+    assert 0 < res["clip_score_real"] <= 2.5 and 0 <= res["r_precision_real"] <= 1
+    assert res["feature_net_test_accuracy"] > 0.5
+    assert len(list((out / "eval_nets").glob("*.safetensors"))) == 2  # feature net + score encoder
     assert (out / "artifacts" / "generated_ar.png").stat().st_size > 100
     assert (out / "artifacts" / "generated_diffusion.png").is_file()
     from safetensors.torch import load_file

@@ -18,7 +18,11 @@ It reads top to bottom:
    images; the held-out captions as prompts for both generation paths, each image judged by an
    RBF-SVM fitted on the real training images (``eval/judge.py``): ``generate_class_match_ar`` and
    ``generate_class_match_diffusion``, with the judge's own held-out accuracy and the sampling time
-   per image of each path; a PNG grid of generations in ``artifacts/``.
+   per image of each path; a PNG grid of generations in ``artifacts/``. Distribution scores
+   (``eval/generation_report.py``): ``generate_fid_<path>`` beside ``fid_real_floor``, KID,
+   precision / recall, and ``generate_clip_score_<path>`` (Hessel CLIP-S, w = 2.5) / R-precision
+   from an in-house feature CNN and dual encoder trained on the real training split (in-domain
+   scores, not comparable to Inception-FID or CLIP-ViT numbers).
 """
 
 from __future__ import annotations
@@ -36,7 +40,10 @@ from modalab.data.dataset import epoch_loader
 from modalab.data.mixing import MixtureSampler
 from modalab.data.sample import Batch, collate
 from modalab.data.transforms import MEAN, STD
+from modalab.eval.feature_net import FeatureNetConfig
+from modalab.eval.generation_report import generation_report
 from modalab.eval.judge import ClassJudge
+from modalab.eval.score_encoder import ScoreEncoderConfig
 from modalab.tasks.caption import class_mentions
 from modalab.experiment.rundir import RunDir
 from modalab.models.unified_builder import (
@@ -57,6 +64,10 @@ class UnifiedEval(EvalBase):
     grid_per_class: int = Field(4, ge=0, description="generated images per class in the PNG grid")
     save_generated: bool = Field(True, description="artifacts/generated.safetensors: every generated "
                                                    "image with its prompted class, for other judges")
+    distribution_scores: bool = Field(True, description="FID / KID / precision-recall / CLIP score with "
+                                                        "the in-house feature net and score encoder")
+    feature_net_steps: int = Field(300, gt=0, description="training steps of the FID feature CNN")
+    score_encoder_steps: int = Field(300, gt=0, description="training steps of the CLIP-score dual encoder")
 
 
 class UnifiedTask:
@@ -183,10 +194,26 @@ class UnifiedTask:
                 self._grid(path, gen, labels[:n])
                 kept[f"images_{path}"] = gen.contiguous()
             res["generate_samples"] = n
+            if self.eval_cfg.distribution_scores:
+                res.update(self._distribution_scores(texts, labels, images, kept, n))
             if self.eval_cfg.save_generated:
                 save_tensors(kept, self.run.path / "artifacts" / "generated.safetensors")
         self.model.train()
         return res
+
+    def _distribution_scores(self, texts: list[str], labels: Tensor, images: Tensor,
+                             kept: dict[str, Tensor], n: int) -> dict[str, float]:
+        """FID / KID / precision-recall / CLIP score of both paths (``eval/generation_report.py``);
+        the feature net and score encoder train on the real training split, cached in the run dir."""
+        tr_x, tr_y, tr_texts = self._tensors(self.data.train)
+        e, seed = self.eval_cfg, self.recipe.run.seed
+        return generation_report(
+            train=(tr_x, self.text_tok(tr_texts), tr_y), test=(images, self.text_tok(texts), labels),
+            generated={p: kept[f"images_{p}"] for p in ("ar", "diffusion")},
+            prompts=(self.text_tok(texts[:n]), labels[:n]), vocab_size=self.text_tok.vocab_size,
+            cache_dir=self.run.path / "eval_nets", seed=seed,
+            feature_cfg=FeatureNetConfig(steps=e.feature_net_steps, seed=seed),
+            score_cfg=ScoreEncoderConfig(steps=e.score_encoder_steps, seed=seed))
 
     def _grid(self, path: str, images: Tensor, labels: Tensor) -> None:
         k = self.eval_cfg.grid_per_class
