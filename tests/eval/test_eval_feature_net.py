@@ -22,7 +22,7 @@ def digits():
 @pytest.fixture(scope="module")
 def net_and_dir(digits, tmp_path_factory):
     d = tmp_path_factory.mktemp("featcache")
-    return cached_feature_net(digits[0], digits[1], FeatureNetConfig(steps=150), d), d
+    return cached_feature_net(digits[0], digits[1], FeatureNetConfig(steps=200), d), d
 
 
 def test_feature_net_classifies_held_out_digits(digits, net_and_dir):
@@ -37,7 +37,7 @@ def test_cache_reloads_the_same_weights_and_keys_on_config(digits, net_and_dir):
     net, d = net_and_dir
     files = list(d.glob("feature_net_*.safetensors"))
     assert len(files) == 1
-    again = cached_feature_net(digits[0], digits[1], FeatureNetConfig(steps=150), d)
+    again = cached_feature_net(digits[0], digits[1], FeatureNetConfig(steps=200), d)
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
     assert torch.equal(net.embed(digits[2][:5]), again.embed(digits[2][:5]))
     cached_feature_net(digits[0], digits[1], FeatureNetConfig(steps=2), d)
@@ -59,7 +59,10 @@ def test_fid_on_features_ranks_corruption(digits, net_and_dir):
     blank = torch.zeros_like(digits[0][:450]) + 0.01 * torch.rand(digits[0][:450].shape, generator=g)
     f_train = fid(real, net.embed(digits[0][:450]))  # other real digits
     f_noisy, f_blank = fid(real, net.embed(noisy)), fid(real, net.embed(blank))
-    assert floor < 2 * f_train + 1e-9 and f_train < f_noisy < f_blank
+    assert f_train < f_noisy < f_blank
+    # the floor (225 vs 225) sits at the FID of other real digits at the same sample size
+    f_same_size = fid(real[:225], net.embed(digits[0][:225]))
+    assert 0.5 * f_same_size < floor < 2 * f_same_size and floor < f_noisy
 
 
 def test_feature_net_rejects_wrong_channels():

@@ -33,8 +33,8 @@ class FeatureNetConfig:
 
     width: int = 16
     steps: int = 300
-    batch_size: int = 128
-    lr: float = 2e-3
+    batch_size: int = 64
+    lr: float = 5e-3
     seed: int = 0
 
 
