@@ -72,6 +72,7 @@ class FeatureCNN(nn.Module):
         return out.double()
 
 
+@torch.enable_grad()  # callers evaluate under no_grad
 def train_feature_net(images: Tensor, labels: Tensor, cfg: FeatureNetConfig) -> FeatureCNN:
     """Train a FeatureCNN on real images (N, C, H, W) in [0, 1] with labels (N,) (training split)."""
     if images.dim() != 4 or len(images) != len(labels):
@@ -114,5 +115,6 @@ def cached_feature_net(images: Tensor, labels: Tensor, cfg: FeatureNetConfig, ca
     net = train_feature_net(images, labels, cfg)
     meta = {"config": json.dumps(asdict(cfg)), "channels": str(images.shape[1]), "classes": str(classes)}
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, save(state, metadata=meta))
     return net

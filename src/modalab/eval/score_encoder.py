@@ -82,6 +82,7 @@ class ScoreEncoder(nn.Module):
         return out
 
 
+@torch.enable_grad()  # callers evaluate under no_grad
 def train_score_encoder(images: Tensor, ids: Tensor, labels: Tensor, vocab_size: int,
                         cfg: ScoreEncoderConfig) -> ScoreEncoder:
     """Contrastive training on real (image, caption) pairs of the training split."""
@@ -115,5 +116,6 @@ def cached_score_encoder(images: Tensor, ids: Tensor, labels: Tensor, vocab_size
         return enc.eval()
     enc = train_score_encoder(images, ids, labels, vocab_size, cfg)
     state = {k: v.detach().contiguous() for k, v in enc.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, save(state, metadata={"config": json.dumps(asdict(cfg)), "vocab": str(vocab_size)}))
     return enc
