@@ -61,8 +61,8 @@ def test_bad_shapes_raise_helpful_errors():
         tok(torch.rand(1, 1, 18, 18))
     with pytest.raises(ValueError, match="quantizer.dim=4 but latent_dim=8"):
         ImageTokenizer(VectorQuantizer(8, 4), latent_dim=8)
-    with pytest.raises(ValueError, match="expected 'vq', 'fsq' or 'continuous'"):
-        build_quantizer("rvq", 4)
+    with pytest.raises(ValueError, match="expected 'vq', 'rvq', 'fsq' or 'continuous'"):
+        build_quantizer("rq", 4)
 
 
 def test_digits_images_range_and_size():

@@ -303,9 +303,20 @@ def build_quantizer(
     latent_dim: int,
     codebook_size: int = 256,
     fsq_levels: list[int] | None = None,
+    rvq_levels: int = 4,
     **vq_kwargs,
 ) -> nn.Module:
-    """``vq`` | ``fsq`` | ``continuous`` quantizer for ``latent_dim`` features."""
+    """``vq`` | ``rvq`` | ``fsq`` | ``continuous`` quantizer for ``latent_dim`` features.
+
+    ``rvq`` stacks ``rvq_levels`` VectorQuantizers on the residuals (``vision/residual_vq.py``);
+    its indices carry a trailing level axis.
+    """
+    if kind == "rvq":
+        from modalab.vision.residual_vq import ResidualVQ
+
+        if rvq_levels < 1:
+            raise ValueError(f"build_quantizer: rvq_levels={rvq_levels}; expected >= 1")
+        return ResidualVQ([VectorQuantizer(codebook_size, latent_dim, **vq_kwargs) for _ in range(rvq_levels)])
     if kind == "vq":
         return VectorQuantizer(codebook_size, latent_dim, **vq_kwargs)
     if kind == "fsq":
@@ -318,4 +329,4 @@ def build_quantizer(
         return FSQ(levels, dim=latent_dim)
     if kind == "continuous":
         return ContinuousQuantizer(latent_dim)
-    raise ValueError(f"build_quantizer: kind='{kind}'; expected 'vq', 'fsq' or 'continuous'")
+    raise ValueError(f"build_quantizer: kind='{kind}'; expected 'vq', 'rvq', 'fsq' or 'continuous'")
