@@ -42,6 +42,7 @@ def test_unified_recipe_runs_end_to_end(tmp_path):
             assert math.isfinite(res[f"generate_{m}_{path}"]), (m, path)
         assert res[f"generate_fid_{path}"] >= 0 and 0 <= res[f"generate_clip_score_{path}"] <= 2.5
     assert 0 <= res["fid_real_floor"] < res["generate_fid_ar"]  # 6 steps of training: far from real
+    assert 0 <= res["fid_real_train_same_n"] < res["generate_fid_diffusion"]
     assert 0 < res["clip_score_real"] <= 2.5 and 0 <= res["r_precision_real"] <= 1
     assert res["feature_net_test_accuracy"] > 0.5
     assert len(list((out / "eval_nets").glob("*.safetensors"))) == 2  # feature net + score encoder

@@ -6,6 +6,9 @@ the real test split (the reference distribution) and generated images per path w
 
 - ``feature_net_test_accuracy``: the feature CNN's accuracy on the real test split (trust check).
 - ``fid_real_floor``: FID between two random halves of the real test features (the noise floor);
+  FID is biased upwards at small N, so a halves floor is higher than a full-size real-vs-real FID:
+  ``fid_real_train_same_n`` (all real test features vs as many real training images as there are
+  generated ones) is the floor at exactly the generated comparison's sample sizes;
   ``generate_fid_<path>``, ``generate_kid_<path>`` (+ ``_se``), ``generate_precision_<path>``,
   ``generate_recall_<path>`` against all real test features.
 - ``clip_score_real``: CLIP-S (Hessel, w = 2.5) of real test images with their own captions (the
@@ -51,6 +54,9 @@ def generation_report(
         acc = float((net(te_x.float()).argmax(1) == te_y).float().mean())
     real = net.embed(te_x)  # (N_test, F)
     res = {"feature_net_test_accuracy": acc, "fid_real_floor": real_floor(real, seed=seed)}
+    n = len(p_ids)
+    pick = torch.randperm(len(tr_x), generator=torch.Generator().manual_seed(seed))[:n]
+    res["fid_real_train_same_n"] = fid(real, net.embed(tr_x[pick]))  # floor at the generated count
     enc = cached_score_encoder(tr_x, tr_ids, tr_y, vocab_size, score_cfg, cache_dir)
     te_txt = enc.embed(ids=te_ids)  # (N_test, E)
     res["clip_score_real"] = clip_score(enc.embed(images=te_x), te_txt)
