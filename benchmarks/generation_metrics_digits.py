@@ -2,10 +2,11 @@
 
     python benchmarks/generation_metrics_digits.py [--seed 0]
 
-Trains the feature CNN and the score encoder on the stratified training split (1347 images, the
-split of the unified recipe for this seed), then scores "generated" sets of 450 images against the
-450 real test images: other real digits (training split), noisy digits, blurred digits, blank
-canvases; and the CLIP score / R-precision of real test images with their own vs another class's
+Trains the feature CNN and the score encoder on the stratified training split (1347 images; the
+same 1347 / 450 split as the unified recipe for this seed, which further holds out data.val_fraction
+of the 1347 as validation; this script does not), then scores "generated" sets of 450 images
+against the 450 real test images: other real digits (training split), noisy digits, blurred digits,
+blank canvases; and the CLIP score / R-precision of real test images with their own vs another class's
 captions. The numbers calibrate what a generator's FID / KID / CLIP-S mean on this domain.
 """
 

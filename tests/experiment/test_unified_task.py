@@ -16,7 +16,7 @@ TINY = [
     "model.tokenizer.pretrain_steps=10", "model.transformer.dim=32", "model.transformer.depth=1",
     "model.diffusion.channels=8", "train.batch_size=32", "train.log_every=2", "train.eval_every=0",
     "run.progress=false", "eval.generate_samples=12", "eval.ddim_steps=3", "eval.grid_per_class=1",
-    "train.steps=6", "optim.warmup_steps=0", "eval.feature_net_steps=60", "eval.score_encoder_steps=30",
+    "train.steps=6", "optim.warmup_steps=0", "eval.feature_net_steps=150", "eval.score_encoder_steps=30",
     'train.stages=[{name: branches, steps: 2, trainable: ["transformer.*", "diffusion.*"]}, '
     '{name: interface, steps: 2, trainable: ["transformer.*"]}, '
     '{name: joint, steps: 2, trainable: ["transformer.*", "diffusion.*"]}]',
@@ -44,7 +44,7 @@ def test_unified_recipe_runs_end_to_end(tmp_path):
     assert 0 <= res["fid_real_floor"] < res["generate_fid_ar"]  # 6 steps of training: far from real
     assert 0 <= res["fid_real_train_same_n"] < res["generate_fid_diffusion"]
     assert 0 < res["clip_score_real"] <= 2.5 and 0 <= res["r_precision_real"] <= 1
-    assert res["feature_net_test_accuracy"] > 0.5
+    assert res["feature_net_test_accuracy"] > 0.6  # chance 0.1
     assert len(list((out / "eval_nets").glob("*.safetensors"))) == 2  # feature net + score encoder
     assert (out / "artifacts" / "generated_ar.png").stat().st_size > 100
     assert (out / "artifacts" / "generated_diffusion.png").is_file()
