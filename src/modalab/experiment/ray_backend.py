@@ -30,7 +30,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from modalab.experiment.store import Store, store_path
-from modalab.experiment.sweep import Job, Plan, SweepError, SweepSummary, _mark_failed, job_command, run_status
+from modalab.experiment.sweep import (
+    Job, Plan, SweepError, SweepSummary, _mark_failed, job_command, pending_jobs, run_status,
+)
 
 
 @dataclass
@@ -121,18 +123,7 @@ def _run(ray: Any, plan: Plan, cpus: float, gpus: float, retry_failed: bool, pro
 
     plan.save()
     summary = RaySummary()
-    todo: list[Job] = []
-    for job in plan.jobs:
-        st = run_status(job.path)
-        if st == "finished":
-            summary.finished.append(job.label)
-        elif st == "failed" and not retry_failed:
-            summary.failed.append(job.label)
-        else:
-            todo.append(job)
-    if summary.failed:
-        print(f"sweep: {len(summary.failed)} failed run(s) not retried (use --retry-failed): "
-              f"{', '.join(summary.failed)}", file=sys.stderr)
+    todo = pending_jobs(plan, retry_failed, summary)
     threads = max(1, int(cpus))
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1, max_retries=0)(run_trial)
     logs = {j.label: plan.root / "logs" / f"{j.arm.name}-seed{j.seed}.log" for j in todo}

@@ -312,29 +312,31 @@ def run_sweep(
         lock.close()
 
 
+def pending_jobs(plan: Plan, retry_failed: bool, summary: SweepSummary) -> list[Job]:
+    """Jobs still to run (every backend): finished, failed-not-retried and live runs go to ``summary``."""
+    todo: list[Job] = []
+    for job in plan.jobs:
+        st = run_status(job.path)
+        kept = (summary.finished if st == "finished" else summary.failed if st == "failed" and not retry_failed
+                else summary.busy if _alive(job.path) else None)
+        if kept is None:
+            todo.append(job)
+        else:
+            kept.append(job.label)
+    for labels, what in ((summary.busy, "run(s) still running in another process, not touched"),
+                         (summary.failed, "failed run(s) not retried (use --retry-failed)")):
+        if labels:
+            print(f"sweep: {len(labels)} {what}: {', '.join(labels)}", file=sys.stderr)
+    return todo
+
+
 def _run_locked(
     plan: Plan, jobs: int, retry_failed: bool, launch: Callable[[Plan, Job], int], progress: bool
 ) -> SweepSummary:
     plan.save()
     _STOPPING.clear()
     summary = SweepSummary()
-    todo: list[Job] = []
-    for job in plan.jobs:
-        st = run_status(job.path)
-        if st == "finished":
-            summary.finished.append(job.label)
-        elif st == "failed" and not retry_failed:
-            summary.failed.append(job.label)
-        elif _alive(job.path):
-            summary.busy.append(job.label)
-        else:
-            todo.append(job)
-    if summary.busy:
-        print(f"sweep: {len(summary.busy)} run(s) still running in another process, not touched: "
-              f"{', '.join(summary.busy)}", file=sys.stderr)
-    if summary.failed:
-        print(f"sweep: {len(summary.failed)} failed run(s) not retried (use --retry-failed): "
-              f"{', '.join(summary.failed)}", file=sys.stderr)
+    todo = pending_jobs(plan, retry_failed, summary)
     workers = max(1, min(jobs, os.cpu_count() or 1, len(todo) or 1))
     bar = tqdm(total=len(plan.jobs), initial=len(summary.finished), desc="sweep", unit="run",
                disable=not progress)
