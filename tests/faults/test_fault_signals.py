@@ -14,6 +14,7 @@ from fault_helpers import RECIPE, TINY, final_weights, losses, same_weights
 
 import modalab.experiment.runner as R
 from modalab.cli import main
+from tests.train.kill_helpers import KILLER
 
 
 def _signal_at(monkeypatch, signum: int, at: int) -> None:
@@ -62,23 +63,6 @@ def test_signal_stops_at_a_step_with_checkpoint_and_resume_is_bit_identical(
     assert losses(run) == losses(reference_run)  # no step lost, none logged twice
 
 
-KILLER = """
-import os, signal, sys
-import modalab.experiment.runner as R
-kill_at, fit = int(sys.argv[1]), R.fit
-def killing_fit(*a, **k):
-    after = k["after_step"]
-    def hook(step):
-        out = after(step)
-        if step + 1 == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return out
-    k["after_step"] = hook
-    return fit(*a, **k)
-R.fit = killing_fit
-from modalab.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
 
 
 def test_sigkill_then_resume_is_bit_identical_and_doctor_flags_the_stale_run(tmp_path, reference_run):

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from modalab.cli import main
+from tests.train.kill_helpers import KILLER
 
 RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "clip_digits.yaml")
 TINY = [
@@ -21,24 +22,6 @@ TINY = [
     "train.log_every=1", "train.eval_every=6", "train.num_threads=1", "run.progress=false",
     "optim.warmup_steps=2", "eval.batch_size=512",
 ]
-# a subprocess that runs `modalab run` and SIGKILLs itself right after optimizer step KILL_AT
-KILLER = """
-import os, signal, sys
-import modalab.experiment.runner as R
-kill_at, fit = int(sys.argv[1]), R.fit
-def killing_fit(*a, **k):
-    after = k["after_step"]
-    def hook(step):
-        out = after(step)
-        if step + 1 == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return out
-    k["after_step"] = hook
-    return fit(*a, **k)
-R.fit = killing_fit
-from modalab.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
 
 
 def _losses(run: Path) -> list[tuple[int, float]]:
