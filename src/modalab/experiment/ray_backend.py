@@ -19,7 +19,6 @@ The driver indexes every ended run in the sweep's SQLite store.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import sys
@@ -31,7 +30,7 @@ from tqdm.auto import tqdm
 
 from modalab.experiment.store import Store, store_path
 from modalab.experiment.sweep import (
-    Job, Plan, SweepError, SweepSummary, _mark_failed, job_command, pending_jobs, run_status,
+    Job, Plan, SweepError, SweepSummary, _mark_failed, job_command, pending_jobs, run_status, sweep_lock,
 )
 
 
@@ -96,26 +95,19 @@ def run_sweep_ray(
         raise SweepError(f"--cpus-per-trial must be > 0 and --gpus-per-trial >= 0, got "
                          f"{cpus_per_trial} and {gpus_per_trial}")
     plan = replace(plan, root=plan.root.resolve())  # workers may start in another directory
-    plan.root.mkdir(parents=True, exist_ok=True)
-    lock = open(plan.root / ".lock", "a+")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        raise SweepError(f"another modalab sweep is running in {plan.root}; wait for it or stop it") from None
-    started = False
-    try:
-        if not ray.is_initialized():
-            init: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": False}
-            if address is None and num_cpus is not None:
-                init["num_cpus"] = num_cpus
-            ray.init(**init)
-            started = True
-        return _run(ray, plan, cpus_per_trial, gpus_per_trial, retry_failed, progress)
-    finally:
-        if started:
-            ray.shutdown()
-        lock.close()
+    with sweep_lock(plan.root):
+        started = False
+        try:
+            if not ray.is_initialized():
+                init: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": False}
+                if address is None and num_cpus is not None:
+                    init["num_cpus"] = num_cpus
+                ray.init(**init)
+                started = True
+            return _run(ray, plan, cpus_per_trial, gpus_per_trial, retry_failed, progress)
+        finally:
+            if started:
+                ray.shutdown()
 
 
 def _run(ray: Any, plan: Plan, cpus: float, gpus: float, retry_failed: bool, progress: bool) -> RaySummary:

@@ -19,7 +19,7 @@ dies (Linux parent-death signal), so a killed sweep leaves no orphans.
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import fcntl
 import itertools
 import json
@@ -32,9 +32,9 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from tqdm.auto import tqdm
 
@@ -295,21 +295,21 @@ def run_sweep(
     launch: Callable[[Plan, Job], int] = launch_subprocess,
     progress: bool = True,
 ) -> SweepSummary:
-    """Run every job of ``plan`` not finished yet, ``jobs`` at a time (at most the core count).
-
-    One sweep process per directory: a second one on the same directory is an error.
-    """
-    plan.root.mkdir(parents=True, exist_ok=True)
-    lock = open(plan.root / ".lock", "a+")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        raise SweepError(f"another modalab sweep is running in {plan.root}; wait for it or stop it") from None
-    try:
+    """Run every job of ``plan`` not finished yet, ``jobs`` at a time (at most the core count)."""
+    with sweep_lock(plan.root):
         return _run_locked(plan, jobs, retry_failed, launch, progress)
-    finally:
-        lock.close()
+
+
+@contextlib.contextmanager
+def sweep_lock(root: Path) -> Iterator[None]:
+    """One sweep process per directory (every backend): a second one is an error."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SweepError(f"another modalab sweep is running in {root}; wait for it or stop it") from None
+        yield
 
 
 def pending_jobs(plan: Plan, retry_failed: bool, summary: SweepSummary) -> list[Job]:
@@ -347,7 +347,7 @@ def _run_locked(
                 summary.busy.append(job.label)
                 return
             if run_status(job.path) == "incomplete" and any((job.path / "checkpoints").glob("step_*")):
-                job = dataclasses.replace(job, resume=True)  # interrupted with a checkpoint: continue it
+                job = replace(job, resume=True)  # interrupted with a checkpoint: continue it
             else:
                 shutil.rmtree(job.path)  # a partial run without a checkpoint (or a failed one) starts over
         rc = launch(plan, job)
