@@ -16,10 +16,11 @@ per-token ids (B, T_out)).
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from modalab.layers import torch_mha_attention
 
 
 class StrideDown(nn.Module):
@@ -59,7 +60,7 @@ class WindowQueryDown(nn.Module):
         self.k = k
         self.query = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.norm = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.attn = torch_mha_attention(dim, heads)  # loads nn.MultiheadAttention checkpoints
 
     def forward(self, x: Tensor) -> Tensor:  # (B, T, D) -> (B, ceil(T/k), D)
         B, T, D = x.shape
@@ -67,10 +68,10 @@ class WindowQueryDown(nn.Module):
         xp = F.pad(x, (0, 0, 0, pad))
         n_win = xp.shape[1] // self.k
         win = self.norm(xp.reshape(B * n_win, self.k, D))  # (B*W, k, D)
-        key_pad = torch.arange(xp.shape[1], device=x.device) >= T
-        key_pad = key_pad.view(1, n_win, self.k).expand(B, -1, -1).reshape(B * n_win, self.k)
-        q = self.query.expand(B * n_win, 1, D)
-        out = self.attn(q, win, win, key_padding_mask=key_pad, need_weights=False)[0]
+        real = torch.arange(xp.shape[1], device=x.device) < T  # (W*k,) False on the padding
+        real = real.view(1, n_win, self.k).expand(B, -1, -1).reshape(B * n_win, self.k)  # (B*W, k)
+        q = self.query.expand(B * n_win, 1, D)  # (B*W, 1, D)
+        out = self.attn(q, win, key_mask=real)  # (B*W, 1, D)
         return out.view(B, n_win, D)  # (B, W, D)
 
 

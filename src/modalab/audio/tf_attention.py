@@ -4,14 +4,18 @@ The chapter's sketch averages a (B, T, F, D) feature map over frequency, runs se
 time, averages over time, runs self-attention over frequency, broadcasts both back and fuses them
 with a linear layer. Its bugs: ``nn.MultiheadAttention`` defaults to (L, B, D) inputs, so passing
 (B, T, D) attends across the batch instead of time; and the output drops the input (no residual),
-so stacking blocks loses the local time-frequency detail. Here: ``batch_first=True``, pre-norm, a
-residual connection, and the fused (T, F) context is added to every cell.
+so stacking blocks loses the local time-frequency detail. Here: batch-first attention, pre-norm, a
+residual connection, and the fused (T, F) context is added to every cell. Both attentions are
+modalab's (``layers.torch_mha_attention``: SDPA, initialised and loadable as the
+``nn.MultiheadAttention`` they replace).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from modalab.layers import torch_mha_attention
 
 
 class TimeFreqAttention(nn.Module):
@@ -22,8 +26,8 @@ class TimeFreqAttention(nn.Module):
         if dim % heads != 0:
             raise ValueError(f"dim={dim} must be divisible by heads={heads}")
         self.norm = nn.LayerNorm(dim)
-        self.time_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.freq_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.time_attn = torch_mha_attention(dim, heads, dropout=dropout)
+        self.freq_attn = torch_mha_attention(dim, heads, dropout=dropout)
         self.fusion = nn.Linear(2 * dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -32,9 +36,9 @@ class TimeFreqAttention(nn.Module):
         B, T, Fq, D = x.shape
         h = self.norm(x)
         x_t = h.mean(dim=2)  # (B, T, D)
-        x_t = self.time_attn(x_t, x_t, x_t, need_weights=False)[0]
+        x_t = self.time_attn(x_t)  # (B, T, D)
         x_f = h.mean(dim=1)  # (B, F, D)
-        x_f = self.freq_attn(x_f, x_f, x_f, need_weights=False)[0]
+        x_f = self.freq_attn(x_f)  # (B, F, D)
         fused = torch.cat([x_t.unsqueeze(2).expand(B, T, Fq, D),
                            x_f.unsqueeze(1).expand(B, T, Fq, D)], dim=-1)  # (B, T, F, 2D)
         return x + self.fusion(fused)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modalab.layers import Attention, Block, Mlp, rename_on_load
+from modalab.layers import Attention, Block, Mlp, rename_on_load, torch_mha_attention
 
 
 # ``nn.TransformerEncoderLayer`` parameter names (the blocks before they became ``layers.Block``).
@@ -212,8 +212,8 @@ class Denoiser(nn.Module):
         self.down1, self.down = _Res(c, c, e), nn.Conv2d(c, 2 * c, 4, stride=2, padding=1)
         self.mid1, self.mid2 = _Res(2 * c, 2 * c, e), _Res(2 * c, 2 * c, e)
         self.attn_norm = nn.LayerNorm(2 * c)
-        self.attn = nn.MultiheadAttention(2 * c, heads, kdim=cond_dim, vdim=cond_dim,
-                                          batch_first=True)
+        # initialised and loadable as nn.MultiheadAttention(2c, heads, kdim=vdim=cond_dim) was
+        self.attn = torch_mha_attention(2 * c, heads, kv_dim=cond_dim)
         self.up = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(2 * c, c, 3, padding=1))
         self.up1 = _Res(2 * c, c, e)
         self.out = nn.Sequential(nn.GroupNorm(8, c), nn.SiLU(),
@@ -226,12 +226,14 @@ class Denoiser(nn.Module):
         else:
             keep = (~cond_pad).to(cond.dtype)[..., None]  # (B, T, 1)
         pooled = (cond * keep).sum(1) / keep.sum(1).clamp_min(1)  # (B, Dc)
-        e = self.t_mlp(timestep_embedding(t, self.channels)) + self.c_proj(pooled)
+        temb = timestep_embedding(t, self.channels).to(x.dtype)  # (B, c); float64 runs too
+        e = self.t_mlp(temb) + self.c_proj(pooled)
         h0 = self.down1(self.inp(x), e)  # (B, c, H, W)
         h = self.mid1(self.down(h0), e)  # (B, 2c, H/2, W/2)
         b, ch, hh, ww = h.shape
         seq = h.flatten(2).transpose(1, 2)  # (B, H/2 * W/2, 2c)
-        att, _ = self.attn(self.attn_norm(seq), cond, cond, key_padding_mask=cond_pad)
+        real = None if cond_pad is None else ~cond_pad  # (B, T) True = a real condition token
+        att = self.attn(self.attn_norm(seq), cond, key_mask=real)  # (B, H/2 * W/2, 2c)
         h = (seq + att).transpose(1, 2).reshape(b, ch, hh, ww)  # (B, 2c, H/2, W/2)
         h = self.up(self.mid2(h, e))  # (B, c, H, W)
         return self.out(self.up1(torch.cat([h, h0], 1), e))

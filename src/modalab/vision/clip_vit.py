@@ -21,25 +21,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modalab.layers import Activation, Mlp, Transformer
+from modalab.layers import Activation, Mlp, Transformer, torch_mha_attention
 
 
 class MapHead(nn.Module):
     """Multi-head attention pooling with a learned probe (SigLIP's head, Zhai et al. 2023).
 
-    ``h = attn(probe, x, x)``; ``h + mlp(norm(h))``. Shapes: (B, T, D) -> (B, D).
+    ``h = attn(probe, x, x)``; ``h + mlp(norm(h))``. Shapes: (B, T, D) -> (B, D). The attention is
+    ``layers.torch_mha_attention``: checkpoints with ``nn.MultiheadAttention``'s ``in_proj_*``
+    names (transformers' SigLIP head, modalab before the move) load.
     """
 
     def __init__(self, dim: int, heads: int, mlp_hidden: int, act: Activation, norm_eps: float) -> None:
         super().__init__()
         self.probe = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
-        self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.attention = torch_mha_attention(dim, heads)
         self.norm = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, mlp_hidden, act)
 
     def forward(self, x: Tensor) -> Tensor:
         probe = self.probe.expand(x.shape[0], -1, -1)  # (B, 1, D)
-        h = self.attention(probe, x, x, need_weights=False)[0]  # (B, 1, D)
+        h = self.attention(probe, x)  # (B, 1, D)
         return (h + self.mlp(self.norm(h)))[:, 0]  # (B, D)
 
 

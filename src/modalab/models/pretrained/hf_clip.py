@@ -89,8 +89,7 @@ def vision_keymap(model_type: str, depth: int, ours: str = "", theirs: str = "vi
         km.rename(f"{o}patch_embed.bias", f"{emb}.patch_embedding.bias")
         h = f"{theirs}.head"
         km.rename(f"{o}pool.probe", f"{h}.probe")
-        km.rename(f"{o}pool.attention.in_proj_weight", f"{h}.attention.in_proj_weight")
-        km.rename(f"{o}pool.attention.in_proj_bias", f"{h}.attention.in_proj_bias")
+        km.in_proj(f"{o}pool.attention", f"{h}.attention")
         km.linear(f"{o}pool.attention.out_proj", f"{h}.attention.out_proj")
         km.norm(f"{o}pool.norm", f"{h}.layernorm")
         km.linear(f"{o}pool.mlp.fc1", f"{h}.mlp.fc1")
