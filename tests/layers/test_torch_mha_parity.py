@@ -9,8 +9,6 @@ split) agree in float64 to 1e-6. ``torch_mha_attention`` also draws the same ini
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,45 +20,7 @@ from modalab.layers import Mlp, torch_mha_attention
 from modalab.models.pretrained.keymap import KeyMap
 from modalab.models.unified import Denoiser, timestep_embedding
 from modalab.vision.clip_vit import MapHead
-
-ATOL = 1e-6
-
-
-def close(a: Tensor, b: Tensor) -> None:
-    torch.testing.assert_close(a, b, rtol=0.0, atol=ATOL)
-
-
-def seeded_(module: nn.Module, seed: int) -> nn.Module:
-    """Distinct random values in every parameter (zero-initialised biases too)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3)
-    return module
-
-
-def check_parity(old: nn.Module, new: nn.Module, run, inputs: list[Tensor]) -> None:
-    """Load ``old`` into ``new`` strictly; compare ``run(module, *inputs)`` and all gradients."""
-    new.load_state_dict(old.state_dict(), strict=True)
-    outs, grads = [], []
-    for model in (old, new):
-        xs = [x.clone().requires_grad_(x.is_floating_point()) for x in inputs]
-        model.zero_grad()
-        out = run(model, *xs)
-        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape)).sum().backward()
-        outs.append(out.detach())
-        grads.append([x.grad for x in xs if x.requires_grad])
-    close(outs[1], outs[0])
-    for g_new, g_old in zip(grads[1], grads[0]):
-        close(g_new, g_old)
-    # the old parameter gradients, renamed and split like the weights, equal the new ones
-    mapped = copy.deepcopy(new)
-    zero = torch.zeros_like  # a parameter the forward does not use (null_cond) has no gradient
-    mapped.load_state_dict({k: zero(p) if p.grad is None else p.grad for k, p in old.named_parameters()}
-                           | dict(old.named_buffers()), strict=True)
-    for name, p in new.named_parameters():
-        close(zero(p) if p.grad is None else p.grad, mapped.get_parameter(name))
-
+from tests.layers.parity_helpers import check_parity, close, seeded_
 
 # ------------------------------------------------------------------ the modules before the move
 
@@ -161,6 +121,14 @@ def test_init_draws_the_same_values_as_nn_multihead_attention(kv_dim):
     loaded.load_state_dict(ref.state_dict(), strict=True)
     for name, p in new.state_dict().items():
         assert torch.equal(p, loaded.state_dict()[name]), name
+
+
+def test_builds_on_the_meta_device_like_any_module():
+    """The pretrained loaders build towers under ``torch.device("meta")`` before loading weights."""
+    with torch.device("meta"):
+        attn = torch_mha_attention(16, 4, kv_dim=8)
+        head = MapHead(16, 4, 32, F.gelu, 1e-6)
+    assert all(p.is_meta for p in [*attn.parameters(), *head.parameters()])
 
 
 @pytest.mark.parametrize("heads", [1, 4])

@@ -54,12 +54,13 @@ def torch_mha_attention(dim: int, heads: int, kv_dim: int | None = None,
     if dim % heads:
         raise ValueError(f"layers/torch_layout.py: width {dim} is not divisible by heads {heads}")
     kv = kv_dim or dim
-    q, k, v = (nn.utils.skip_init(nn.Linear, width, dim) for width in (dim, kv, kv))
-    out = nn.utils.skip_init(nn.Linear, dim, dim)
+    dev = torch.empty(0).device  # the ambient default device (``meta`` while a loader builds)
+    q, k, v = (nn.utils.skip_init(nn.Linear, width, dim, device=dev) for width in (dim, kv, kv))
+    out = nn.utils.skip_init(nn.Linear, dim, dim, device=dev)
     with torch.no_grad():
         out.reset_parameters()  # nn.MultiheadAttention builds out_proj (and draws) first
         if kv == dim:
-            fused = torch.empty(3 * dim, dim)
+            fused = torch.empty(3 * dim, dim, device=dev)
             nn.init.xavier_uniform_(fused)  # fan_in E, fan_out 3E, as on ``in_proj_weight``
             for lin, part in zip((q, k, v), fused.chunk(3, dim=0)):
                 lin.weight.copy_(part)

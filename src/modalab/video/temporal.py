@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from modalab.layers import Attention, Block, Mlp, register_block
+from modalab.layers import Attention, Block, Mlp, MultiHeadAttention, register_block, rename_on_load
 
 
 def proportional_attention(
@@ -122,20 +122,22 @@ class MeanPool(nn.Module):
 class AttentionPool(nn.Module):
     """Learned-query attention over time: softmax_t(q . k_t / sqrt(D)) weighted sum of values.
 
-    (B, T, D) -> (B, D); with mask (B, T) bool, False steps get no weight.
+    (B, T, D) -> (B, D); with mask (B, T) bool, False steps get no weight (a row with every step
+    masked gives zeros). One head of ``layers.MultiHeadAttention`` whose query is the learned
+    vector itself (no query or output projection); checkpoints with the former ``key`` /
+    ``value`` names load.
     """
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.query = nn.Parameter(torch.zeros(dim))
-        self.key, self.value = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.attn = MultiHeadAttention(1, nn.Identity(), nn.Linear(dim, dim), nn.Linear(dim, dim),
+                                       nn.Identity())
+        rename_on_load(self, {"key.": "attn.k_proj.", "value.": "attn.v_proj."})
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        logits = self.key(x) @ self.query / x.shape[-1] ** 0.5  # (B, T)
-        if mask is not None:
-            logits = logits.masked_fill(~mask, float("-inf"))
-        w = logits.softmax(-1)  # (B, T)
-        return torch.einsum("bt,btd->bd", w, self.value(x))
+        q = self.query.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, D)
+        return self.attn(q, x, key_mask=mask)[:, 0]  # (B, D)
 
 
 def tube_mask(

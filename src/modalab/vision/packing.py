@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from modalab.layers import MultiHeadAttention, rename_on_load, split_on_load
 from modalab.vision.masking import keep_indices
 from modalab.vision.pos_embed import grid_positions
 from modalab.vision.resolution import as_tensor, patchify
@@ -179,6 +179,10 @@ class AttentionPool(nn.Module):
 
     forward(tokens (B, N, D), mask (B, M, N) bool or None) -> (B, M, D): slot m pools the tokens
     where mask[:, m] is True (M = 1 and all tokens when mask is None). Every slot needs a key.
+
+    The attention is ``layers.MultiHeadAttention``; its projections start from the values the
+    former ``q`` / fused ``kv`` / ``proj`` linears drew (same order, same generator), and
+    checkpoints with those names load (``kv`` is split into keys and values).
     """
 
     def __init__(self, dim: int, heads: int) -> None:
@@ -187,19 +191,24 @@ class AttentionPool(nn.Module):
             raise ValueError(f"AttentionPool: width {dim} is not divisible by heads {heads}")
         self.heads = heads
         self.query = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
-        self.proj = nn.Linear(dim, dim)
+        dev = torch.empty(0).device  # the ambient default device (``meta`` while a loader builds)
+        q, k, v, proj = (nn.utils.skip_init(nn.Linear, dim, dim, device=dev) for _ in range(4))
+        with torch.no_grad():
+            q.reset_parameters()
+            kv = nn.Linear(dim, 2 * dim, device=dev)  # the former fused kv: one (2D, D) draw
+            for lin, w, b in zip((k, v), kv.weight.chunk(2), kv.bias.chunk(2)):
+                lin.weight.copy_(w)
+                lin.bias.copy_(b)
+            proj.reset_parameters()
+        self.attn = MultiHeadAttention(heads, q, k, v, proj)
+        rename_on_load(self, {"q.": "attn.q_proj.", "proj.": "attn.out_proj."})
+        split_on_load(self, {f"kv.{n}": (f"attn.k_proj.{n}", f"attn.v_proj.{n}") for n in ("weight", "bias")})
 
     def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
         b, n, d = tokens.shape
         m = 1 if mask is None else mask.shape[1]
-        h, dh = self.heads, d // self.heads
-        q = self.q(self.query).view(1, 1, h, dh).transpose(1, 2).expand(b, h, m, dh)  # (B, H, M, Dh)
-        kv = self.kv(tokens).view(b, n, 2, h, dh).permute(2, 0, 3, 1, 4)  # (2, B, H, N, Dh)
-        attn_mask = None if mask is None else mask[:, None]  # (B, 1, M, N)
-        out = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=attn_mask)  # (B, H, M, Dh)
-        return self.proj(out.transpose(1, 2).reshape(b, m, d))  # (B, M, D)
+        query = self.query.expand(b, m, d)  # (B, M, D)
+        return self.attn(query, tokens, attn_mask=mask)  # (B, M, D)
 
 
 def pool_packed(

@@ -133,6 +133,7 @@ def dual_keymap(model_type: str, vision_depth: int, text_depth: int) -> KeyMap:
     for part in (vision_keymap(model_type, vision_depth, "image_encoder"), text_keymap(text_depth, "text_encoder")):
         km.renames.update(part.renames)
         km.fused.update(part.fused)
+        km.split.update(part.split)
     km.rename("logit_scale", "logit_scale")
     if model_type == "clip":
         km.linear("image_proj", "visual_projection", bias=False)
