@@ -2,7 +2,8 @@
 fusion packages: attention (``attention.py``), the feed-forward (``mlp.py``), the pre-norm block, its
 stack and the registered block types FSDP shards (``block.py``), and the load-time renames that keep
 old checkpoints loading (``state_keys.py``); ``torch_layout.py`` builds the attention in
-``nn.MultiheadAttention``'s initialisation and checkpoint layout. ``layers`` imports nothing else from modalab.
+``nn.MultiheadAttention``'s initialisation and checkpoint layout. ``layers`` imports nothing else
+from modalab.
 """
 
 from modalab.layers.attention import (
