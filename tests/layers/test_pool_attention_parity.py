@@ -1,6 +1,7 @@
 """Parity of the two attention pools moved onto ``layers.MultiHeadAttention`` (issue 22):
 NaViT's packed ``vision.packing.AttentionPool`` (its own SDPA call before) and the video
-``video.temporal.AttentionPool`` (a hand-written softmax before). ``Old*`` are the classes as they
+``video.temporal.AttentionPool`` (a hand-written softmax before); and of the MoME experts moved
+onto ``layers.Mlp``. ``Old*`` are the classes as they
 were (verbatim apart from names). Same seed -> same initial values; the old state dict loads
 strictly; outputs and gradients agree in float64 to 1e-6.
 """
@@ -88,3 +89,27 @@ def test_temporal_pool_matches_before(masked):
     mask = torch.tensor([[True, True, False, True, False], [True, False, False, False, False]])
     check_parity(old, new, lambda m, x: m(x, mask if masked else None),
                  [torch.randn(2, 5, 16, dtype=torch.float64)])
+
+
+def test_mome_experts_on_layers_mlp_match_the_sequential_ones():
+    """fusion/mome's experts were ``nn.Sequential(Linear, GELU, Linear)``; now ``layers.Mlp``: the
+    same draws from the same seed, old keys load, identical outputs."""
+    from modalab.fusion.mome import MoMEBlock
+
+    def old_ffn(dim: int, mlp_ratio: int = 4) -> nn.Sequential:
+        return nn.Sequential(nn.Linear(dim, dim * mlp_ratio), nn.GELU(), nn.Linear(dim * mlp_ratio, dim))
+
+    torch.manual_seed(9)
+    new = MoMEBlock(16, 4, num_modalities=2, joint_expert=True)
+    torch.manual_seed(9)
+    old = MoMEBlock(16, 4, num_modalities=2, joint_expert=True)
+    torch.manual_seed(9)  # rebuild the old block's parts in the constructor's order
+    old.norm1, old.attn, old.norm2 = nn.LayerNorm(16), type(old.attn)(4, *[nn.Linear(16, 16) for _ in range(4)]), nn.LayerNorm(16)
+    old.experts = nn.ModuleList(old_ffn(16) for _ in range(2))
+    old.joint = old_ffn(16)
+    for (name, p), q in zip(new.state_dict().items(), old.state_dict().values()):
+        assert torch.equal(p, q), name
+    fresh = MoMEBlock(16, 4, num_modalities=2, joint_expert=True)
+    fresh.load_state_dict(old.state_dict(), strict=True)
+    x, ids = torch.randn(2, 5, 16), torch.tensor([[0, 0, 1, 1, 1], [0, 0, 0, 0, 0]])
+    torch.testing.assert_close(fresh(x, ids)[0], old(x, ids)[0], rtol=0, atol=0)

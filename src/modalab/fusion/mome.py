@@ -21,11 +21,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from modalab.layers import multi_head_attention, register_block
+from modalab.layers import Mlp, multi_head_attention, register_block
 
 
-def ffn(dim: int, mlp_ratio: int = 4) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(dim, dim * mlp_ratio), nn.GELU(), nn.Linear(dim * mlp_ratio, dim))
+def ffn(dim: int, mlp_ratio: int = 4) -> Mlp:
+    """One expert: ``layers.Mlp`` (Linear -> GELU -> Linear), which also loads the ``0.*`` / ``2.*``
+    keys of the ``nn.Sequential`` experts written before it (same initial draws, same outputs)."""
+    return Mlp(dim, dim * mlp_ratio)
 
 
 def dispatch(x: Tensor, expert_ids: Tensor, experts: Sequence[nn.Module]) -> Tensor:
