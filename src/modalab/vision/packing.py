@@ -205,7 +205,7 @@ class AttentionPool(nn.Module):
         split_on_load(self, {f"kv.{n}": (f"attn.k_proj.{n}", f"attn.v_proj.{n}") for n in ("weight", "bias")})
 
     def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
-        b, n, d = tokens.shape
+        b, _, d = tokens.shape
         m = 1 if mask is None else mask.shape[1]
         query = self.query.expand(b, m, d)  # (B, M, D)
         return self.attn(query, tokens, attn_mask=mask)  # (B, M, D)

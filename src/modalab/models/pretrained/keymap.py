@@ -5,8 +5,8 @@ A :class:`KeyMap` lists plain renames (modalab key -> library key) and fused att
 Whisper, becomes zeros: adding a constant to every key's bias shifts all scores of a query equally
 and leaves the softmax unchanged) and the reverse, split attention inputs (modalab's separate q, k,
 v projections <- the library's one fused ``in_proj``, as ``nn.MultiheadAttention`` stores it). Every
-library key must be used or listed as ignorable, and
-every modalab key must be filled: nothing is dropped silently.
+library key must be used or listed as ignorable, and every modalab key must be filled: nothing is
+dropped silently.
 """
 
 from __future__ import annotations
