@@ -18,7 +18,7 @@ from modalab.audio.adapter import WindowQueryDown
 from modalab.audio.tf_attention import TimeFreqAttention
 from modalab.layers import Mlp, torch_mha_attention
 from modalab.models.pretrained.keymap import KeyMap
-from modalab.models.unified import Denoiser, timestep_embedding
+from modalab.models.unified import Denoiser, GaussianDiffusion, timestep_embedding
 from modalab.vision.clip_vit import MapHead
 from tests.layers.parity_helpers import check_parity, close, seeded_
 
@@ -205,3 +205,36 @@ def test_keymap_in_proj_round_trip():
     assert back.keys() == theirs.keys()
     for k, v in theirs.items():
         assert torch.equal(back[k], v), k
+
+
+def train_denoisers(steps: int, channels: int) -> tuple[list[float], list[float]]:
+    """Float32 DDPM training of the old and new Denoiser from the same weights, data and draws."""
+    torch.manual_seed(0)
+    old = OldDenoiser(1, 32, channels=channels, heads=4)
+    new = Denoiser(1, 32, channels=channels, heads=4)
+    new.load_state_dict(old.state_dict(), strict=True)
+    losses = []
+    for den in (old, new):
+        diff = GaussianDiffusion(den, timesteps=100)
+        opt = torch.optim.AdamW(den.parameters(), lr=1e-3)
+        g = torch.Generator().manual_seed(1)
+        x0 = torch.rand(64, 1, 16, 16, generator=g) * 2 - 1
+        cond = torch.randn(64, 5, 32, generator=g)
+        pad = torch.zeros(64, 5, dtype=torch.bool)
+        pad[::2, 3:] = True  # half the rows have two padded condition tokens
+        out = []
+        for _ in range(steps):
+            i = torch.randint(0, 64, (16,), generator=g)
+            loss = diff.loss(x0[i], cond[i], pad[i], generator=g)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            out.append(loss.item())
+        losses.append(out)
+    return losses[0], losses[1]
+
+
+@pytest.mark.parametrize("steps, channels", [(20, 8), pytest.param(200, 16, marks=pytest.mark.slow)])
+def test_denoiser_float32_training_follows_the_old_one(steps, channels):
+    old, new = train_denoisers(steps, channels)
+    torch.testing.assert_close(torch.tensor(new), torch.tensor(old), rtol=1e-5, atol=0.0)
