@@ -36,6 +36,17 @@ HEADLINE_KEYS = (
 )
 
 
+def headline_keys(results: dict, limit: int = 12) -> list[str]:
+    """The metrics ``modalab run`` prints: the retrieval headline keys when the task reports them,
+    else the task's own scalar test metrics (audio tagging, captioning, video...), up to ``limit``."""
+    skip = lambda k: k.startswith(("num_", "val_")) or k == "wall_seconds"  # noqa: E731
+    keys = [k for k in HEADLINE_KEYS if k in results and not skip(k)]
+    if keys:
+        return keys
+    scalar = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    return sorted(k for k, v in results.items() if scalar(v) and not skip(k))[:limit]
+
+
 def _table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))] if rows else []
     return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
@@ -70,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else ("-" if v is None else str(v))  # noqa: E731
     has_val = "val" in results.get("eval_splits", [])
     rows = [(k, *([fmt(results.get(f"val_{k}"))] if has_val else []), fmt(results[k]))
-            for k in HEADLINE_KEYS if k in results and not k.startswith("num_") and k != "wall_seconds"]
+            for k in headline_keys(results)]
     print("\nresults (" + ("val = validation split, used for choices; " if has_val else "no validation split; ")
           + "test = held-out test split, reported once):")
     print(_table([("metric", *(["val"] if has_val else []), "test"), *rows]))
