@@ -39,10 +39,10 @@ from modalab.text.generate import beam_search, greedy
 class VitTokens(nn.Module):
     """(B, C, H, W) -> (B, 1 + N, width): all tokens of a ViT (class token first)."""
 
-    def __init__(self, vit: nn.Module) -> None:
+    def __init__(self, vit: nn.Module, width: int | None = None) -> None:
         super().__init__()
         self.vit = vit
-        self.width: int = vit.cls_token.shape[-1]
+        self.width: int = width if width is not None else vit.cls_token.shape[-1]
 
     def forward(self, images: Tensor) -> Tensor:
         return self.vit.forward_tokens(images)
@@ -120,6 +120,9 @@ class EncoderConfig(Section):
     checkpoint: str | None = Field(
         None, description="RUN_DIR of a two_tower run (config.yaml + checkpoints/step_*/model.safetensors)"
     )
+    pretrained: str | None = Field(
+        None, description="hf:DIR image tower (CLIP / SigLIP / ViTModel folder) instead of a run directory"
+    )
     cache_dir: str | None = Field(None, description="where a pre-trained encoder is cached; default <out_dir>/cache")
     pretrain_steps: int = Field(300, gt=0, description="contrastive steps when no checkpoint is given")
     pretrain_batch_size: int = Field(128, gt=0)
@@ -130,6 +133,9 @@ class EncoderConfig(Section):
 
 
 class DecoderConfig(Section):
+    pretrained: str | None = Field(
+        None, description="hf:DIR causal LM (AutoModelForCausalLM) with its tokenizer.json; shape keys unused"
+    )
     dim: int = Field(128, gt=0)
     depth: int = Field(2, gt=0)
     heads: int = Field(4, gt=0)
@@ -191,7 +197,9 @@ def build_captioner(
     if decoder is None:
         decoder = TextDecoder(vocab_size, d.dim, d.depth, d.heads, d.max_len, d.mlp_ratio, d.dropout)
     conn_args = {k: v for k, v in cfg.connector.items() if k != "name"}
-    connector = registry.build("connector", cfg.connector["name"], in_dim=encoder_dim, out_dim=d.dim, **conn_args)
+    connector = registry.build("connector", cfg.connector["name"], in_dim=encoder_dim, out_dim=decoder.dim, **conn_args)
+    if not isinstance(decoder, TextDecoder):  # a wrapped Hugging Face causal LM (models/pretrained)
+        return _pretrained_lm_captioner(cfg, encoder, connector, decoder)
     if cfg.conditioning == "cross_attention":
         x = cfg.cross_attention
         decoder.insert_cross_layers(
@@ -202,3 +210,19 @@ def build_captioner(
     if cfg.lora is not None:
         apply_lora(decoder, cfg.lora.targets, cfg.lora.rank, cfg.lora.alpha)
     return Captioner(encoder, connector, decoder, cfg.conditioning)
+
+
+def _pretrained_lm_captioner(cfg: CaptionerConfig, encoder: nn.Module, connector: nn.Module,
+                             decoder: nn.Module) -> Captioner:
+    """Prefix conditioning only; LoRA through peft (``model.lora.targets``: the LM's module names,
+    e.g. ``[c_attn]`` for GPT-2, ``[q_proj, v_proj]`` for Llama / Qwen2)."""
+    if cfg.conditioning != "prefix" or cfg.adapter_bottleneck is not None:
+        raise ValueError(
+            "model.decoder.pretrained: a pretrained causal LM takes a visual prefix only; remove "
+            "model.adapter_bottleneck and set model.conditioning: prefix"
+        )
+    if cfg.lora is not None:
+        from modalab.models.pretrained.peft_lora import apply_lora as peft_lora
+
+        peft_lora(decoder, cfg.lora.targets, cfg.lora.rank, cfg.lora.alpha)  # type: ignore[arg-type]
+    return Captioner(encoder, connector, decoder, "prefix")  # type: ignore[arg-type]

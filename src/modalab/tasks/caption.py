@@ -42,6 +42,7 @@ from modalab.experiment.rundir import RunDir
 from modalab.models.captioner import CaptionerConfig, DecoderConfig, EncoderConfig, VitTokens
 from modalab.registry import register
 from modalab.tasks.base import Prerequisite
+from modalab.tasks.caption_pretrained import pretrained_decoder, pretrained_image_encoder
 from modalab.text.decoder import TextDecoder
 from modalab.text.tokenizer import BOS, EOS, PAD, WordTokenizer, tokenizer_from_dict, words
 from modalab.train.engine import LoopConfig, fit
@@ -95,7 +96,7 @@ def encoder_cache(enc: EncoderConfig, recipe: Recipe) -> Path:
 
 def encoder_prerequisites(enc: EncoderConfig | None, key: str, recipe: Recipe) -> list[Prerequisite]:
     """The contrastive run that trains the image tower, unless ``key`` already names one."""
-    if enc is None or enc.checkpoint is not None:
+    if enc is None or enc.checkpoint is not None or getattr(enc, "pretrained", None):
         return []
     return [Prerequisite(key, encoder_recipe(enc, recipe), encoder_cache(enc, recipe), "clip")]
 
@@ -213,20 +214,28 @@ class CaptionTask:
         self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.run.seed)
         if not self.data.classnames:
             raise ValueError(f"task caption: data source '{recipe.data.source}' has no class names to score")
-        self.tokenizer = WordTokenizer.build(self.data.texts, cfg.decoder.context_length)
-        # encoder: given, cached, or trained now
+        d = cfg.decoder
+        if d.pretrained:  # a causal LM folder brings its own tokenizer (tasks/caption_pretrained.py)
+            decoder, self.tokenizer = pretrained_decoder(d.pretrained, d.context_length)
+        else:
+            self.tokenizer = WordTokenizer.build(self.data.texts, d.context_length)
+        # encoder: a pretrained tower (hf:DIR), or a contrastive run given, cached, or trained now
         cache = encoder_cache(cfg.encoder, recipe)
-        self.encoder_dir = encoder_dir(cfg.encoder, "model.encoder.checkpoint")
-        vit = load_image_tower(self.encoder_dir, self.data.image_size, self.data.channels)
+        self.encoder_dir: Path | None = None
+        if cfg.encoder.pretrained:
+            encoder = pretrained_image_encoder(cfg.encoder.pretrained)
+        else:
+            self.encoder_dir = encoder_dir(cfg.encoder, "model.encoder.checkpoint")
+            encoder = VitTokens(load_image_tower(self.encoder_dir, self.data.image_size, self.data.channels))
         torch.manual_seed(recipe.run.seed)  # same state whether the encoder was cached or trained
         # decoder: a language model of the captions first (cached), then the captioner around it
-        d = cfg.decoder
-        decoder = TextDecoder(self.tokenizer.vocab_size, d.dim, d.depth, d.heads, d.max_len, d.mlp_ratio, d.dropout)
-        if d.pretrain_steps:
-            self.lm_info = pretrain_language_model(
-                decoder, self.tokenizer, self.data.texts, d, recipe.run.seed, cache, run
-            )
-        encoder = VitTokens(vit)
+        if not d.pretrained:
+            decoder = TextDecoder(self.tokenizer.vocab_size, d.dim, d.depth, d.heads, d.max_len, d.mlp_ratio,
+                                  d.dropout)
+            if d.pretrain_steps:
+                self.lm_info = pretrain_language_model(
+                    decoder, self.tokenizer, self.data.texts, d, recipe.run.seed, cache, run
+                )
         self.model = registry.build(
             "model", cfg.name, cfg, encoder=encoder, encoder_dim=encoder.width,
             vocab_size=self.tokenizer.vocab_size, decoder=decoder,
@@ -318,9 +327,9 @@ class CaptionTask:
         return res
 
     def counts(self) -> dict[str, Any]:
-        enc_res = self.encoder_dir / "results.json"
+        enc_res = None if self.encoder_dir is None else self.encoder_dir / "results.json"
         zs = None
-        if enc_res.is_file():
+        if enc_res is not None and enc_res.is_file():
             zs = json.loads(enc_res.read_text()).get("zeroshot_top1")
         return {
             "num_train": len(self.data.train),
@@ -328,7 +337,8 @@ class CaptionTask:
             "num_params": sum(p.numel() for p in self.model.parameters()),
             "trainable_params": sum(p.numel() for n, p in self.model.named_parameters() if n in self.learnable),
             "trainable_params_by_stage": self.stage_params,
-            "encoder_run": str(self.encoder_dir),
+            "encoder_run": str(self.encoder_dir or self.cfg.encoder.pretrained),
+            "decoder_pretrained": self.cfg.decoder.pretrained,
             "encoder_zeroshot_top1": zs,
         }
 

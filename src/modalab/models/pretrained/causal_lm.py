@@ -59,3 +59,44 @@ def load_hf_causal_lm(folder: Path, dtype: torch.dtype = torch.float32) -> HFCau
             f"{folder}: model_type {cfg['model_type']!r} is not a causal LM transformers can load ({e})"
         ) from None
     return HFCausalLM(model).eval()
+
+
+class HFDecoder(HFCausalLM):
+    """A wrapped causal LM called like :class:`~modalab.text.decoder.TextDecoder`, so the captioner
+    and ``text/generate.py`` use it unchanged: ``forward(tokens, prefix, prefix_mask,
+    attention_mask)`` -> (B, T, vocab) logits of the text positions.
+
+    No KV cache (``new_cache`` is None: generation recomputes the sequence each step) and no
+    cross-attention inputs. Positions are numbered 0..P+T-1 over prefix and text (the library's
+    default), the same as ``TextDecoder`` for right-padded text after an all-real prefix.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.dim = self.hidden_size
+
+    def new_cache(self) -> None:
+        return None
+
+    def forward(  # type: ignore[override]
+        self, tokens: Tensor, prefix: Tensor | None = None, prefix_mask: Tensor | None = None,
+        attention_mask: Tensor | None = None, cross_inputs: object = None, cache: object = None,
+    ) -> Tensor:
+        """tokens (B, T), prefix (B, P, hidden), masks (B, P) / (B, T) True = real -> (B, T, vocab)."""
+        if cross_inputs is not None or cache is not None:
+            raise PretrainedError("a pretrained causal LM takes no cross_inputs or KV cache here; use a prefix")
+        if prefix is None:
+            return super().forward(tokens, attention_mask=attention_mask)
+        b, p = prefix.shape[:2]
+        emb = torch.cat([prefix, self.embed(tokens).to(prefix.dtype)], dim=1)  # (B, P + T, hidden)
+        mask = None
+        if prefix_mask is not None or attention_mask is not None:
+            pm = prefix_mask if prefix_mask is not None else tokens.new_ones(b, p, dtype=torch.bool)
+            am = attention_mask if attention_mask is not None else tokens.new_ones(tokens.shape, dtype=torch.bool)
+            mask = torch.cat([pm.bool(), am.bool()], dim=1).long()  # (B, P + T)
+        return self.model(inputs_embeds=emb, attention_mask=mask).logits[:, p:]
+
+
+def load_hf_decoder(folder: Path, dtype: torch.dtype = torch.float32) -> HFDecoder:
+    """A causal LM folder -> :class:`HFDecoder` (train mode; freeze it with ``train.stages``)."""
+    return HFDecoder(load_hf_causal_lm(folder, dtype).model).train()
