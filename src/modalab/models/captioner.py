@@ -20,6 +20,7 @@ which is what ``optim.param_groups`` and ``train.stages`` match.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Literal
 
 import torch
@@ -197,6 +198,8 @@ def build_captioner(
     if decoder is None:
         decoder = TextDecoder(vocab_size, d.dim, d.depth, d.heads, d.max_len, d.mlp_ratio, d.dropout)
     conn_args = {k: v for k, v in cfg.connector.items() if k != "name"}
+    if "vocab_size" in inspect.signature(registry.get("connector", cfg.connector["name"]).builder).parameters:
+        conn_args["vocab_size"] = vocab_size  # connectors that read text (BLIP-2's Q-Former)
     connector = registry.build("connector", cfg.connector["name"], in_dim=encoder_dim, out_dim=decoder.dim, **conn_args)
     if not isinstance(decoder, TextDecoder):  # a wrapped Hugging Face causal LM (models/pretrained)
         return _pretrained_lm_captioner(cfg, encoder, connector, decoder)
