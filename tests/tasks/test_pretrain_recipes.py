@@ -48,7 +48,7 @@ def test_caption_lm_exports_a_gpt2_folder_with_the_runs_tokenizer(tmp_path):
     from modalab.models.pretrained.word_tokenizer_hf import CaptionTokenizer
     from modalab.text.decoder import TextDecoder
 
-    out = run(load(RECIPES / "caption_lm.yaml", FAST), tmp_path / "run")
+    out = run(load(RECIPES / "caption_lm.yaml", FAST + [f"model.export_to={tmp_path / 'pub'}"]), tmp_path / "run")
     res = json.loads((out / "results.json").read_text())
     assert 0 <= res["val_lm_token_accuracy"] <= 1 and res["export_hf"] == str(out / "hf")
     state = _checkpoint(out)
