@@ -102,7 +102,7 @@ class VideoTextTask:
             loss = info_nce_logits(logits, same_label_mask(labels))
         else:
             loss = self.objective(video, text, logit_scale=scale, labels=labels)
-        return loss, {"logit_scale": float(scale)}
+        return loss, {"logit_scale": float(scale.detach())}
 
     def after_step(self, step: int) -> dict[str, float]:
         return {}

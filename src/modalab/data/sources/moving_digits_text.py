@@ -4,7 +4,8 @@ Each video shows one sklearn digit doing two actions one after the other (each h
 starts from the neutral pose: a cut in the middle), captioned in order:
 "a 3 moving left, then zooming in". Videos come in twins: the same digit, colour, background and
 the same two rendered halves in the other order ("a 3 zooming in, then moving left"). The two twins
-hold the same frames, so any order-free pool (the mean of frame features) gives both the same
+hold the same frames (lossless H.264, ``crf=0``: decoded pixels are identical, tested), so any
+order-free pool (the mean of frame features) gives both the same
 embedding and cannot tell their captions apart; the order probe of ``tasks/video_text.py`` scores
 each video's caption against its order-swapped caption (kept in the record as ``swapped_caption``).
 
@@ -67,7 +68,8 @@ def make_caption_videos(
                  for name in (first, second)}  # (T/2, S, S, 3) each
         for k, (x, y) in enumerate(((first, second), (second, first))):
             vid = f"video{2 * p + k}"
-            write_video(out / f"{vid}.mp4", np.concatenate([parts[x], parts[y]]), fps=fps)
+            write_video(out / f"{vid}.mp4", np.concatenate([parts[x], parts[y]]), fps=fps,
+                        crf=0)  # lossless: twin halves decode to identical pixels
             videos.append({"video_id": vid, "split": splits[p], "digit": digit, "actions": [x, y],
                            "twin": f"video{2 * p + 1 - k}", "swapped_caption": caption(digit, y, x)})
             sentences.append({"video_id": vid, "caption": caption(digit, x, y),
@@ -93,7 +95,7 @@ def build_moving_digits_text(cfg: MovingDigitsTextConfig, *, seed: int) -> "Data
     """Twin moving-digit videos with ordered captions, read through ``msrvtt_json``."""
     from modalab.data.sources.msrvtt_json import MsrvttJsonConfig, build_msrvtt_json
 
-    key = (f"text_n{cfg.num_pairs}_t{cfg.num_frames}_s{cfg.size}_f{cfg.fps}_te{cfg.test_fraction}"
+    key = (f"text_lossless_n{cfg.num_pairs}_t{cfg.num_frames}_s{cfg.size}_f{cfg.fps}_te{cfg.test_fraction}"
            f"_va{cfg.val_fraction}_{'-'.join(cfg.actions)}")
     path = Path(cfg.cache_dir) / key / "videodatainfo.json"
     if not path.is_file():
