@@ -104,9 +104,9 @@ def test_video_actions_recipe_on_kinetics_csv(tmp_path):
 
     csv = _kinetics(tmp_path / "k", corrupt=True)
     raw = yaml.safe_load((RECIPES / "video_actions.yaml").read_text())
-    raw["data"] = {"source": "kinetics_csv", "path": str(csv), "frames_per_clip": 4, "size": 16,
-                   "val_fraction": 0.0, "on_error": "skip"}
-    recipe = from_dict(raw, ["model.dim=16", "model.heads=2", "model.depth=1", "train.steps=2",
+    data = (f"data={{source: kinetics_csv, path: '{csv}', frames_per_clip: 4, size: 16, "
+            "val_fraction: 0.0, on_error: skip}")  # the command-line form: the section replaced whole
+    recipe = from_dict(raw, [data, "model.dim=16", "model.heads=2", "model.depth=1", "train.steps=2",
                              "train.batch_size=4", "run.progress=false", "eval.batch_size=4"])
     res = json.loads((run(recipe, tmp_path / "run") / "results.json").read_text())
     assert res["num_train"] == 6 and res["num_test"] == 2 and 0.0 <= res["top1"] <= 1.0
