@@ -105,24 +105,35 @@ def siglip(
     logit_bias: Tensor | float,
     *,
     mask: Tensor | None = None,
+    positive: Tensor | None = None,
 ) -> Tensor:
     """Sigmoid loss (SigLIP): ``-logsigmoid(labels * (scale * I @ T.T + bias)).sum() / B``.
 
     Labels are +1 on the diagonal and -1 elsewhere; masked pairs contribute nothing (the sum is
-    still divided by B).
+    still divided by B); pairs marked in ``positive`` (e.g. same-label pairs of class-level
+    captions) get the label +1 as well. The normaliser is B whatever the number of positives,
+    as in the paper (Zhai et al. 2023, Algorithm 1).
 
     Args:
         image_emb: (B, D); text_emb: (B, D); logit_scale, logit_bias: scalars;
-        mask: optional (B, B) bool, True = false negative.
+        mask: optional (B, B) bool, True = false negative (dropped);
+        positive: optional (B, B) bool, True = off-diagonal pair that is also a positive; a pair
+            cannot be both masked and positive.
     Returns:
         scalar loss in the accumulation dtype.
     """
     _check_pair("siglip", image_emb, text_emb)
     b = image_emb.shape[0]
     logits = _logits(image_emb, text_emb, logit_scale) + logit_bias  # (B, B)
-    labels = 2 * torch.eye(b, device=logits.device, dtype=logits.dtype) - 1
-    terms = -F.logsigmoid(labels * logits)  # (B, B)
+    pos = torch.eye(b, dtype=torch.bool, device=logits.device)
+    extra = _exclusion("siglip (positive)", positive, b, logits.device)
     excl = _exclusion("siglip", mask, b, logits.device)
+    if extra is not None:
+        if excl is not None and (extra & excl).any():
+            raise ValueError("siglip: a pair is marked both as masked and as positive; pass one")
+        pos = pos | extra
+    labels = pos.to(logits.dtype) * 2 - 1  # (B, B) +1 / -1
+    terms = -F.logsigmoid(labels * logits)  # (B, B)
     if excl is not None:
         terms = terms.masked_fill(excl, 0.0)
     return terms.sum() / b

@@ -31,6 +31,10 @@ class TiledLossConfig(LossBase):
     auto_threshold: int = Field(4096, gt=0, description="auto: tiled from this batch size on")
     tile: int | None = Field(None, gt=0, description="tile edge; None = from memory")
     mask_same_label: bool = Field(False, description="same-label pairs are not negatives")
+    same_label: Literal["ignore", "positive"] = Field(
+        "ignore", description="with mask_same_label: same-label pairs are dropped (ignore) or, "
+        "siglip only, get the label +1 (positive)"
+    )
     global_batch: Literal["off", "gather", "ring"] = "gather"
 
 
@@ -39,11 +43,18 @@ class TiledContrastive(nn.Module):
 
     def __init__(self, kind: Literal["info_nce", "siglip"], impl: str = "auto",
                  auto_threshold: int = 4096, tile: int | None = None,
-                 mask_same_label: bool = False, global_batch: str = "gather") -> None:
+                 mask_same_label: bool = False, global_batch: str = "gather",
+                 same_label: str = "ignore") -> None:
         super().__init__()
         self.kind, self.impl, self.auto_threshold, self.tile = kind, impl, auto_threshold, tile
         self.mask_same_label, self.global_batch = mask_same_label, global_batch
         self.uses_bias = kind == "siglip"
+        if same_label == "positive" and (kind != "siglip" or impl == "tiled"):
+            raise ValueError(
+                f"loss.same_label: positive is only implemented for the siglip loss with impl "
+                f"naive or auto (got loss {kind}, impl {impl}); use same_label: ignore"
+            )
+        self.same_label = same_label
 
     def forward(self, image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor,
                 logit_bias: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
@@ -56,16 +67,26 @@ class TiledContrastive(nn.Module):
                 )
             args.append(logit_bias)
         labels = labels if self.mask_same_label else None
-        if D.is_dist() and self.global_batch != "off":
-            fn = getattr(D, f"{self.global_batch}_{self.kind}")
-            return fn(image_emb, text_emb, *args, labels=labels, tile=self.tile)
+        dist = D.is_dist() and self.global_batch != "off"
         tiled = self.impl == "tiled" or (
             self.impl == "auto" and image_emb.shape[0] >= self.auto_threshold
         )
+        positive = self.same_label == "positive" and labels is not None
+        if positive and (dist or tiled):
+            raise ValueError(
+                "loss.same_label: positive needs the full-logits SigLIP on one process (the tiled "
+                "and distributed kernels only drop pairs); use same_label: ignore, "
+                "global_batch: off, or impl: naive"
+            )
+        if dist:
+            fn = getattr(D, f"{self.global_batch}_{self.kind}")
+            return fn(image_emb, text_emb, *args, labels=labels, tile=self.tile)
         if tiled:
             fn = tiled_info_nce if self.kind == "info_nce" else tiled_siglip
             return fn(image_emb, text_emb, *args, labels=labels, tile=self.tile)
         mask = same_label_mask(labels) if labels is not None else None
+        if positive:  # SigLIP with class-level positives: same-label pairs get the label +1
+            return siglip(image_emb, text_emb, *args, positive=mask)
         fn = info_nce if self.kind == "info_nce" else siglip
         return fn(image_emb, text_emb, *args, mask=mask)
 
