@@ -8,7 +8,8 @@ the logit scale t and bias b, the bias gradient, and the mean cosine of positive
 same-label pairs and of the other pairs, plus the mean image-image cosine.
 
 What it showed for SigLIP on the digits (issue 20, seed 0, recipes/clip_digits_siglip.yaml at
-commit 5acfcec; docs/benchmarks.md, 2026-12-06): at initialisation the image embeddings are
+commit 9559956, 5acfcec before the rebase; docs/benchmarks.md, 2026-12-06): at initialisation the
+image embeddings are
 nearly parallel (image-image cosine 0.98), and within 5 steps every image-text cosine sits at 0.50
 whatever the pair, i.e. every logit at t * 0.5 + b = -5 ~ log(1/127), the prior of a batch of 128
 with one positive per row. The embeddings absorb the prior that the bias (-10, the paper's value
