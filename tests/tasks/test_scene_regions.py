@@ -99,3 +99,10 @@ def test_regional_weight_on_a_source_without_boxes_keeps_the_global_loss(tmp_pat
     (tmp_path / "d").mkdir()
     task = ContrastiveTask(recipe, RunDir(tmp_path / "d"))
     assert not task.wants_regions and task.needs_tokens
+
+
+def test_regions_refuse_micro_batches(tmp_path):
+    from modalab.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.accum_steps: 1"):
+        _task(tmp_path, ["train.accum_steps=2"])

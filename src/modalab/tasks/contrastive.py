@@ -84,6 +84,9 @@ class ContrastiveTask:
         self.wants_negatives = "neg_text_emb" in params  # hard-negative captions (NegCLIP)
         # region-phrase contrast: multi_granularity's regional level, on sources with boxes
         self.wants_regions = wants_regions(self.objective) and source_has_regions(self.data.train)
+        if self.wants_regions and recipe.train.accum_steps > 1:
+            raise ConfigError("loss.regional_weight > 0 on boxes does not split into micro-batches: set "
+                              "train.accum_steps: 1 (or loss.regional_weight: 0)")
         self.monitor = AlignmentMonitor(max_logit_scale=recipe.model.max_logit_scale)  # type: ignore[attr-defined]
         self.fixed_scale = getattr(recipe.loss, "temperature", None)
         self._warned: set[str] = set()
