@@ -98,12 +98,13 @@ class SoftLabelInfoNCE(_Objective):
 class MultiGranularity(_Objective):
     """Weighted global + regional + token-level (FILIP) contrastive loss."""
 
-    needs_tokens = True  # the task passes image/text token embeddings
+    takes_regions = True  # the task passes region/phrase embeddings where the data has boxes
 
     def __init__(self, weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
                  mask_same_label: bool = False) -> None:
         super().__init__(mask_same_label)
         self.weights = tuple(weights)
+        self.needs_tokens = self.weights[2] > 0  # the task passes image/text token embeddings
 
     def forward(self, image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor,
                 logit_bias: Tensor | None = None, labels: Tensor | None = None,

@@ -33,7 +33,9 @@ class Batch:
     """A collated batch.
 
     images: (B, C, H, W); tokens: (B, L) int64 with 0 = padding; labels: (B,) int64 or None;
-    negatives: (B, K, L) int64 tokens of K hard-negative captions per sample, or None.
+    negatives: (B, K, L) int64 tokens of K hard-negative captions per sample, or None;
+    regions: region boxes and phrases (``data/region_batch.RegionBatch``) for region-phrase
+    contrast, or None.
     """
 
     ids: list[str]
@@ -42,6 +44,7 @@ class Batch:
     tokens: Tensor | None = None
     labels: Tensor | None = None
     negatives: Tensor | None = None
+    regions: Any = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -50,7 +53,9 @@ class Batch:
         def mv(t: Tensor | None) -> Tensor | None:
             return t.to(device, non_blocking=True) if t is not None else None
 
-        return Batch(self.ids, mv(self.images), self.texts, mv(self.tokens), mv(self.labels), mv(self.negatives))
+        regions = self.regions.to(device) if self.regions is not None else None
+        return Batch(self.ids, mv(self.images), self.texts, mv(self.tokens), mv(self.labels), mv(self.negatives),
+                     regions)
 
 
 def collate(

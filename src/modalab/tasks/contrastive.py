@@ -22,12 +22,14 @@ from modalab.align.queue import MomentumEncoder, sample_ids
 from modalab.config import ConfigError, EvalBase, Recipe
 from modalab.constants import TAU_RANGE
 from modalab.data.dataset import epoch_loader
+from modalab.data.region_batch import collate_regions
 from modalab.data.sample import Batch, collate
 from modalab.eval.examples import retrieval_examples
 from modalab.eval.monitors import AlignmentMonitor
 from modalab.eval.retrieval import retrieval_hits, retrieval_metrics
 from modalab.eval.zeroshot import class_embeddings, zeroshot_accuracy, zeroshot_hits
 from modalab.tasks.scene_eval import example_grid, negative_tokens, scene_results
+from modalab.tasks.scene_regions import embed_with_regions, region_loss_inputs, source_has_regions, wants_regions
 from modalab.experiment.rundir import RunDir
 from modalab.models.pretrained.recipe_build import recipe_tokenizer
 from modalab.registry import register
@@ -80,6 +82,11 @@ class ContrastiveTask:
         self.key_model = self._momentum_encoder(getattr(recipe.model, "momentum", None))
         self.ema_steps = 0  # optimizer steps the key encoder has followed (kept with checkpoints)
         self.wants_negatives = "neg_text_emb" in params  # hard-negative captions (NegCLIP)
+        # region-phrase contrast: multi_granularity's regional level, on sources with boxes
+        self.wants_regions = wants_regions(self.objective) and source_has_regions(self.data.train)
+        if self.wants_regions and recipe.train.accum_steps > 1:
+            raise ConfigError("loss.regional_weight > 0 on boxes does not split into micro-batches: set "
+                              "train.accum_steps: 1 (or loss.regional_weight: 0)")
         self.monitor = AlignmentMonitor(max_logit_scale=recipe.model.max_logit_scale)  # type: ignore[attr-defined]
         self.fixed_scale = getattr(recipe.loss, "temperature", None)
         self._warned: set[str] = set()
@@ -116,12 +123,18 @@ class ContrastiveTask:
             batch.negatives = negative_tokens(samples, self.tokenizer)
         return batch
 
+    def collate_train(self, samples: list) -> Batch:
+        batch = self.collate(samples)
+        if self.wants_regions:
+            batch.regions = collate_regions(samples, self.tokenizer)
+        return batch
+
     def train_loader(self) -> DataLoader:
         if isinstance(self.data.train, IterableDataset):  # streamed shards split themselves
             return DataLoader(self.data.train, batch_size=self.recipe.train.batch_size, drop_last=True,
-                              collate_fn=self.collate, num_workers=self.recipe.data.num_workers)
+                              collate_fn=self.collate_train, num_workers=self.recipe.data.num_workers)
         return epoch_loader(
-            self.data.train, self.recipe.train.batch_size, self.collate, self.recipe.data.num_workers
+            self.data.train, self.recipe.train.batch_size, self.collate_train, self.recipe.data.num_workers
         )
 
     # training -----------------------------------------------------------------------------
@@ -138,11 +151,14 @@ class ContrastiveTask:
 
         With :meth:`loss_from_embeddings` this is the split GradCache needs (train.accum_mode=exact).
         """
-        out = self.model(batch.images, batch.tokens, return_tokens=self.needs_tokens)
-        keys = ["image_emb", "text_emb"]
-        if self.needs_tokens:
-            keys += ["image_tokens", "text_tokens", "text_token_mask"]
-        emb = {k: out[k] for k in keys}
+        if self.wants_regions and batch.regions is not None:
+            emb = embed_with_regions(self.model, batch, self.needs_tokens)
+        else:
+            out = self.model(batch.images, batch.tokens, return_tokens=self.needs_tokens)
+            keys = ["image_emb", "text_emb"]
+            if self.needs_tokens:
+                keys += ["image_tokens", "text_tokens", "text_token_mask"]
+            emb = {k: out[k] for k in keys}
         if self.key_model is not None:  # MoCo keys of the same batch, without gradient
             k_out = self.key_model(batch.images, batch.tokens)
             emb["image_keys"], emb["text_keys"] = k_out["image_emb"], k_out["text_emb"]
@@ -155,8 +171,12 @@ class ContrastiveTask:
     def loss_from_embeddings(self, emb: dict[str, Tensor], batch: Batch) -> tuple[Tensor, dict[str, float]]:
         """The objective on embeddings of the whole batch (as returned by :meth:`embed_batch`)."""
         extra: dict[str, Any] = {}
+        logs: dict[str, float] = {}
         if self.needs_tokens:
             extra = {k: emb[k] for k in ("image_tokens", "text_tokens", "text_token_mask")}
+        if "region_emb" in emb:
+            regional, logs = region_loss_inputs(emb)
+            extra.update(regional)
         if self.wants_ids:
             extra["ids"] = sample_ids(batch.ids)
         if "image_keys" in emb:
@@ -171,7 +191,7 @@ class ContrastiveTask:
             labels=batch.labels,
             **extra,
         )
-        return loss, {}
+        return loss, logs
 
     def after_step(self, step: int) -> dict[str, float]:
         self.model.clamp_()
