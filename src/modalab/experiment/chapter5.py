@@ -187,7 +187,8 @@ def protocol(root: Path, comp: Comparison, metric: str) -> tuple[bool, str]:
               f"{check.plateau:.3f}, last-quarter gain {check.final - check.late:+.3f}" if check.steps
               else "budget: no val curve")
     head = "meets the protocol" if not problems else "**does not meet the protocol** (" + "; ".join(problems) + ")"
-    return not problems, f"{head}<br>{budget}<br>commit {', '.join(sorted(c[:10] for c in commits)) or '?'}"
+    return not problems, (f"{head}<br>{budget}<br>n = {n} paired seeds per comparison, {len(comp.diffs)} "
+                          f"comparison(s) under Holm<br>commit {', '.join(sorted(c[:10] for c in commits)) or '?'}")
 
 
 def measured(comp: Comparison, times: Comparison | None = None) -> str:
