@@ -138,7 +138,8 @@ def test_chapter5_recipe_arms_validate(recipe):
     assert len(arms) >= 2 and "Claim" in recipe.read_text().splitlines()[0]
     for arm in arms:
         r = load(recipe, list(arm.overrides))
-        assert r.train.steps <= 300  # small sweeps (variable-size digits need ~300 steps to leave chance)
+        # CPU-sized sweeps; the protocol's converged budgets (e.g. 600 steps for temperature) fit
+        assert r.train.steps <= 1200
 
 
 def test_sweep_directory_is_locked(tmp_path):

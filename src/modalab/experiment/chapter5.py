@@ -24,7 +24,7 @@ import yaml
 
 from modalab.constants import TAU_RANGE
 from modalab.experiment.report import write_sweep_report
-from modalab.experiment.stats import Comparison, compare, fmt_diff
+from modalab.experiment.stats import Comparison, compare, fmt_diff, fmt_p
 from modalab.experiment.sweep import base_config_text, load_plan
 
 
@@ -105,6 +105,9 @@ def claim_text(recipe: Path) -> str:
 
 
 def verdict(comp: Comparison, claimed: Callable[[dict[str, str]], bool] | None) -> str:
+    """*held*: the best claimed arm has the highest mean and every paired difference to the other arms
+    is significant (Holm-adjusted paired t and sign-flip); *not held*: another arm beats it
+    significantly; else *inconclusive*, with the difference and the MDE the design could detect."""
     if claimed is None:
         return "no verdict rule"
     yes = [a for a in comp.arms if claimed(a.params)]
@@ -115,13 +118,27 @@ def verdict(comp: Comparison, claimed: Callable[[dict[str, str]], bool] | None) 
     top_other = max(no, key=lambda a: a.mean)
     if best.mean < top_other.mean:
         d = _diff(comp, best.arm, top_other.arm)
-        sig = "significant" if d and d.significant else "not significant"
-        return f"**not held here**: {top_other.arm} beats {best.arm} (difference {sig})"
+        if d is not None and d.significant:
+            return f"**not held here**: {top_other.arm} beats {best.arm} ({_pts(d)}, significant)"
+        return (f"**inconclusive**: {top_other.arm} ahead of {best.arm} "
+                f"({_pts(d) if d else 'unpaired'}), not significant{_mde(d)}")
     diffs = [_diff(comp, best.arm, o.arm) for o in no]
     if all(d is not None and d.significant for d in diffs):
         return f"**held** ({best.arm} best, every difference significant)"
+    weak = [d for d in diffs if d is None or not d.significant]
     n = min((d.n_pairs for d in diffs if d), default=0)
-    return f"held in direction ({best.arm} best), not significant at n={n} vs all"
+    return (f"**inconclusive**: held in direction ({best.arm} best), not significant at n={n} vs all"
+            + "".join(f"; vs {(d.a if d.b == best.arm else d.b)}: {_pts(d)}{_mde(d)}" for d in weak if d))
+
+
+def _pts(d) -> str:  # type: ignore[no-untyped-def]
+    """A paired difference in accuracy points with its Holm-adjusted p-values."""
+    return (f"{abs(d.diff) * 100:.1f} points, n={d.n_pairs}, Holm p_t {fmt_p(d.p_t_holm)}, "
+            f"p_signflip {fmt_p(d.p_perm_holm)}")
+
+
+def _mde(d) -> str:  # type: ignore[no-untyped-def]
+    return f" (MDE at 80% power {d.mde * 100:.1f} points)" if d is not None and d.mde == d.mde else ""
 
 
 def _diff(comp: Comparison, a: str, b: str):  # type: ignore[no-untyped-def]
@@ -170,7 +187,8 @@ def protocol(root: Path, comp: Comparison, metric: str) -> tuple[bool, str]:
               f"{check.plateau:.3f}, last-quarter gain {check.final - check.late:+.3f}" if check.steps
               else "budget: no val curve")
     head = "meets the protocol" if not problems else "**does not meet the protocol** (" + "; ".join(problems) + ")"
-    return not problems, f"{head}<br>{budget}<br>commit {', '.join(sorted(c[:10] for c in commits)) or '?'}"
+    return not problems, (f"{head}<br>{budget}<br>n = {n} paired seeds per comparison, {len(comp.diffs)} "
+                          f"comparison(s) under Holm<br>commit {', '.join(sorted(c[:10] for c in commits)) or '?'}")
 
 
 def measured(comp: Comparison, times: Comparison | None = None) -> str:
@@ -190,9 +208,19 @@ def _times(root: Path) -> Comparison | None:
         return None
 
 
-def generate(sweeps: list[Path], out: Path, metric: str = "zeroshot_top1") -> str:
+NOT_RERUN = "not rerun under the protocol yet (CPU time: see the section above and docs/benchmarks.md)."
+
+
+def generate(sweeps: list[Path], out: Path, metric: str = "zeroshot_top1", keep_old: bool = True,
+             reason: str = NOT_RERUN) -> str:
+    """Write ``out`` from the finished sweeps; with ``keep_old``, the rows of an existing ``out`` for
+    claims not among ``sweeps`` are kept in a section marked as not meeting the protocol."""
+    from modalab.experiment.chapter5_sections import curve_panel, kept_old_claims, old_section
+
+    old_text = out.read_text(encoding="utf-8") if keep_old and out.is_file() else ""
     rows = []
     details = []
+    panels = []
     for root in sweeps:
         plan = load_plan(root)
         comp = compare([root], metric)
@@ -212,6 +240,8 @@ def generate(sweeps: list[Path], out: Path, metric: str = "zeroshot_top1") -> st
         )
         diffs = "\n".join(f"  - {fmt_diff(d, comp.alpha, comp.power)}" for d in comp.diffs)
         details.append(f"- `{plan.recipe}` ({root}):\n{diffs}")
+        panels.append(curve_panel(root, metric))
+    old_rows, old_bullets = kept_old_claims(old_text, {Path(s).name for s in sweeps})
     today = dt.date.today().isoformat()
     cmd = "python -m modalab.experiment.chapter5 " + " ".join(str(s) for s in sweeps)
     text = f"""# Chapter 5 claims, measured here
@@ -220,22 +250,34 @@ Generated on {today} by `{cmd}` from the run directories of the sweeps (do not e
 rerun the sweeps and this command). Metric: `{metric}` on the **test split** (the held-out 25% of
 scikit-learn's digits), mean ± 95% t-interval half-width over seeds; the budget is justified on the
 **validation split** (10% of train). Differences are paired by seed: paired t and exact sign-flip
-permutation p, Holm-adjusted over each sweep's comparisons; interval from the two-level bootstrap
-(seeds, then test items); MDE = the smallest difference the paired t-test detects with 80% power
-(see `docs/experiments.md`). Train seconds were measured on a shared, loaded CPU.
+permutation p, Holm-adjusted over each sweep's comparisons; "significant" needs both below 0.05.
+Interval from the two-level bootstrap (seeds, then test items, paired across arms); MDE = the
+smallest difference the paired t-test detects with 80% power at that n and spread (see
+`docs/experiments.md`). Verdicts: **held** (the claimed arm best, every difference significant),
+**not held here** (another arm significantly better), **inconclusive** (not significant; the MDE
+says what the design could have seen). Train seconds were measured on a shared, loaded CPU.
 
 | claim (chapter 5) | our setting | measured {metric} (test) | held here? | protocol | report |
 |---|---|---|---|---|---|
 {chr(10).join(rows)}
 
+## Budget: the validation curves
+
+The budget rule: the baseline arm's mean val curve is within 1 point of its plateau at the budget and
+rose by at most 1 point over the last quarter of training (`experiment/budget.py`).
+
+{chr(10).join(panels)}
+
 ## Pairwise differences
 
 {chr(10).join(details)}
 
-Each sweep: `modalab sweep recipes/chapter5/<name>.yaml --jobs 1 --out runs/chapter5/<name>`
-(the grid is in the recipe's `# sweep:` header line). Reports live in the sweep directories.
-"""
-    out.write_text(text, encoding="utf-8")
+Each sweep: `nice -n 10 modalab sweep recipes/chapter5/<name>.yaml --jobs 1 --out runs/chapter5/<name>`
+(the grid, seeds and budget are in the recipe's `# sweep:` header line). Reports live in the sweep
+directories; copies are in `docs/chapter5/`.
+
+{old_section(old_rows, old_bullets, reason)}"""
+    out.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
     return text
 
 
@@ -244,8 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("sweeps", nargs="+", help="sweep directories")
     p.add_argument("--out", default="docs/chapter5.md")
     p.add_argument("--metric", default="zeroshot_top1")
+    p.add_argument("--no-keep-old", action="store_true",
+                   help="drop the rows of the existing --out for claims whose sweep is not given")
+    p.add_argument("--reason", default=NOT_RERUN, help="why the kept old rows were not regenerated")
     a = p.parse_args(argv)
-    generate([Path(s) for s in a.sweeps], Path(a.out), a.metric)
+    generate([Path(s) for s in a.sweeps], Path(a.out), a.metric, not a.no_keep_old, a.reason)
     print(a.out)
     return 0
 

@@ -5,8 +5,9 @@ Checks, each a :class:`Finding` as for runs:
 - ``budget``: the baseline arm's validation curve must be within 1 point of its own plateau at the
   budget (``experiment/budget.py``); not converged is an error, undecided (too few val points) a
   warning.
-- ``seeds``: every comparison needs >= 5 paired seeds (an error below); at 5 the exact sign-flip
-  test cannot reach p < 0.05 (its smallest p is 2/2^n), which is worth knowing (info).
+- ``seeds``: every comparison needs >= 5 paired seeds (an error below); where the exact sign-flip
+  test cannot reach p < 0.05 after Holm over the sweep's m comparisons (its smallest p is 2/2^n, so
+  m * 2/2^n must be below 0.05: 6 seeds for one comparison, 7 for three), that is worth knowing (info).
 - ``provenance``: runs made from different commits or machines (a warning), or from a tree with
   uncommitted changes (info).
 """
@@ -48,11 +49,19 @@ def check_seeds(root: Path, metric: str) -> list[Finding]:
                            f"{MIN_SEEDS} paired seeds", ev,
                            f"add seeds: `modalab sweep ... --seeds {MIN_SEEDS + 1}` with the same --out resumes "
                            f"and extends the sweep"))
-    at5 = [d for d in comp.diffs if MIN_SEEDS <= d.n_pairs < 6]
-    if at5:
-        out.append(Finding("seeds", "info", f"{len(at5)} comparison(s) at n=5: the exact sign-flip test cannot "
-                           f"go below p = {min_sign_flip_p(5):.4f}, so none can be significant",
-                           ", ".join(f"{d.b} - {d.a}" for d in at5[:6]), "use >= 6 seeds (more under Holm)"))
+    # Holm multiplies the smallest raw p by the number of comparisons m: the exact sign-flip test
+    # (smallest raw p 2/2^n) can only be significant when m * 2/2^n < alpha
+    m = len(comp.diffs)
+    capped = [d for d in comp.diffs if d.n_pairs >= MIN_SEEDS and m * min_sign_flip_p(d.n_pairs) >= comp.alpha]
+    if capped:
+        n = min(d.n_pairs for d in capped)
+        floor = min(1.0, m * min_sign_flip_p(n))
+        need = next(k for k in range(n, 64) if m * min_sign_flip_p(k) < comp.alpha)
+        holm_txt = f" after Holm over {m} comparisons" if m > 1 else ""
+        out.append(Finding("seeds", "info", f"{len(capped)} comparison(s) at n={n}: the exact sign-flip test "
+                           f"cannot go below p = {floor:.4f}{holm_txt}, so none can be significant",
+                           ", ".join(f"{d.b} - {d.a}" for d in capped[:6]),
+                           f"use >= {need} seeds for {m} comparison(s)"))
     return out
 
 
