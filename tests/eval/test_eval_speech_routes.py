@@ -17,7 +17,9 @@ def test_answer_round_trip_and_missing_slots():
     text = answer_text([3, 1, 4], 1, 1)
     assert text == "three one four question second"
     assert parse_answer(text, 3) == {"digits": [3, 1, 4], "mode": 1, "stress": 1}
-    assert parse_answer("three statement", 3) == {"digits": [3, None, None], "mode": None, "stress": None}
+    assert parse_answer("three statement", 3) == {"digits": [3, None, None], "mode": 0, "stress": None}
+    # too many digits: the first three count, the prosody words are still found
+    assert parse_answer("one two three four question third", 3) == {"digits": [1, 2, 3], "mode": 1, "stress": 2}
 
 
 def test_route_scores_by_hand():

@@ -25,7 +25,7 @@ def test_routes_build_with_their_own_parameters():
     m = build_speech_routes(cfg, vocab_size=20, n_labels=10, seed=0)
     assert m.routes == ("cascade", "e2e", "e2e_prosody")
     wave = torch.randn(2, 16000) * 0.1
-    assert m.asr(wave).shape == (2, 50, 11)
+    assert m.asr(wave).shape == (2, 10, 11)  # 50 frames at 50 Hz pooled by the adapter's k = 5
     tokens = torch.randint(4, 20, (2, 6))
     assert m.e2e(wave, tokens).shape == (2, 6, 20) and m.e2e_prosody(wave, tokens).shape == (2, 6, 20)
     assert m.e2e_prosody.encoder.conv1.in_channels == 18 and m.e2e.encoder.conv1.in_channels == 16

@@ -1,6 +1,7 @@
 """The chapter's two routes from speech to a language model (5.3.1), side by side in one module.
 
-    cascade      waveform -> LogMel -> WhisperStyleEncoder -> CTC head (B, T', n_words + 1)
+    cascade      waveform -> LogMel -> WhisperStyleEncoder -> avg-pool by the adapter's k -> CTC head
+                 (B, T', n_words + 1)
                  -> greedy CTC transcript (words) -> TextDecoder prompted with the transcript
                  -> answer. The decoder is trained on GOLD transcripts (text only), as a cascade's
                  LM never sees audio; prosody cannot reach it.
@@ -18,6 +19,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -35,15 +37,23 @@ ROUTES = ("cascade", "e2e", "e2e_prosody")
 
 
 class CTCRecognizer(nn.Module):
-    """waveform (B, samples) -> log-probabilities (B, T', n_labels + 1); index 0 is the CTC blank."""
+    """waveform (B, samples) -> log-probabilities (B, T', n_labels + 1); index 0 is the CTC blank.
 
-    def __init__(self, frontend: nn.Module, encoder: WhisperStyleEncoder, n_labels: int) -> None:
+    ``pool`` averages ``pool`` encoder frames (50 Hz) into one before the head, so the CTC reads the
+    same token rate as the end-to-end adapter (k = 5: 10 Hz); fewer frames per label also shorten
+    CTC's all-blank plateau.
+    """
+
+    def __init__(self, frontend: nn.Module, encoder: WhisperStyleEncoder, n_labels: int, pool: int = 1) -> None:
         super().__init__()
-        self.frontend, self.encoder = frontend, encoder
+        self.frontend, self.encoder, self.pool = frontend, encoder, pool
         self.head = nn.Linear(encoder.dim, n_labels + 1)
 
     def forward(self, wave: Tensor) -> Tensor:
-        return self.head(self.encoder(self.frontend(wave))).log_softmax(-1)  # (B, T', C + 1)
+        x = self.encoder(self.frontend(wave))  # (B, T, D) at 50 Hz
+        if self.pool > 1:
+            x = F.avg_pool1d(x.transpose(1, 2), self.pool, self.pool, ceil_mode=True).transpose(1, 2)  # (B, T/k, D)
+        return self.head(x).log_softmax(-1)  # (B, T', C + 1)
 
     @torch.no_grad()
     def transcribe(self, wave: Tensor) -> list[list[int]]:
@@ -101,7 +111,7 @@ def build_speech_routes(cfg: SpeechRoutesConfig, *, vocab_size: int, n_labels: i
     mods: dict[str, nn.Module] = {}
     if "cascade" in cfg.routes:
         mods["asr"] = CTCRecognizer(LogMel(e.n_mels), WhisperStyleEncoder(e.n_mels, e.dim, e.depth, e.heads,
-                                                                          e.max_frames), n_labels)
+                                                                          e.max_frames), n_labels, a.k)
         mods["text_lm"] = _decoder(vocab_size, d)
     for name in ("e2e", "e2e_prosody"):
         if name not in cfg.routes:

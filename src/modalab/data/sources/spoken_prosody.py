@@ -41,13 +41,14 @@ def answer_text(digits: list[int], mode: int, stress: int) -> str:
 
 
 def parse_answer(text: str, n_words: int) -> dict:
-    """Inverse of :func:`answer_text` for scoring: unknown or missing slots become None."""
+    """Scoring view of an answer: its digit words in order (the first ``n_words``; missing slots
+    None), the first mode word and the first position word wherever they stand (None if absent), so
+    a wrong number of digits does not also cost the prosody slots."""
     w = text.split()
-    digits = [WORDS.index(x) if x in WORDS else None for x in w[:n_words]]
+    digits: list[int | None] = [WORDS.index(x) for x in w if x in WORDS][:n_words]
     digits += [None] * (n_words - len(digits))
-    rest = w[n_words:]
-    mode = MODES.index(rest[0]) if len(rest) > 0 and rest[0] in MODES else None
-    stress = POSITIONS.index(rest[1]) if len(rest) > 1 and rest[1] in POSITIONS else None
+    mode = next((MODES.index(x) for x in w if x in MODES), None)
+    stress = next((POSITIONS.index(x) for x in w if x in POSITIONS), None)
     return {"digits": digits, "mode": mode, "stress": stress}
 
 
