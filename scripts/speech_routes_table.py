@@ -17,6 +17,8 @@ import math
 import sys
 from pathlib import Path
 
+import yaml
+
 from modalab.experiment.paired import mde_paired, paired_t
 from modalab.experiment.stats import mean_ci
 
@@ -32,14 +34,19 @@ def load(dirs: list[Path], split: str) -> list[dict]:
         if not f.is_file():
             sys.exit(f"speech_routes_table: {f} not found (pass run directories holding results.json)")
         r = json.loads(f.read_text())
+        cfg = f.parent / "config.yaml"
+        seed = (yaml.safe_load(cfg.read_text()) or {}).get("run", {}).get("seed") if cfg.is_file() else None
         pre = "val_" if split == "val" else ""
-        out.append({"seed": r.get("seed", r.get("run", {}).get("seed")), "asr_seq_acc": r.get(f"{pre}asr/seq_acc"),
+        out.append({"seed": seed, "asr_seq_acc": r.get(f"{pre}asr/seq_acc"),
                     **{f"{rt}/{k}": r.get(f"{pre}{rt}/{k}") for rt in ROUTES for k in KEYS}})
     return out
 
 
 def fmt(vals: list[float]) -> str:
-    vals = [v for v in vals if v is not None and not math.isnan(v)]
+    vals = [float(v) for v in vals if v is not None]  # NaN may be stored as a string
+    vals = [v for v in vals if not math.isnan(v)]
+    if not vals:
+        return "-"
     m, _, lo, hi = mean_ci(vals)
     return f"{m:.3f}" if len(vals) < 2 else f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
 
@@ -61,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\npaired t over seeds (b - a), with the design's MDE at 80 % power:")
     for k in ("word_acc", "mode_acc", "stress_acc"):
         for x, y in PAIRS:
-            av, bv = [r[f"{x}/{k}"] for r in rows], [r[f"{y}/{k}"] for r in rows]
+            av, bv = [float(r[f"{x}/{k}"]) for r in rows], [float(r[f"{y}/{k}"]) for r in rows]
             d = [q - p for p, q in zip(av, bv)]
             sd = mean_ci(d)[1]
             t, p = paired_t(av, bv)
