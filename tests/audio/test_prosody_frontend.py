@@ -40,3 +40,14 @@ def test_front_end_shape_and_silence():
     assert torch.equal(out[:, :16], LogMel(16)(wave))
     assert float(out[0, 16, -20:].abs().max()) == 0.0  # unvoiced (silent) frames carry no F0
     assert float(out[0, 17, -20:].max()) == -4.0  # energy floored at -80 dB below the loudest frame
+
+
+def test_cache_equals_recomputing():
+    g = torch.Generator().manual_seed(0)
+    clips = [glide(100 + 20 * i, 200 + 10 * i, 0.5).float() + 0.01 * torch.randn(1, 8000, generator=g)
+             for i in range(5)]
+    plain, cached = LogMelProsody(LogMel(16)), LogMelProsody(LogMel(16), cache_size=3)
+    for batch in ([0, 1], [1, 2, 3], [0, 4, 1], [2, 3, 4, 0]):  # hits, misses and evictions mixed
+        wave = torch.cat([clips[i] for i in batch])
+        assert torch.equal(cached(wave), plain(wave))
+        assert len(cached._cache) <= 3

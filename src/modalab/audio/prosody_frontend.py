@@ -13,6 +13,9 @@ what is left is the contour: a final rise, a louder or higher word.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+
 import torch
 from torch import Tensor, nn
 
@@ -54,15 +57,37 @@ class LogMelProsody(nn.Module):
     Args:
         logmel: (B, samples) -> (B, n_mels, T); its ``n_mels`` attribute sizes ``self.n_channels``.
         fmin, fmax: YIN's pitch search range in Hz.
+        cache_size: keep the channels of up to this many waveforms, keyed by their bytes (0: none).
+            The channels have no parameters and each clip's depend on that clip only, so a clip seen
+            again (the next epoch) reuses them; a cached batch equals the computed one exactly.
     """
 
-    def __init__(self, logmel: nn.Module, fmin: float = 65.0, fmax: float = 500.0) -> None:
+    def __init__(self, logmel: nn.Module, fmin: float = 65.0, fmax: float = 500.0, cache_size: int = 0) -> None:
         super().__init__()
-        self.logmel, self.fmin, self.fmax = logmel, fmin, fmax
+        self.logmel, self.fmin, self.fmax, self.cache_size = logmel, fmin, fmax, cache_size
         self.n_channels = int(getattr(logmel, "n_mels")) + 2
+        self._cache: OrderedDict[bytes, Tensor] = OrderedDict()
+
+    def channels(self, wave: Tensor, n_frames: int) -> Tensor:
+        """(B, N) -> (B, 2, n_frames), through the cache when ``cache_size`` > 0."""
+        if not self.cache_size:
+            return prosody_channels(wave, n_frames, fmin=self.fmin, fmax=self.fmax)
+        keys = [hashlib.blake2b(w.detach().cpu().numpy().tobytes(), digest_size=16).digest() + bytes([n_frames % 256])
+                for w in wave]
+        missing = [i for i, k in enumerate(keys) if k not in self._cache]
+        if missing:
+            new = prosody_channels(wave[missing], n_frames, fmin=self.fmin, fmax=self.fmax)
+            for i, c in zip(missing, new):
+                self._cache[keys[i]] = c.cpu()
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        got = [self._cache[k] if k in self._cache else None for k in keys]
+        if any(g is None for g in got):  # the batch alone overflowed the cache
+            return prosody_channels(wave, n_frames, fmin=self.fmin, fmax=self.fmax)
+        return torch.stack(got).to(wave.device)  # (B, 2, n_frames)
 
     def forward(self, wave: Tensor) -> Tensor:
         mel = self.logmel(wave)  # (B, M, T)
         with torch.no_grad():
-            ch = prosody_channels(wave.float(), mel.shape[-1], fmin=self.fmin, fmax=self.fmax)
+            ch = self.channels(wave.float(), mel.shape[-1])
         return torch.cat([mel, ch.to(mel.dtype)], dim=1)  # (B, M + 2, T)

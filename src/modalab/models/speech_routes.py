@@ -91,6 +91,7 @@ class SpeechRoutesConfig(NamedBase):
     decoder: DecoderConfig = Field(default_factory=DecoderConfig)
     routes: list[Literal["cascade", "e2e", "e2e_prosody"]] = Field(default_factory=lambda: list(ROUTES))
     f0_range: tuple[float, float] = Field((65.0, 500.0), description="YIN search range (Hz) of e2e_prosody")
+    prosody_cache: int = Field(4096, ge=0, description="clips whose F0/energy channels are kept (0: recompute)")
 
 
 def _decoder(vocab_size: int, d: DecoderConfig) -> TextDecoder:
@@ -118,7 +119,7 @@ def build_speech_routes(cfg: SpeechRoutesConfig, *, vocab_size: int, n_labels: i
             continue
         front: nn.Module = LogMel(e.n_mels)
         if name == "e2e_prosody":
-            front = LogMelProsody(front, *cfg.f0_range)
+            front = LogMelProsody(front, *cfg.f0_range, cache_size=cfg.prosody_cache)
         n_in = e.n_mels + (2 if name == "e2e_prosody" else 0)
         mods[name] = AudioLM(front, WhisperStyleEncoder(n_in, e.dim, e.depth, e.heads, e.max_frames),
                              build_adapter(e.dim, d.dim, a.kind, a.k, 50.0, a.projector, a.n_langs),
