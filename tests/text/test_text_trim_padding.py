@@ -1,10 +1,16 @@
-"""The text encoder drops all-padding trailing columns before encoding (text/encoder.py): pooled
-features and their gradients must equal the plain, untrimmed computation."""
+"""With ``trim_padding`` the text encoder drops all-padding trailing columns before encoding
+(text/encoder.py, ``model.text.trim_padding``): pooled features and their gradients must equal the
+plain, untrimmed computation; without it the encoder sees every column."""
+
+from pathlib import Path
 
 import pytest
 import torch
 
+from modalab.config import load
 from modalab.text.encoder import TextTransformer, trim_padding
+
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "clip_digits.yaml"
 
 
 def _tokens(lengths: list[int], width: int) -> torch.Tensor:
@@ -27,7 +33,8 @@ def test_trim_padding_keeps_every_real_token():
 @pytest.mark.parametrize("pool", ["mean", "eos"])
 def test_trimmed_forward_and_backward_match_untrimmed(pool):
     torch.manual_seed(0)
-    enc = TextTransformer(vocab_size=30, context_length=12, width=32, depth=2, heads=4, pool=pool).double()
+    enc = TextTransformer(vocab_size=30, context_length=12, width=32, depth=2, heads=4, pool=pool,
+                          trim_padding=True).double()
     tok = _tokens([3, 8, 5, 1], 12)
     fast = enc(tok)  # trims to 8 columns
     grads_fast = torch.autograd.grad(fast.square().sum(), list(enc.parameters()), allow_unused=True)
@@ -38,3 +45,10 @@ def test_trimmed_forward_and_backward_match_untrimmed(pool):
     for gf, gr in zip(grads_fast, grads_ref):
         gf = torch.zeros_like(gr) if gf is None else gf  # pos_embed rows of dropped columns: zero
         torch.testing.assert_close(gf, gr, rtol=1e-9, atol=1e-12)
+
+
+
+def test_trim_padding_is_off_by_default_and_set_from_the_recipe():
+    assert TextTransformer(vocab_size=30).trim_padding is False
+    assert load(RECIPE, []).model.text.trim_padding is False
+    assert load(RECIPE, ["model.text.trim_padding=true"]).model.text.trim_padding is True

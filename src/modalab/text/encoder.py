@@ -38,8 +38,10 @@ class TextTransformer(nn.Module):
         heads: int = 4,
         mlp_ratio: float = 4.0,
         pool: Literal["mean", "eos"] = "mean",
+        trim_padding: bool = False,
     ) -> None:
         super().__init__()
+        self.trim_padding = trim_padding
         self.token_embed = nn.Embedding(vocab_size, width)
         self.pos_embed = nn.Parameter(torch.randn(1, context_length, width) * 0.01)
         self.transformer = Transformer(width, depth, heads, mlp_ratio)
@@ -52,11 +54,13 @@ class TextTransformer(nn.Module):
     def forward(self, tokens: Tensor) -> Tensor:
         """(B, L) int64 (0 = padding) -> (B, width).
 
-        Trailing columns that are padding in every row are dropped first (:func:`trim_padding`):
-        masked keys and unpooled queries do not change the pooled features, only the cost (a
-        tokenizer pads every caption to ``context_length``).
+        With ``trim_padding``, trailing columns that are padding in every row are dropped first
+        (:func:`trim_padding`): masked keys and unpooled queries do not change the pooled features,
+        only the cost (a tokenizer pads every caption to ``context_length``). Off by default: the
+        result is equal up to float rounding, not bit for bit, so seeded runs would move.
         """
-        tokens = trim_padding(tokens)
+        if self.trim_padding:
+            tokens = trim_padding(tokens)
         return self.pool_tokens(self.forward_tokens(tokens), tokens != 0)
 
     def forward_tokens(self, tokens: Tensor) -> Tensor:
