@@ -126,7 +126,7 @@ def main() -> None:
             opt.step()
             sched.step()
             if step % args.eval_every == 0:
-                curve.append({"step": step, "loss": round(float(loss), 4),
+                curve.append({"step": step, "loss": round(float(loss.detach()), 4),
                               "train_acc": accuracy(tr, tr_codes[:300], try_[:300], tok, 10, feat(trx[:300])),
                               "val_acc": accuracy(tr, va_codes, vay, tok, 10, feat(vax))})
                 print(variant, curve[-1], flush=True)
