@@ -35,9 +35,9 @@ def test_perfect_targets_decode_to_the_ground_truth(splits):
     for i in range(len(splits.val)):
         s = splits.val[i]
         sps = s.meta["seconds_per_step"]
-        assert sps == pytest.approx(2 / 8) and s.image.shape[0] == 24  # stride 2 of 48 frames
+        assert sps == pytest.approx(2 / 8) and s.media.shape[0] == 24  # stride 2 of 48 frames
         segs = [(g["start"] / sps, g["end"] / sps, g["label"]) for g in s.meta["segments"]]
-        cls, off = localization_targets(segs, s.image.shape[0], 8)
+        cls, off = localization_targets(segs, s.media.shape[0], 8)
         assert cls.sum(-1).max() <= 1  # one label per step
         preds += decode_segments(cls * 40 - 20, off, sps, s.id, score_threshold=0.5, method="hard")
         gts += [{"video": s.id, "label": g["label"], "start": g["start"], "end": g["end"]}

@@ -105,7 +105,7 @@ class UnifiedTask:
         """A whole split as images (N, C, H, W) in [0, 1], labels (N,) and captions, as the split
         yields them (the training split augments when ``data.augment`` is on)."""
         items = [ds[i] for i in range(len(ds))]
-        return (torch.stack([self.to_unit(s.image) for s in items]),
+        return (torch.stack([self.to_unit(s.media) for s in items]),
                 torch.tensor([s.label for s in items]), [s.text for s in items])
 
     @staticmethod
