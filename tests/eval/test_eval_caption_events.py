@@ -43,3 +43,5 @@ def test_merge_fragments_and_cascade_caption():
     ref = [[ev("beep", 0.0, 0.3), ev("chirp", 0.5, 0.6)]]
     res = cascade_captions(ref, [frags[:3]], CLASSES, 0.15)
     assert res["cascade/order_accuracy"] == 1.0 and res["cascade/bleu4"] == pytest.approx(1.0)
+    # one caption: idf = log 1 - log 1 = 0 for every n-gram, so CIDEr-D is 0 even for a perfect match
+    assert res["cascade/cider_d"] == 0.0

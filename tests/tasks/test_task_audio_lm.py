@@ -20,6 +20,7 @@ def test_audio_captions_recipe_runs(tmp_path):
     res = json.loads((out / "results.json").read_text())
     for key in ("event_precision", "event_recall", "event_f1", "order_accuracy", "bleu4", "rouge_l"):
         assert 0.0 <= res[key] <= 1.0, key
+    assert 0.0 <= res["cider_d"] <= 10.0
     assert res["num_train"] + res["num_val"] == 8 and res["num_val"] >= 1 and res["num_test"] == 4
     assert 0.0 <= res["val_bleu4"] <= 1.0  # val scored beside test and res["audio_tokens_per_second"] == 10.0
     assert len(res["caption_examples"]) == 4 and all(e["reference"] for e in res["caption_examples"])

@@ -28,6 +28,7 @@ from modalab.data.sources.sound_events import clip_targets, frame_targets
 from modalab.data.sources.sound_captions import scene_caption
 from modalab.eval.caption_events import event_scores, merge_fragments
 from modalab.eval.caption_metrics import corpus_bleu, rouge_l
+from modalab.eval.cider import cider_d
 from modalab.eval.tagging import decode_events, frame_f1, mean_average_precision, onset_f1
 from modalab.experiment.rundir import RunDir
 from modalab.registry import register
@@ -46,7 +47,8 @@ def cascade_captions(reference: list[list[dict]], decoded: list[list[dict]], cla
     """The cascaded captioner (detector -> template caption), scored as task ``audio_lm`` scores captions."""
     hyps = [scene_caption(merge_fragments(d, merge_gap_s)) for d in decoded]
     refs = [[scene_caption(r)] for r in reference]
-    scores = {**event_scores(hyps, reference, classes), "bleu4": corpus_bleu(hyps, refs), "rouge_l": rouge_l(hyps, refs)}
+    scores = {**event_scores(hyps, reference, classes), "bleu4": corpus_bleu(hyps, refs), "rouge_l": rouge_l(hyps, refs),
+              "cider_d": cider_d(hyps, refs)}
     return {f"cascade/{k}": v for k, v in scores.items()}
 
 
@@ -73,7 +75,7 @@ class AudioEventsTask:
     def collate(self, samples: list[Sample]) -> EventBatch:
         events = [s.meta["events"] for s in samples]
         targets = torch.from_numpy(np.stack([clip_targets(e, self.classes) for e in events]))  # (B, C)
-        return EventBatch([s.id for s in samples], torch.stack([s.image for s in samples]), targets, events)
+        return EventBatch([s.id for s in samples], torch.stack([s.media for s in samples]), targets, events)
 
     def train_loader(self) -> DataLoader:
         if len(self.data.train) < self.recipe.train.batch_size:

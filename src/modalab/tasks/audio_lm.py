@@ -9,7 +9,7 @@ adapter with the decoder frozen, then adapter + decoder LoRA).
 
 ``evaluate`` decodes greedily on the test scenes and scores the generated captions:
 ``event_precision`` / ``event_recall`` / ``event_f1`` of the classes named, ``order_accuracy``
-(the named sequence equals the true one), ``bleu4`` and ``rouge_l`` against the template caption,
+(the named sequence equals the true one), ``bleu4``, ``rouge_l`` and ``cider_d`` (``eval/cider.py``) against the template caption,
 and ``caption_loss`` (teacher-forced NLL per caption).
 """
 
@@ -30,6 +30,7 @@ from modalab.data.sample import Sample
 from modalab.data.sources.sound_captions import PHRASES, scene_caption
 from modalab.eval.caption_events import event_scores
 from modalab.eval.caption_metrics import corpus_bleu, rouge_l
+from modalab.eval.cider import cider_d
 from modalab.experiment.rundir import RunDir
 from modalab.models.audio_lm import AudioLMConfig
 from modalab.registry import register
@@ -78,7 +79,7 @@ class AudioLMTask:
     def collate(self, samples: list[Sample]) -> dict[str, Any]:
         events = [s.meta["events"] for s in samples]
         captions = [scene_caption(e) for e in events]
-        return {"wave": torch.stack([s.image for s in samples]), "tokens": self.tokenizer(captions),
+        return {"wave": torch.stack([s.media for s in samples]), "tokens": self.tokenizer(captions),
                 "events": events, "captions": captions}
 
     def train_loader(self) -> DataLoader:
@@ -122,6 +123,7 @@ class AudioLMTask:
         self.model.train()
         res: dict[str, Any] = {**event_scores(hyps, events, self.classes),
                                "bleu4": corpus_bleu(hyps, refs), "rouge_l": rouge_l(hyps, refs),
+                               "cider_d": cider_d(hyps, refs),
                                "caption_loss": nll / max(n, 1)}
         if final:
             ex = [{"reference": r[0], "caption": h} for h, r in zip(hyps, refs)][: self.eval_cfg.num_examples]

@@ -56,14 +56,19 @@ def _resonator(x: np.ndarray, freq: float, bw: float, sr: int) -> np.ndarray:
     return lfilter([1 - r], a, x)
 
 
-def _glottal(n: int, f0: float, sr: int, rng: np.random.Generator) -> np.ndarray:
-    f = f0 * (1 + 0.02 * rng.standard_normal()) * np.linspace(1.05, 0.92, n)  # falling intonation
+def _glottal(n: int, f0: float, sr: int, rng: np.random.Generator,
+             contour: tuple[float, float] = (1.05, 0.92)) -> np.ndarray:
+    f = f0 * (1 + 0.02 * rng.standard_normal()) * np.linspace(*contour, n)  # default: falling intonation
     phase = np.cumsum(f) / sr
     return (np.diff(np.floor(phase), prepend=0.0) > 0).astype(np.float64) - 1.0 / max(sr / f0, 1)
 
 
-def synth_digit(digit: int, speaker: Speaker, sr: int = 16000, rng: np.random.Generator | None = None) -> np.ndarray:
-    """Synthesise one utterance of ``WORDS[digit]`` (float32, peak 0.5, with 50 ms silence around)."""
+def synth_digit(digit: int, speaker: Speaker, sr: int = 16000, rng: np.random.Generator | None = None,
+                contour: tuple[float, float] = (1.05, 0.92)) -> np.ndarray:
+    """Synthesise one utterance of ``WORDS[digit]`` (float32, peak 0.5, with 50 ms silence around).
+
+    ``contour`` scales the speaker's f0 linearly from its first to its second value over each voiced
+    segment (the default falls, a statement; e.g. (0.95, 1.45) rises, a question)."""
     if not 0 <= digit <= 9:
         raise ValueError(f"digit must be 0-9, got {digit}")
     rng = rng or np.random.default_rng()
@@ -73,7 +78,7 @@ def synth_digit(digit: int, speaker: Speaker, sr: int = 16000, rng: np.random.Ge
         ms = seg[-1] if kind in ("v", "n", "b") else seg[2]
         n = int(sr * ms / 1000 / speaker.rate * rng.uniform(0.9, 1.1))
         if kind in ("v", "n"):
-            src = _glottal(n, speaker.f0, sr, rng)
+            src = _glottal(n, speaker.f0, sr, rng, contour)
             formants = [(seg[1], 80), (seg[2], 100), (2800, 150)] if kind == "v" else [(250, 60), (2300, 200)]
             y = sum(_resonator(src, min(f * speaker.formant_shift, sr / 2 - 200), bw, sr) for f, bw in formants)
             y *= 0.35 if kind == "n" else 1.0
@@ -81,7 +86,7 @@ def synth_digit(digit: int, speaker: Speaker, sr: int = 16000, rng: np.random.Ge
             centre = min(seg[1] * speaker.formant_shift, sr / 2 - 600)
             y = _resonator(rng.standard_normal(n), centre, 1500, sr) * 0.4
             if seg[3]:
-                y += 0.3 * _resonator(_glottal(n, speaker.f0, sr, rng), 300, 100, sr)
+                y += 0.3 * _resonator(_glottal(n, speaker.f0, sr, rng, contour), 300, 100, sr)
         else:
             y = rng.standard_normal(n) * np.exp(-np.arange(n) / (0.004 * sr))
         ramp = np.minimum(1.0, np.minimum(np.arange(n), np.arange(n)[::-1]) / (0.008 * sr))
