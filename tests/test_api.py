@@ -40,7 +40,7 @@ def test_readme_example_runs_and_load_run_reproduces_the_result(tmp_path, monkey
     model, tok, cfg = scope["model"], scope["tokenizer"], scope["config"]
     data = registry.build("source", cfg.data.source, cfg.data, seed=cfg.run.seed)
     with torch.no_grad():
-        imgs = torch.stack([data.test[i].image for i in range(len(data.test))])
+        imgs = torch.stack([data.test[i].media for i in range(len(data.test))])
         labels = torch.tensor([data.test[i].label for i in range(len(data.test))])
         cls = class_embeddings(lambda t: model.encode_text(tok(t)), data.classnames, cfg.eval.prompts)
         acc = zeroshot_accuracy(model.encode_image(imgs), cls, labels, ks=(1,))["zeroshot_top1"]

@@ -88,13 +88,13 @@ def test_audio_sources_split_and_wave_contract():
     data = registry.build("source", "spoken_digits", cfg, seed=0)
     assert not set(data.speakers["train"]) & set(data.speakers["test"])  # speakers held out whole
     s = data.test[0]
-    assert s.image.shape == (16000,) and s.image.dtype == torch.float32 and data.image_size == 16000
+    assert s.media.shape == (16000,) and s.media.dtype == torch.float32 and data.image_size == 16000
     assert data.classnames[s.label] in s.text
     rnd = registry.build("source", "spoken_digits", cfg.model_copy(update={"split_by": "random"}), seed=0)
     assert len(set(rnd.speakers["test"]) & set(rnd.speakers["train"])) >= 2  # random split mixes speakers
     ev_cfg = registry.get("source", "sound_events").schema(source="sound_events", n_train=2, n_test=2, duration=1.0)
     ev = registry.build("source", "sound_events", ev_cfg, seed=0)
-    assert ev.train[0].image.shape == (16000,) and ev.train[0].meta["events"]
+    assert ev.train[0].media.shape == (16000,) and ev.train[0].meta["events"]
 
 
 def test_event_detector_shapes_and_loss():

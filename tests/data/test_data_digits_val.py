@@ -33,5 +33,5 @@ def test_val_is_carved_from_train_stratified_and_test_is_untouched():
 def test_val_is_deterministic_and_unaugmented():
     a, b = _splits(), _splits()
     assert _ids(a.val) == _ids(b.val)
-    assert all((a.val[i].image == b.val[i].image).all() and a.val[i].text == b.val[i].text
+    assert all((a.val[i].media == b.val[i].media).all() and a.val[i].text == b.val[i].text
                for i in range(len(a.val)))

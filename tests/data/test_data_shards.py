@@ -84,4 +84,4 @@ def test_shards_write_cli(tmp_path):
 
     ds = ShardStream(tmp_path / "out", decode_image_text(8, 1), shuffle_buffer=0, rank=0, world=1)
     samples = list(ds)
-    assert len(samples) == 7 and samples[0].image.shape == (1, 8, 8) and samples[0].text == "shade 0"
+    assert len(samples) == 7 and samples[0].media.shape == (1, 8, 8) and samples[0].text == "shade 0"

@@ -51,7 +51,7 @@ def test_digits_val_leaves_the_test_split_unchanged():
     assert len(va) == round(0.1 * 1347)
     assert len({with_val.val[i].label for i in range(len(va))}) == 10  # stratified: every class
     a, b = with_val.val[3], with_val.val[3]  # evaluated like test: no augmentation, fixed caption
-    assert torch.equal(a.image, b.image) and a.text == b.text
+    assert torch.equal(a.media, b.media) and a.text == b.text
 
 
 def test_spoken_digits_val_holds_out_whole_speakers():

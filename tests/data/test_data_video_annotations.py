@@ -58,7 +58,7 @@ def test_kinetics_csv_trimmed_files(tmp_path):
     ds = _build("kinetics_csv", path=str(csv), frames_per_clip=4, size=16, val_fraction=0.0)
     assert ds.classnames == ["move_left", "zoom_in"] and len(ds.train) == 6 and len(ds.test) == 2
     s = ds.test[0]
-    assert tuple(s.image.shape) == (4, 3, 16, 16) and s.id.endswith("k.csv:8")
+    assert tuple(s.media.shape) == (4, 3, 16, 16) and s.id.endswith("k.csv:8")
     assert ds.classnames[s.label] == "zoom_in" and s.meta["frames"] == [2, 6, 10, 14]
 
 
@@ -137,7 +137,7 @@ def test_activitynet_json_segments_and_steps(tmp_path):
                 val_fraction=0.0)
     assert ds.classnames == ["flash", "zoom_in"] and len(ds.train) == 4 and len(ds.test) == 2
     s = ds.test[0]
-    assert tuple(s.image.shape) == (8, 3, 16, 16) and s.meta["seconds_per_step"] == pytest.approx(0.5)
+    assert tuple(s.media.shape) == (8, 3, 16, 16) and s.meta["seconds_per_step"] == pytest.approx(0.5)
     assert s.meta["segments"] == [{"label": 1, "action": "zoom_in", "start": 1.0, "end": 3.0},
                                   {"label": 0, "action": "flash", "start": 3.5, "end": 4.0}]
     # fps-aware: the same segments given in frames at the record's fps
@@ -200,7 +200,7 @@ def test_msrvtt_json_captions(tmp_path):
     assert len(ds.train) == 4 and len(ds.test) == 2 and ds.classnames is None
     s = ds.test[0]
     assert s.text == "clip 4 caption 0" and len(s.meta["captions"]) == 3
-    assert tuple(s.image.shape) == (4, 3, 16, 16) and s.meta["record"]["id"] == 4
+    assert tuple(s.media.shape) == (4, 3, 16, 16) and s.meta["record"]["id"] == 4
     assert {ds.train[0].text for _ in range(20)} <= set(ds.train[0].meta["captions"])
     assert "clip 0 caption 2" in ds.texts and "clip 4 caption 0" not in ds.texts  # test captions unseen
 

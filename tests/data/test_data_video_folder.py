@@ -48,7 +48,7 @@ def test_layout_classes_and_frames(tmp_path):
     assert ds.classnames == ["move_left", "zoom_in"]
     assert len(ds.train) + len(ds.test) == 6 and len(ds.test) == 2 and ds.skipped == []
     s = ds.test[0]
-    assert tuple(s.image.shape) == (4, 3, 16, 16) and s.label in (0, 1)
+    assert tuple(s.media.shape) == (4, 3, 16, 16) and s.label in (0, 1)
     assert Path(s.id).parent.name == ds.classnames[s.label]
     assert len(s.meta["frames"]) == 4 and max(s.meta["frames"]) < 16
 

@@ -27,7 +27,7 @@ def _words(text):
 def test_deterministic_per_seed_and_rgb(scenes):
     again = build_digit_scenes(source_cfg("digit_scenes", image_size=32, train_scenes=300, test_scenes=60), seed=0)
     a, b = scenes.test[5], again.test[5]
-    assert a.text == b.text and torch.equal(a.image, b.image) and a.image.shape == (3, 32, 32)
+    assert a.text == b.text and torch.equal(a.media, b.media) and a.media.shape == (3, 32, 32)
     other = build_digit_scenes(source_cfg("digit_scenes", image_size=32, train_scenes=300, test_scenes=60), seed=1)
     assert [other.test[i].text for i in range(10)] != [scenes.test[i].text for i in range(10)]
     assert len(scenes.train) == 300 and scenes.channels == 3 and scenes.classnames is None
@@ -36,7 +36,7 @@ def test_deterministic_per_seed_and_rgb(scenes):
 def test_boxes_hold_the_named_colour(scenes):
     for i in range(30):
         s = scenes.test[i]
-        img = (s.image + 1) / 2  # (3, S, S) in [0, 1]
+        img = (s.media + 1) / 2  # (3, S, S) in [0, 1]
         assert 1 <= len(s.meta["boxes"]) <= 4 and len(s.meta["phrases"]) == len(s.meta["boxes"])
         for d, (x0, y0, x1, y1) in zip(s.meta["scene"].digits, s.meta["boxes"]):
             assert 0 <= x0 < x1 <= 32 and 0 <= y0 < y1 <= 32

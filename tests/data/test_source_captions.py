@@ -81,7 +81,7 @@ def _flickr(tmp_path, n=8, broken=None, pipe=True):
 def test_flickr_results_csv(tmp_path, pipe):
     path, img = _flickr(tmp_path, pipe=pipe)
     data = build_flickr(source_cfg("flickr", captions=str(path), images=str(img)), seed=0)
-    assert len(data.train) == 6 and len(data.test) == 2 and data.test[0].image.shape == (3, 8, 8)
+    assert len(data.train) == 6 and len(data.test) == 2 and data.test[0].media.shape == (3, 8, 8)
     assert data.test[0].text.endswith("runs 0") and len(data.texts) == 30
 
 

@@ -36,7 +36,7 @@ def test_parquet_hub_layout(tmp_path):
     data = build_hf_table(source_cfg("hf_table", path=str(tmp_path), label_column="label"), seed=0)
     assert len(data.train) == 12 and len(data.test) == 4 and data.classnames == ["cat", "dog"]
     s = data.test[1]
-    assert s.text == "pet 13" and s.label == 1 and s.image.shape == (3, 8, 8)
+    assert s.text == "pet 13" and s.label == 1 and s.media.shape == (3, 8, 8)
 
 
 def test_save_to_disk_folder(tmp_path):
@@ -87,7 +87,7 @@ def test_idx_mnist_layout(tmp_path):
                           test_labels=str(tmp_path / "t10k-labels-idx1-ubyte"), classnames="fashion"), seed=0)
     assert len(data.train) == 20 and len(data.test) == 6 and len(data.classnames) == 10
     s = data.test[1]
-    assert s.image.shape == (1, 8, 8) and data.classnames[s.label] == "trouser" and s.text == "a photo of a trouser"
+    assert s.media.shape == (1, 8, 8) and data.classnames[s.label] == "trouser" and s.text == "a photo of a trouser"
 
 
 def test_idx_truncated_and_bad_label(tmp_path):

@@ -54,7 +54,7 @@ def test_reads_img2dataset_layout_and_splits_by_rank(tmp_path):
     data = build_webdataset(_cfg(str(tmp_path / "{00000..00003}.tar")), seed=0)
     assert len(data.train) == 15 and len(data.test) == 5  # the last shard is held out (test_fraction 0.25)
     s = data.test[0]
-    assert s.image.shape == (3, 8, 8) and s.text == "colour 15" and data.skipped == []
+    assert s.media.shape == (3, 8, 8) and s.text == "colour 15" and data.skipped == []
     assert "colour 3" in data.texts  # captions from json when there is no txt
     data.train.world, data.train.rank = 2, 0
     a = [x.id for x in data.train]

@@ -65,6 +65,6 @@ def test_registered_source_holds_out_voices_and_rejects_long_clips():
     tr, va, te = (set(d.speakers[k]) for k in ("train", "val", "test"))
     assert len(te) == 2 and not (tr & te) and not (va & te) and not (tr & va) and va
     s = d.test[0]
-    assert s.image.shape == (int(2.6 * 16000),) and set(s.meta) >= {"digits", "mode", "stress", "speaker"}
+    assert s.media.shape == (int(2.6 * 16000),) and set(s.meta) >= {"digits", "mode", "stress", "speaker"}
     with pytest.raises(DataError, match="clip_seconds"):
         build_spoken_prosody(cfg.model_copy(update={"clip_seconds": 0.5}), seed=0)

@@ -158,7 +158,7 @@ def test_pair_dataset_is_balanced_and_fixed():
     from modalab.data.dataset import SampleDataset
     from modalab.data.sample import Sample
 
-    base = SampleDataset(400, lambda i: Sample(id=str(i), image=torch.zeros(1), text=f"c{i % 4}", label=i % 4))
+    base = SampleDataset(400, lambda i: Sample(id=str(i), media=torch.zeros(1), text=f"c{i % 4}", label=i % 4))
     texts = {c: [f"c{c}"] for c in range(4)}
     ds = PairDataset(base, texts, seed=3, fixed=True)
     items = [ds[i] for i in range(400)]

@@ -314,7 +314,8 @@ def _old_unified():
                                                batch_first=True, norm_first=True)
             self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
 
-        def hidden(self, ids, pad=None):
+        def hidden(self, ids, pad=None, features=None):  # the old model read codes only
+            assert features is None
             L = ids.shape[1]
             causal = torch.triu(torch.ones(L, L, dtype=torch.bool, device=ids.device), 1)
             h = self.tok_emb(ids) + self.pos_emb[:, :L]

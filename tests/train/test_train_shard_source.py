@@ -47,7 +47,7 @@ def test_digits_shards_match_the_digits_split(digits):
                        image_size=16, channels=1)
     splits = build_shards(cfg, seed=0)
     s = splits.test[0]
-    assert s.image.shape == (1, 16, 16) and -1.0 <= float(s.image.min()) < float(s.image.max()) <= 1.0
+    assert s.media.shape == (1, 16, 16) and -1.0 <= float(s.media.min()) < float(s.media.max()) <= 1.0
     assert splits.classnames[s.label] in s.text  # label index and caption agree
     assert len(splits.test) == 450 and len(splits.train) == 1347
 

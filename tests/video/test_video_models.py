@@ -122,4 +122,4 @@ def test_registered_source_yields_sampled_videos(tmp_path):
     assert splits.test[0].meta["frames"] == [1, 3, 5, 7]  # TSN eval: segment centres
     assert splits.classnames == list(ACTIONS)
     again = build_moving_digits(cfg, seed=0)  # reuses the cached files
-    assert torch.equal(again.test[0].image, splits.test[0].image)
+    assert torch.equal(again.test[0].media, splits.test[0].media)

@@ -79,7 +79,7 @@ def test_keep_decoded_matches_sparse_reads(tmp_path):
     cached = registry.build("source", "moving_digits",
                             recipe.data.model_copy(update={"keep_decoded": False}), seed=0)
     for i in range(len(sparse.test)):
-        torch.testing.assert_close(sparse.test[i].image, cached.test[i].image, rtol=0, atol=0)
+        torch.testing.assert_close(sparse.test[i].media, cached.test[i].media, rtol=0, atol=0)
 
 
 def test_tokens_after_merging_matches_tome_encoder():

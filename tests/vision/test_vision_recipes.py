@@ -53,11 +53,11 @@ def test_source_registered_and_validated(tmp_path):
     assert len(splits.train) == 1212 and len(splits.val) == 135 and len(splits.test) == 450
     assert splits.image_size == 16
     a, b = splits.test[3], splits.test[3]
-    assert torch.equal(a.image, b.image) and a.image.shape[-2:] == splits.test.sizes[3]
+    assert torch.equal(a.media, b.media) and a.media.shape[-2:] == splits.test.sizes[3]
     h, w = splits.test.sizes[3]
-    assert 8 <= h <= 48 and 8 <= w <= 96 and a.image.min() == -1.0 and a.image.max() > 0
+    assert 8 <= h <= 48 and 8 <= w <= 96 and a.media.min() == -1.0 and a.media.max() > 0
     t1, t2 = splits.train[0], splits.train[0]  # augmentation redraws the digit, keeps the canvas
-    assert t1.image.shape == t2.image.shape and t1.label == t2.label
+    assert t1.media.shape == t2.media.shape and t1.label == t2.label
     with pytest.raises(ConfigError, match="min_side"):
         load(RECIPES / "clip_digits_varres_packed.yaml", ["data.min_side=100"])
     with pytest.raises(ConfigError, match="allowed keys in 'data.batching'"):
@@ -87,7 +87,7 @@ def test_layouts_give_the_same_embeddings(tmp_path):
     torch.testing.assert_close(embs["pad"], embs["pack"], atol=1e-5, rtol=1e-5)
     assert fills["pack"] > fills["pad"]
     for s, g in zip(samples, batch.packed.grids):  # aspect-preserving, within the budget
-        h, w = s.image.shape[-2:]
+        h, w = s.media.shape[-2:]
         mp = task.spec.max_patches
         assert g == tuple(x // 4 for x in budget_size((h, w), 4, mp, task.spec.resize)) and g[0] * g[1] <= mp
 
@@ -116,7 +116,7 @@ def test_curriculum_budgets_follow_the_stages(tmp_path):
     evalb = task.make_batch(samples)  # evaluation: max_patches, no multi-scale
     mp = task.spec.max_patches
     assert evalb.mean_budget == mp and evalb.packed.grids == [
-        tuple(x // 4 for x in budget_size(tuple(s.image.shape[-2:]), 4, mp, task.spec.resize)) for s in samples
+        tuple(x // 4 for x in budget_size(tuple(s.media.shape[-2:]), 4, mp, task.spec.resize)) for s in samples
     ]
     with pytest.raises(ValueError, match="resize: smart"):
         _task(tmp_path / "b", "clip_digits_res_curriculum.yaml", ["data.batching.resize=fixed"])

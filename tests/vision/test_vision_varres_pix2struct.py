@@ -37,7 +37,7 @@ def test_task_packs_pix2struct_grids(tmp_path):
     task = registry.build("task", rec.task, rec, RunDir.create(tmp_path / "r", "", "x"))
     samples = [task.clip.data.test[i] for i in range(24)]
     batch = task.make_batch(samples)
-    want = [pix2struct_grid(*s.image.shape[-2:], 36, 4) for s in samples]
+    want = [pix2struct_grid(*s.media.shape[-2:], 36, 4) for s in samples]
     assert batch.packed.grids == want and all(r * c <= 36 for r, c in want)
     assert sum(r * c for r, c in want) / len(want) > 24  # most of the budget is used
     with torch.no_grad():

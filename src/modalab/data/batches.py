@@ -50,6 +50,6 @@ class LocBatch:
 
 
 def collate_long(samples: Sequence[Sample]) -> LocBatch:
-    return LocBatch([s.id for s in samples], torch.stack([s.image for s in samples]),
+    return LocBatch([s.id for s in samples], torch.stack([s.media for s in samples]),
                     [s.meta["segments"] for s in samples],
                     [float(s.meta["seconds_per_step"]) for s in samples])

@@ -6,26 +6,47 @@ does not have are ``None``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
 
-@dataclass
+@dataclass(init=False)
 class Sample:
     """One example.
 
-    image: (C, H, W) float tensor, normalised; text: caption; label: class index or None;
+    media: the item's signal, normalised: an image (C, H, W), a waveform (samples,) or a video
+    (T, C, H, W), whichever the source yields; text: caption; label: class index or None;
     id: stable identifier (file path and line, or source index); meta: anything else.
+
+    ``image`` is the field's old name (it carried waveforms and videos too): it is still accepted as
+    a keyword and readable as an attribute, with a ``DeprecationWarning``.
     """
 
     id: str
-    image: Tensor | None = None
-    text: str | None = None
-    label: int | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    media: Tensor | None
+    text: str | None
+    label: int | None
+    meta: dict[str, Any]
+
+    def __init__(self, id: str, media: Tensor | None = None, text: str | None = None,
+                 label: int | None = None, meta: dict[str, Any] | None = None, *,
+                 image: Tensor | None = None) -> None:
+        if image is not None:
+            if media is not None:
+                raise TypeError("Sample takes media= or its old name image=, not both")
+            warnings.warn("Sample(image=...) is deprecated: use media=", DeprecationWarning, stacklevel=2)
+            media = image
+        self.id, self.media, self.text, self.label = id, media, text, label
+        self.meta = {} if meta is None else meta
+
+    @property
+    def image(self) -> Tensor | None:
+        warnings.warn("Sample.image is deprecated: use Sample.media", DeprecationWarning, stacklevel=2)
+        return self.media
 
 
 @dataclass
@@ -65,8 +86,8 @@ def collate(
     if not samples:
         raise ValueError("cannot collate an empty list of samples")
     images = None
-    if samples[0].image is not None:
-        images = torch.stack([s.image for s in samples])  # (B, C, H, W)
+    if samples[0].media is not None:
+        images = torch.stack([s.media for s in samples])  # (B, C, H, W)
     texts = [s.text for s in samples] if samples[0].text is not None else None
     tokens = tokenize(texts) if (texts is not None and tokenize is not None) else None
     labels = None

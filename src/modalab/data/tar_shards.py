@@ -257,6 +257,6 @@ def decode_image_text(image_size: int, channels: int, max_pixels: int = 64_000_0
         with open_image(files[ext], f"sample {key!r} ({key}.{ext})", max_pixels, max_aspect) as img:
             x = normalize(resize_center_crop(pil_to_tensor(img, channels), image_size))
         meta = json.loads(files["json"]) if "json" in files else {}
-        return Sample(id=key, image=x, text=files.get("txt", b"").decode("utf-8"), meta=meta)
+        return Sample(id=key, media=x, text=files.get("txt", b"").decode("utf-8"), meta=meta)
 
     return decode

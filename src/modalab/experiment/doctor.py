@@ -157,9 +157,9 @@ def _content_hashes(dataset: Any) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for i in range(len(dataset)):
         s = dataset[i]
-        if s.image is None:
+        if s.media is None:
             continue
-        h = hashlib.sha1(s.image.detach().float().cpu().numpy().tobytes()).hexdigest()
+        h = hashlib.sha1(s.media.detach().float().cpu().numpy().tobytes()).hexdigest()
         out.setdefault(h, []).append(str(s.id))
     return out
 

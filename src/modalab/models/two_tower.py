@@ -134,6 +134,9 @@ class TextTowerConfig(Section):
     heads: int = Field(4, gt=0)
     mlp_ratio: float = Field(4.0, gt=0)
     pool: Literal["mean", "eos"] = "mean"
+    trim_padding: bool = Field(
+        False, description="drop all-padding token columns before encoding (faster; equal up to float rounding)"
+    )
     pretrained: str | None = Field(
         None, description="hf:DIR text tower (CLIP/SigLIP) with its tokenizer; decides the architecture"
     )
@@ -179,6 +182,7 @@ def assemble_dual_encoder(
             heads=t.heads,
             mlp_ratio=t.mlp_ratio,
             pool=t.pool,
+            trim_padding=t.trim_padding,
         )
         text_width = t.width
     return TwoTower(

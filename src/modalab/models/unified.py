@@ -49,10 +49,14 @@ class UnifiedTransformer(nn.Module):
     Args:
         text_vocab: V text ids; image codebook: K codes; image_tokens: N codes per image.
         dim, depth, heads: transformer size; max_text: longest text (for position embeddings).
+        feature_dim: when set, ``understand_loss`` / ``answer`` may read continuous image features
+            (B, N, feature_dim) instead of the codes (``image_in``: LayerNorm + Linear to ``dim``);
+            generation always writes codes.
     """
 
     def __init__(self, text_vocab: int, codebook_size: int, image_tokens: int, dim: int = 128,
-                 depth: int = 4, heads: int = 4, max_text: int = 16, dropout: float = 0.0) -> None:
+                 depth: int = 4, heads: int = 4, max_text: int = 16, dropout: float = 0.0,
+                 feature_dim: int | None = None) -> None:
         super().__init__()
         self.V, self.K, self.N = text_vocab, codebook_size, image_tokens
         self.UND, self.GEN, self.BOI, self.EOI = range(text_vocab + codebook_size,
@@ -65,14 +69,23 @@ class UnifiedTransformer(nn.Module):
         rename_on_load(self, {"blocks.layers.": "blocks."})  # nn.TransformerEncoder's names
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, self.vocab, bias=False)
+        self.image_in = (nn.Sequential(nn.LayerNorm(feature_dim), nn.Linear(feature_dim, dim))
+                         if feature_dim else None)
         self.dim = dim
 
-    def hidden(self, ids: Tensor, pad: Tensor | None = None) -> Tensor:
-        """Causal hidden states: ids (B, L) long, pad (B, L) bool True = padding -> (B, L, D)."""
+    def hidden(self, ids: Tensor, pad: Tensor | None = None, features: Tensor | None = None) -> Tensor:
+        """Causal hidden states: ids (B, L) long, pad (B, L) bool True = padding -> (B, L, D).
+        ``features`` (B, N, F): continuous image features that replace the embeddings of the N
+        image positions of an understand sequence (positions 2 .. N + 1, after UND and BOI)."""
         L = ids.shape[1]
         if L > self.max_len:
             raise ValueError(f"UnifiedTransformer: sequence of {L} tokens > max_len {self.max_len}")
-        h = self.tok_emb(ids) + self.pos_emb[:, :L]
+        h = self.tok_emb(ids)  # (B, L, D)
+        if features is not None:
+            if self.image_in is None:
+                raise ValueError("UnifiedTransformer: features given but built without feature_dim")
+            h = torch.cat([h[:, :2], self.image_in(features), h[:, 2 + self.N :]], 1)  # (B, L, D)
+        h = h + self.pos_emb[:, :L]
         kw: dict = {"is_causal": True}
         if pad is not None:
             # position 0 (a task token) is never padding, so no query has all keys masked
@@ -82,9 +95,9 @@ class UnifiedTransformer(nn.Module):
             h = blk(h, **kw)
         return self.norm(h)
 
-    def logits(self, ids: Tensor, pad: Tensor | None = None) -> Tensor:
+    def logits(self, ids: Tensor, pad: Tensor | None = None, features: Tensor | None = None) -> Tensor:
         """(B, L) -> next-token logits (B, L, vocab)."""
-        return self.head(self.hidden(ids, pad))
+        return self.head(self.hidden(ids, pad, features))
 
     def _const(self, b: int, tok: int, device) -> Tensor:
         return torch.full((b, 1), tok, dtype=torch.long, device=device)
@@ -101,15 +114,16 @@ class UnifiedTransformer(nn.Module):
         parts = [self._const(b, self.GEN, dev), text, self._const(b, self.BOI, dev)]
         return torch.cat(parts + ([codes + self.V] if codes is not None else []), dim=1)
 
-    def understand_loss(self, codes: Tensor, text: Tensor,
-                        text_pad: Tensor | None = None) -> Tensor:
-        """Cross-entropy of the text (B, T) given image codes (B, N); padded text ignored."""
+    def understand_loss(self, codes: Tensor, text: Tensor, text_pad: Tensor | None = None,
+                        features: Tensor | None = None) -> Tensor:
+        """Cross-entropy of the text (B, T) given image codes (B, N) (or ``features`` (B, N, F)
+        in their place); padded text ignored."""
         ids = self.understand_sequence(codes, text)
         start = self.N + 3  # first text position
         pad = None
         if text_pad is not None:
             pad = torch.cat([torch.zeros_like(ids[:, :start], dtype=torch.bool), text_pad], 1)
-        logits = self.logits(ids, pad)[:, start - 1 : -1]  # predictions of the text, (B, T, vocab)
+        logits = self.logits(ids, pad, features)[:, start - 1 : -1]  # text predictions (B, T, vocab)
         target = text.masked_fill(text_pad, -100) if text_pad is not None else text
         return F.cross_entropy(logits.reshape(-1, self.vocab), target.reshape(-1),
                                ignore_index=-100)
@@ -131,12 +145,14 @@ class UnifiedTransformer(nn.Module):
         return out
 
     @torch.no_grad()
-    def answer(self, codes: Tensor, max_new_tokens: int, eos_id: int | None = None) -> Tensor:
-        """Greedy text after image codes (B, N) -> text ids (B, max_new_tokens) in [0, V)."""
+    def answer(self, codes: Tensor, max_new_tokens: int, eos_id: int | None = None,
+               features: Tensor | None = None) -> Tensor:
+        """Greedy text after image codes (B, N) (or ``features`` (B, N, F) in their place) ->
+        text ids (B, max_new_tokens) in [0, V)."""
         ids = self.understand_sequence(codes, codes[:, :0])
         out = []
         for _ in range(max_new_tokens):
-            nxt = self.logits(ids)[:, -1, : self.V].argmax(-1, keepdim=True)  # (B, 1)
+            nxt = self.logits(ids, None, features)[:, -1, : self.V].argmax(-1, keepdim=True)  # (B, 1)
             out.append(nxt)
             ids = torch.cat([ids, nxt], 1)
         text = torch.cat(out, 1)
@@ -341,16 +357,27 @@ class UnifiedModel(nn.Module):
         return mod
 
     @torch.no_grad()
+    def image_features(self, image: Tensor) -> Tensor:
+        """The tokenizer encoder's continuous latents before quantization: (B, C, H, W) ->
+        (B, N, latent_dim), positions in the codes' raster order."""
+        z = self._need("tokenizer").encoder(image)  # (B, D, h, w)
+        return z.flatten(2).transpose(1, 2)  # (B, h * w, D)
+
+    @torch.no_grad()
     def forward(self, task: str, *, image: Tensor | None = None, codes: Tensor | None = None,
                 text: Tensor | None = None, text_pad: Tensor | None = None, path: str = "ar",
                 max_new_tokens: int = 4, **sample_kw) -> Tensor:
-        """understand: image (B, C, H, W) or codes (B, N) -> text ids (B, max_new_tokens).
+        """understand: image (B, C, H, W) or codes (B, N) -> text ids (B, max_new_tokens); a
+            transformer built with ``feature_dim`` reads the image's continuous latents.
         generate: text (B, T) -> images (B, C, H, W) in [0, 1] via ``path`` 'ar' or 'diffusion'.
         """
         if task == "understand":
+            feats = None
+            if image is not None and self.transformer.image_in is not None:
+                feats = self.image_features(image)  # (B, N, F): read instead of the codes
             if codes is None:
                 codes = self._need("tokenizer").encode(image).flatten(1)  # (B, N)
-            return self.transformer.answer(codes, max_new_tokens, sample_kw.get("eos_id"))
+            return self.transformer.answer(codes, max_new_tokens, sample_kw.get("eos_id"), feats)
         if task != "generate":
             raise ValueError(f"UnifiedModel: task='{task}'; expected 'understand' or 'generate'")
         if text is None:

@@ -54,6 +54,10 @@ class UnifiedConfig(NamedBase):
     tokenizer: TokenizerBranch = Field(default_factory=TokenizerBranch)
     transformer: TransformerPart = Field(default_factory=TransformerPart)
     diffusion: DiffusionPart = Field(default_factory=DiffusionPart)
+    understand_input: Literal["codes", "latents"] = Field(
+        "codes", description="what the understand path reads: the frozen tokenizer's VQ codes, or its "
+                             "encoder's continuous latents before quantization (through a learned "
+                             "projection, transformer.image_in); generation always writes codes")
 
 
 @register("model", "unified", schema=UnifiedConfig)
@@ -68,7 +72,8 @@ def build_unified_model(cfg: UnifiedConfig, *, text_vocab: int, image_size: int,
     K = tok.codebook_size
     tr = UnifiedTransformer(text_vocab, K, t.token_grid**2, dim=cfg.transformer.dim,
                             depth=cfg.transformer.depth, heads=cfg.transformer.heads,
-                            max_text=cfg.text_context, dropout=cfg.transformer.dropout)
+                            max_text=cfg.text_context, dropout=cfg.transformer.dropout,
+                            feature_dim=t.latent_dim if cfg.understand_input == "latents" else None)
     den = Denoiser(channels, cfg.transformer.dim, channels=cfg.diffusion.channels)
     return UnifiedModel(tr, tok, GaussianDiffusion(den, cfg.diffusion.timesteps),
                         image_shape=(channels, image_size, image_size),

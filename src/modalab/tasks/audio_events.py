@@ -75,7 +75,7 @@ class AudioEventsTask:
     def collate(self, samples: list[Sample]) -> EventBatch:
         events = [s.meta["events"] for s in samples]
         targets = torch.from_numpy(np.stack([clip_targets(e, self.classes) for e in events]))  # (B, C)
-        return EventBatch([s.id for s in samples], torch.stack([s.image for s in samples]), targets, events)
+        return EventBatch([s.id for s in samples], torch.stack([s.media for s in samples]), targets, events)
 
     def train_loader(self) -> DataLoader:
         if len(self.data.train) < self.recipe.train.batch_size:

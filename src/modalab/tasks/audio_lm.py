@@ -79,7 +79,7 @@ class AudioLMTask:
     def collate(self, samples: list[Sample]) -> dict[str, Any]:
         events = [s.meta["events"] for s in samples]
         captions = [scene_caption(e) for e in events]
-        return {"wave": torch.stack([s.image for s in samples]), "tokens": self.tokenizer(captions),
+        return {"wave": torch.stack([s.media for s in samples]), "tokens": self.tokenizer(captions),
                 "events": events, "captions": captions}
 
     def train_loader(self) -> DataLoader:

@@ -1,7 +1,7 @@
 """Audio-text contrastive alignment (CLAP-style) as the runner sees it.
 
 Audio plays the image role: an audio source (``spoken_digits``, ``audio_folder``) puts the waveform
-in ``Sample.image`` and the ``clap_two_tower`` model embeds it with an audio tower, so the whole
+in ``Sample.media`` and the ``clap_two_tower`` model embeds it with an audio tower, so the whole
 contrastive task of ``tasks/contrastive.py`` — tokenizer, registered losses, logit-scale
 clamp and temperature warnings, zero-shot (``eval/zeroshot.py``) and retrieval (``eval/retrieval.py``)
 — runs unchanged. This task composes it and adds what audio evaluation needs:

@@ -313,7 +313,7 @@ class ContrastiveTask:
         test = self.data.test
         test = list(test) if isinstance(test, IterableDataset) else test  # streamed shards
         self.run.write_artifact("retrieval_examples", retrieval_examples(
-            image_emb, text_emb, labels, _Column(test, "image"), _Column(test, "text")))
+            image_emb, text_emb, labels, _Column(test, "media"), _Column(test, "text")))
 
     def counts(self) -> dict[str, Any]:
         noise = self.data.extras.get("noise")

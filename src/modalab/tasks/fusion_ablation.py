@@ -51,9 +51,9 @@ class PairDataset(Dataset):
         s = self.base[i]
         rng = random.Random(self.seed * 1_000_003 + i) if self.fixed else random
         if rng.random() < 0.5:
-            return Sample(id=s.id, image=s.image, text=s.text, label=1)
+            return Sample(id=s.id, media=s.media, text=s.text, label=1)
         other = rng.choice([c for c in self.texts if c != s.label])
-        return Sample(id=s.id, image=s.image, text=rng.choice(self.texts[other]), label=0)
+        return Sample(id=s.id, media=s.media, text=rng.choice(self.texts[other]), label=0)
 
 
 @register("prerequisites", "fusion_ablation")

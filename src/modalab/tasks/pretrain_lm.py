@@ -28,6 +28,7 @@ from modalab.experiment.rundir import RunDir
 from modalab.models.pretrained.export_decoder import export_decoder_hf
 from modalab.models.pretrained.word_tokenizer_hf import save_word_tokenizer
 from modalab.registry import register
+from modalab.tasks.class_facts import class_facts
 from modalab.tasks.pretrain_vit import publish
 from modalab.text.decoder import TextDecoder
 from modalab.text.tokenizer import PAD, WordTokenizer
@@ -42,6 +43,10 @@ class CaptionLMConfig(NamedBase):
     dropout: float = Field(0.0, ge=0, lt=1)
     context_length: int = Field(12, gt=2, description="caption tokens incl. <bos>/<eos>")
     export_to: str | None = Field(None, description="also publish the exported GPT-2 folder here")
+    class_facts: bool = Field(
+        False, description="also train on text facts naming each class (tasks/class_facts.py), so the class "
+        "words are distinct tokens to the LM; without them a frozen LM cannot be made to caption (issue #23)"
+    )
 
 
 @register("model", "caption_lm", schema=CaptionLMConfig)
@@ -63,7 +68,9 @@ class CaptionLMTask:
         self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.run.seed)
         if not self.data.texts:
             raise ValueError(f"task caption_lm: data source '{recipe.data.source}' has no caption texts")
-        self.tokenizer = WordTokenizer.build(self.data.texts, self.cfg.context_length)
+        self.facts = class_facts(list(self.data.classnames or [])) if self.cfg.class_facts else []
+        self.tokenizer = WordTokenizer.build(list(self.data.texts) + self.facts, self.cfg.context_length)
+        self.fact_tokens = self.tokenizer(self.facts) if self.facts else None  # (F, L), every fact in every batch
         self.model = registry.build("model", self.cfg.name, self.cfg, vocab_size=self.tokenizer.vocab_size)
         self.objective = registry.build("loss", recipe.loss.name, recipe.loss)
         self.exported: dict[str, Any] = {}
@@ -80,7 +87,10 @@ class CaptionLMTask:
         return self.model(inp, attention_mask=inp != PAD), tgt
 
     def step(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-        return self.objective(*self.logits(batch.tokens)), {}
+        tokens = batch.tokens  # (B, L)
+        if self.fact_tokens is not None:
+            tokens = torch.cat([tokens, self.fact_tokens], dim=0)  # (B + F, L)
+        return self.objective(*self.logits(tokens)), {}
 
     def after_step(self, step: int) -> dict[str, float]:
         return {}

@@ -34,7 +34,7 @@ def _held_out(dataset: Dataset) -> tuple[Tensor, list[Any]]:
     samples = [dataset[i] for i in range(len(dataset))]  # type: ignore[arg-type]
     if any("scene" not in s.meta for s in samples):
         raise ValueError("eval.probe=[composition] needs scenes in the held-out samples (data.source=digit_scenes)")
-    return torch.stack([s.image for s in samples]), [s.meta["scene"] for s in samples]
+    return torch.stack([s.media for s in samples]), [s.meta["scene"] for s in samples]
 
 
 def scene_results(task: Any, final: bool) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def example_grid(dataset: Dataset, n: int) -> dict[str, list[str]]:
     images, captions = [], []
     for i in range(min(n, len(dataset))):  # type: ignore[arg-type]
         s = dataset[i]
-        x = ((s.image.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (C, H, W)
+        x = ((s.media.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (C, H, W)
         arr = x.permute(1, 2, 0).numpy()  # (H, W, C)
         buf = io.BytesIO()
         Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else np.ascontiguousarray(arr)).save(buf, format="PNG")

@@ -70,7 +70,7 @@ class SpeechRoutesTask:
 
     # data ---------------------------------------------------------------------------------
     def collate(self, samples: list[Sample]) -> dict[str, Any]:
-        return {"wave": torch.stack([s.image for s in samples]), "answers": [s.text for s in samples],
+        return {"wave": torch.stack([s.media for s in samples]), "answers": [s.text for s in samples],
                 "digits": torch.tensor([s.meta["digits"] for s in samples]),
                 "meta": [s.meta for s in samples]}
 

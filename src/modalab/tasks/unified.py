@@ -68,6 +68,8 @@ class UnifiedEval(EvalBase):
                                                         "the in-house feature net and score encoder")
     feature_net_steps: int = Field(300, gt=0, description="training steps of the FID feature CNN")
     score_encoder_steps: int = Field(300, gt=0, description="training steps of the CLIP-score dual encoder")
+    val_generate: bool = Field(True, description="validation evaluations also score both generation "
+                                                 "paths' class-match on the validation captions")
 
 
 class UnifiedTask:
@@ -103,7 +105,7 @@ class UnifiedTask:
         """A whole split as images (N, C, H, W) in [0, 1], labels (N,) and captions, as the split
         yields them (the training split augments when ``data.augment`` is on)."""
         items = [ds[i] for i in range(len(ds))]
-        return (torch.stack([self.to_unit(s.image) for s in items]),
+        return (torch.stack([self.to_unit(s.media) for s in items]),
                 torch.tensor([s.label for s in items]), [s.text for s in items])
 
     @staticmethod
@@ -133,7 +135,8 @@ class UnifiedTask:
         share_u = float(und.float().mean())
         loss, logs = x.new_zeros(()), {}
         if und.any():
-            lu = m.transformer.understand_loss(codes[und], text[und], pad[und])
+            feats = m.image_features(x[und]) if self.cfg.understand_input == "latents" else None
+            lu = m.transformer.understand_loss(codes[und], text[und], pad[und], feats)
             loss = loss + share_u * lu
             logs["loss/understand"] = float(lu.detach())
         gen = ~und
@@ -158,8 +161,10 @@ class UnifiedTask:
     def understand_accuracy(self, images: Tensor, labels: Tensor) -> float:
         m, names, correct = self.model, list(self.data.classnames), 0
         for i in range(0, len(images), self.eval_cfg.batch_size):
-            codes = m.tokenizer.encode(images[i : i + self.eval_cfg.batch_size]).flatten(1)
-            out = m.transformer.answer(codes, self.cfg.text_context, eos_id=EOS)
+            x = images[i : i + self.eval_cfg.batch_size]
+            codes = m.tokenizer.encode(x).flatten(1)  # (b, N)
+            feats = m.image_features(x) if self.cfg.understand_input == "latents" else None
+            out = m.transformer.answer(codes, self.cfg.text_context, eos_id=EOS, features=feats)
             for row, y in zip(out.tolist(), labels[i : i + len(out)].tolist()):
                 correct += class_mentions(self.text_tok.decode(row), names) == {y}
         return correct / len(images)
@@ -176,14 +181,37 @@ class UnifiedTask:
                                   generator=g, **kw))
         return torch.cat(out)
 
+    def _judge(self) -> ClassJudge:
+        """The class judge, fitted once on the real training images."""
+        if getattr(self, "_fitted_judge", None) is None:
+            train_x, train_y, _ = self._tensors(self.data.train)
+            self._fitted_judge = ClassJudge()
+            self._fitted_judge.fit(train_x, train_y)
+        return self._fitted_judge
+
     @torch.no_grad()
-    def evaluate(self, final: bool = True) -> dict[str, Any]:
+    def evaluate(self, final: bool = True, split: str = "test") -> dict[str, Any]:
+        """Test metrics (``final``: generation, distribution scores, artifacts), or the tuning
+        split's (``split='val'``: understanding and, with ``eval.val_generate``, both class-matches
+        on the validation captions; no artifacts)."""
+        if split not in ("test", "val"):
+            raise ValueError(f"task unified: split='{split}'; expected 'test' or 'val'")
+        if split == "val" and self.data.val is None:
+            raise ValueError("task unified: no validation split; set data.val_fraction > 0")
         self.model.eval()
-        images, labels, texts = self._tensors(self.data.test)
+        images, labels, texts = self._tensors(self.data.val if split == "val" else self.data.test)
         res: dict[str, Any] = {"understand_accuracy": self.understand_accuracy(images, labels)}
+        if split == "val":
+            if self.eval_cfg.val_generate:
+                n = min(self.eval_cfg.generate_samples, len(texts))
+                for path in ("ar", "diffusion"):
+                    gen = self.generate(texts[:n], path, seed=self.recipe.run.seed)
+                    res[f"generate_class_match_{path}"] = self._judge().class_match(gen, labels[:n])
+            self.model.train()
+            return res
         if final:
-            judge, (train_x, train_y, _) = ClassJudge(), self._tensors(self.data.train)
-            res["judge_test_accuracy"] = judge.fit(train_x, train_y, images, labels)
+            judge = self._judge()
+            res["judge_test_accuracy"] = float((judge.predict(images) == labels).float().mean())
             n = min(self.eval_cfg.generate_samples, len(texts))
             kept = {"prompted_class": labels[:n].clone()}
             for path in ("ar", "diffusion"):

@@ -138,7 +138,7 @@ class VarResTask:
         ids = [s.id for s in samples]
         if self.spec.resize == "fixed":
             size = self.clip.data.image_size
-            images = torch.stack([resize_fixed(s.image, size, "pad", fill=BACKGROUND) for s in samples])
+            images = torch.stack([resize_fixed(s.media, size, "pad", fill=BACKGROUND) for s in samples])
             return VarResBatch(ids, tokens, labels, images=images, mean_budget=(size // self.patch) ** 2)
         sch, total = self.schedule, self.recipe.train.steps
         if train and sch is not None:
@@ -148,10 +148,10 @@ class VarResTask:
         ms = self.spec.schedule.multiscale if train and self.spec.schedule is not None else None
         images = []
         for s, budget in zip(samples, budgets):
-            h, w = budget_size(tuple(s.image.shape[-2:]), self.patch, budget, self.spec.resize)
+            h, w = budget_size(tuple(s.media.shape[-2:]), self.patch, budget, self.spec.resize)
             if ms:
                 h, w = multiscale_size((h, w), self.recipe.run.seed, step, ms[0], ms[1], self.patch)
-            images.append(resize(s.image, h, w))
+            images.append(resize(s.media, h, w))
         layout = self.spec.layout if train else "pack"  # evaluation: the cheapest exact layout
         groups = None if layout == "pack" else [[i] for i in range(len(images))]
         packed = pack_images(

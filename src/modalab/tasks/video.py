@@ -80,7 +80,7 @@ def topk_accuracy(logits: Tensor, labels: Tensor, ks: Sequence[int]) -> dict[str
 
 
 class VideoActionsTask:
-    """Action recognition on a registered video source (Sample.image = (T, C, H, W))."""
+    """Action recognition on a registered video source (Sample.media = (T, C, H, W))."""
 
     def __init__(
         self, recipe: Recipe, run: RunDir,
@@ -92,7 +92,7 @@ class VideoActionsTask:
         if not self.data.classnames:
             raise ValueError(f"task video_actions needs labelled clips; source "
                              f"'{recipe.data.source}' gave no class names")
-        self.num_frames = int(self.data.test[0].image.shape[0])
+        self.num_frames = int(self.data.test[0].media.shape[0])
         self.model = registry.build(
             "model", recipe.model.name, recipe.model, num_classes=len(self.data.classnames),
             image_size=self.data.image_size, channels=self.data.channels, max_frames=self.num_frames,
@@ -233,7 +233,7 @@ class VideoLocalizationTask:
             raise ValueError(f"task video_localization needs samples with meta['segments']; "
                              f"source '{recipe.data.source}' gives none (use moving_digits_long)")
         self.num_classes = len(self.data.classnames or [])
-        self.num_steps = int(probe.image.shape[0])
+        self.num_steps = int(probe.media.shape[0])
         self.model = registry.build(
             "model", recipe.model.name, recipe.model, num_classes=self.num_classes,
             image_size=self.data.image_size, channels=self.data.channels, max_frames=self.num_steps,

@@ -64,13 +64,13 @@ class VideoTextTask:
         self.eval_cfg: VideoTextEval = recipe.eval  # type: ignore[assignment]
         self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.run.seed)
         probe = self.data.test[0]
-        if probe.text is None or probe.image is None or probe.image.dim() != 4:
+        if probe.text is None or probe.media is None or probe.media.dim() != 4:
             raise ValueError(f"task video_text needs videos (T, C, H, W) with captions; source "
-                             f"'{recipe.data.source}' gives image {getattr(probe.image, 'shape', None)} "
+                             f"'{recipe.data.source}' gives image {getattr(probe.media, 'shape', None)} "
                              f"and text {probe.text!r}")
         mcfg = recipe.model
         self.tokenizer = build_tokenizer(mcfg.tokenizer, self.data.texts, mcfg.context_length)  # type: ignore[attr-defined]
-        self.num_frames = int(probe.image.shape[0])
+        self.num_frames = int(probe.media.shape[0])
         self.model = registry.build("model", mcfg.name, mcfg, vocab_size=self.tokenizer.vocab_size,
                                     image_size=self.data.image_size, channels=self.data.channels,
                                     max_frames=self.num_frames)

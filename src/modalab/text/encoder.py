@@ -17,6 +17,17 @@ from torch import Tensor, nn
 from modalab.layers import Transformer
 
 
+def trim_padding(tokens: Tensor) -> Tensor:
+    """(B, L) -> (B, L') with L' = 1 + the last column holding a real token (at least 1).
+
+    Dropped columns are padding (id 0) in every row, so a key-masked encoder pooled over real
+    tokens gives the same features (up to float rounding) at L'/L of the cost.
+    """
+    used = (tokens != 0).any(dim=0).nonzero()  # (K, 1) columns with a real token
+    n = int(used.max()) + 1 if used.numel() else 1
+    return tokens if n == tokens.shape[1] else tokens[:, :n]
+
+
 class TextTransformer(nn.Module):
     def __init__(
         self,
@@ -27,8 +38,10 @@ class TextTransformer(nn.Module):
         heads: int = 4,
         mlp_ratio: float = 4.0,
         pool: Literal["mean", "eos"] = "mean",
+        trim_padding: bool = False,
     ) -> None:
         super().__init__()
+        self.trim_padding = trim_padding
         self.token_embed = nn.Embedding(vocab_size, width)
         self.pos_embed = nn.Parameter(torch.randn(1, context_length, width) * 0.01)
         self.transformer = Transformer(width, depth, heads, mlp_ratio)
@@ -39,7 +52,15 @@ class TextTransformer(nn.Module):
         nn.init.normal_(self.token_embed.weight, std=0.02)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        """(B, L) int64 (0 = padding) -> (B, width)."""
+        """(B, L) int64 (0 = padding) -> (B, width).
+
+        With ``trim_padding``, trailing columns that are padding in every row are dropped first
+        (:func:`trim_padding`): masked keys and unpooled queries do not change the pooled features,
+        only the cost (a tokenizer pads every caption to ``context_length``). Off by default: the
+        result is equal up to float rounding, not bit for bit, so seeded runs would move.
+        """
+        if self.trim_padding:
+            tokens = trim_padding(tokens)
         return self.pool_tokens(self.forward_tokens(tokens), tokens != 0)
 
     def forward_tokens(self, tokens: Tensor) -> Tensor:

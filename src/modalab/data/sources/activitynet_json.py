@@ -79,7 +79,7 @@ def _segments(rec: dict, where: str, duration: float, file_fps: float) -> list[d
 
 @register("source", "activitynet_json", schema=ActivityNetJsonConfig)
 def build_activitynet_json(cfg: ActivityNetJsonConfig, *, seed: int) -> "DataSplits":
-    """Untrimmed videos with labelled segments; Sample.image = (num_steps, 3, S, S),
+    """Untrimmed videos with labelled segments; Sample.media = (num_steps, 3, S, S),
     meta['segments'] (class index, seconds) and meta['seconds_per_step']."""
     from modalab.data.dataset import DataError, DataSplits, SampleDataset, carve_val
     from modalab.data.sample import Sample
@@ -131,7 +131,7 @@ def build_activitynet_json(cfg: ActivityNetJsonConfig, *, seed: int) -> "DataSpl
             video = read_clip(row["file"], idx, info, cfg.size)  # (num_steps, 3, S, S)
             segs = [{"label": y[s["label"]], "action": s["label"], "start": s["start"], "end": s["end"]}
                     for s in row["segments"]]
-            return Sample(id=row["id"], image=video, label=None,
+            return Sample(id=row["id"], media=video, label=None,
                           meta={"segments": segs, "seconds_per_step": sps, "path": str(row["file"])})
         return load
 

@@ -1,6 +1,6 @@
 """Registered audio sources: ``sound_events``, ``spoken_digits`` and ``audio_folder``.
 
-Audio plays the image role of :class:`~modalab.data.sample.Sample`: ``Sample.image`` holds the
+Audio plays the image role of :class:`~modalab.data.sample.Sample`: ``Sample.media`` holds the
 waveform, a float32 tensor ``(samples,)`` at 16 kHz padded or trimmed to ``clip_seconds``, so that
 ``collate`` stacks a batch into ``(B, samples)``; ``DataSplits.image_size`` is the clip length in
 samples and ``channels`` is 1. Models compute features from the waveform (``audio.frontend``).
@@ -74,7 +74,7 @@ def build_sound_events(cfg: SoundEventsConfig, *, seed: int) -> AudioSplits:
         def make(scene: tuple[np.ndarray, list[dict]], i: int) -> Sample:
             y, events = scene
             text = " and ".join(sorted({e["label"] for e in events}))
-            return Sample(id=f"sound_events/{split}/{i}", image=_wave(y, n), text=text, meta={"events": events})
+            return Sample(id=f"sound_events/{split}/{i}", media=_wave(y, n), text=text, meta={"events": events})
         return make
 
     return AudioSplits(
@@ -118,11 +118,11 @@ def _labelled_splits(train: list[dict], test: list[dict], classnames: list[str],
 
     def make_train(it: dict, i: int) -> Sample:
         t = TEMPLATES[int(torch.randint(len(TEMPLATES), ()))].format(name=classnames[it["label"]])
-        return Sample(id=f"{name}/{it['id']}", image=_wave(it["audio"], n), text=t, label=it["label"])
+        return Sample(id=f"{name}/{it['id']}", media=_wave(it["audio"], n), text=t, label=it["label"])
 
     def make_test(it: dict, i: int) -> Sample:
         t = TEMPLATES[i % len(TEMPLATES)].format(name=classnames[it["label"]])
-        return Sample(id=f"{name}/{it['id']}", image=_wave(it["audio"], n), text=t, label=it["label"])
+        return Sample(id=f"{name}/{it['id']}", media=_wave(it["audio"], n), text=t, label=it["label"])
 
     speakers = {}
     if all("speaker" in it for it in train + val + test):

@@ -105,7 +105,7 @@ class SceneMaker:
             else random.Random(f"negatives/{self.seed}/{split}/{i}")
         meta = {"scene": sc, "phrases": [d.phrase() for d in sc.digits], "boxes": boxes(sc, self.cfg.image_size),
                 "negatives": negative_captions(sc, tuple(self.cfg.negative_levels), rng), "split": split}
-        return Sample(id=f"digit_scenes/{split}/{i}", image=img, text=caption(sc, gran), meta=meta)
+        return Sample(id=f"digit_scenes/{split}/{i}", media=img, text=caption(sc, gran), meta=meta)
 
 
 @register("source", "digit_scenes", schema=DigitScenesConfig)

@@ -72,13 +72,13 @@ def build_digits(cfg: DigitsConfig, *, seed: int) -> DataSplits:
         y = int(labels[j])
         t = int(torch.randint(n_templates, ())) if n_templates > 1 else 0
         img = random_shift(images[j], cfg.max_shift) if cfg.augment else images[j]
-        return Sample(id=f"digits/{j}", image=img, text=caption(y, t), label=y)
+        return Sample(id=f"digits/{j}", media=img, text=caption(y, t), label=y)
 
     def make_eval(split: list[int]):
         def make(i: int) -> Sample:
             j = split[i]
             y = int(labels[j])
-            return Sample(id=f"digits/{j}", image=images[j], text=caption(y, i % n_templates), label=y)
+            return Sample(id=f"digits/{j}", media=images[j], text=caption(y, i % n_templates), label=y)
         return make
 
     texts = [caption(y, t) for y in range(10) for t in range(n_templates)]

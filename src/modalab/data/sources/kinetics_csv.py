@@ -85,7 +85,7 @@ def read_rows(path: Path, cfg: KineticsCsvConfig, skipped: list[str]) -> list[di
 
 @register("source", "kinetics_csv", schema=KineticsCsvConfig)
 def build_kinetics_csv(cfg: KineticsCsvConfig, *, seed: int) -> "DataSplits":
-    """Kinetics-style CSV -> labelled clips; Sample.image = (T, 3, size, size)."""
+    """Kinetics-style CSV -> labelled clips; Sample.media = (T, 3, size, size)."""
     import torch
 
     from modalab.data.dataset import DataError, DataSplits, SampleDataset, carve_val
@@ -129,7 +129,7 @@ def build_kinetics_csv(cfg: KineticsCsvConfig, *, seed: int) -> "DataSplits":
             s = int(torch.randint(2**31 - 1, ())) if is_train else i
             idx = sample_window(*row["span"], cfg.frames_per_clip, cfg.sampling, is_train, s)
             video = read_clip(row["file"], idx, row["info"], cfg.size)  # (T, 3, S, S)
-            return Sample(id=row["where"], image=video, text=row["label"], label=y[row["label"]],
+            return Sample(id=row["where"], media=video, text=row["label"], label=y[row["label"]],
                           meta={"frames": np.asarray(idx).tolist(), "path": str(row["file"])})
         return load
 

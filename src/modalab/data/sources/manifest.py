@@ -163,7 +163,7 @@ def build_manifest(cfg: ManifestConfig, *, seed: int) -> DataSplits:
         if train and cfg.augment:
             x = random_shift(x, cfg.max_shift)
         y = labels[j] if labels is not None else None
-        return Sample(id=f"{path.name}:{row.line}", image=normalize(x), text=row.text, label=y)
+        return Sample(id=f"{path.name}:{row.line}", media=normalize(x), text=row.text, label=y)
 
     return DataSplits(
         train=SampleDataset(len(train_idx), lambda i: load(train_idx[i], True)),

@@ -282,7 +282,7 @@ def _read_manifest(path: Path) -> list[dict]:
 
 @register("source", "moving_digits", schema=MovingDigitsConfig)
 def build_moving_digits(cfg: MovingDigitsConfig, *, seed: int) -> DataSplits:
-    """Action clips of moving sklearn digits (H.264 files); Sample.image = (T, 3, S, S)."""
+    """Action clips of moving sklearn digits (H.264 files); Sample.media = (T, 3, S, S)."""
     import torch
 
     from modalab.data.dataset import DataSplits, SampleDataset, carve_val, stratified_split
@@ -306,7 +306,7 @@ def build_moving_digits(cfg: MovingDigitsConfig, *, seed: int) -> DataSplits:
             s = int(torch.randint(2**31 - 1, ())) if train else split[i]
             idx = _sample_indices(cfg, row["path"], train, s, frames)
             video = _to_video(frames.read(row["path"], idx))  # (T, 3, S, S)
-            return Sample(id=row["path"], image=video, text=PHRASES[row["label"]],
+            return Sample(id=row["path"], media=video, text=PHRASES[row["label"]],
                           label=row["label"], meta={"frames": idx.tolist()})
         return load
 
@@ -361,7 +361,7 @@ def build_moving_digits_long(cfg: MovingDigitsLongConfig, *, seed: int) -> DataS
         def load(i: int) -> Sample:
             row = rows[split[i]]
             video = _to_video(frames.read(row["path"], idx))  # (T', 3, S, S)
-            return Sample(id=row["path"], image=video, label=None, meta={
+            return Sample(id=row["path"], media=video, label=None, meta={
                 "segments": row["segments"], "seconds_per_step": cfg.frame_stride / cfg.fps,
             })
         return load

@@ -69,7 +69,7 @@ def read_videodatainfo(path: Path, on_error: str, skipped: list[str]) -> tuple[l
 
 @register("source", "msrvtt_json", schema=MsrvttJsonConfig)
 def build_msrvtt_json(cfg: MsrvttJsonConfig, *, seed: int) -> "DataSplits":
-    """Videos with several captions each; Sample.image = (T, 3, S, S), Sample.text = one caption."""
+    """Videos with several captions each; Sample.media = (T, 3, S, S), Sample.text = one caption."""
     import torch
 
     from modalab.data.dataset import DataError, DataSplits, SampleDataset, carve_val
@@ -119,7 +119,7 @@ def build_msrvtt_json(cfg: MsrvttJsonConfig, *, seed: int) -> "DataSplits":
             video = read_clip(row["file"], idx, row["info"], cfg.size)  # (T, 3, S, S)
             caps = row["captions"]
             text = caps[int(torch.randint(len(caps), ()))] if is_train else caps[0]
-            return Sample(id=row["id"], image=video, text=text, label=None,
+            return Sample(id=row["id"], media=video, text=text, label=None,
                           meta={"captions": caps, "record": row["record"],
                                 "frames": np.asarray(idx).tolist()})
         return load

@@ -94,7 +94,7 @@ def pair_splits(records: Sequence[PairRecord], cfg: PairsConfig, seed: int, wher
             x = random_shift(x, cfg.max_shift)
         t = int(torch.randint(len(r.captions), ())) if train and len(r.captions) > 1 else 0
         y = labels[j] if labels is not None else None
-        return Sample(id=r.where, image=x, text=r.captions[t], label=y)
+        return Sample(id=r.where, media=x, text=r.captions[t], label=y)
 
     train, record = apply_noise(SampleDataset(len(train_idx), lambda i: load(train_idx[i], True)), cfg.noise, seed)
     return DataSplits(

@@ -70,7 +70,7 @@ def sample_decoder(image_size: int, channels: int, classnames: list[str], *, tra
         if train and isinstance(captions, list) and captions:
             s.text = str(captions[int(torch.randint(len(captions), ()))])
         if train and max_shift:
-            s.image = random_shift(s.image, max_shift)
+            s.media = random_shift(s.media, max_shift)
         return s
 
     return decode

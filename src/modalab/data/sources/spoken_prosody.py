@@ -125,7 +125,7 @@ def build_spoken_prosody(cfg: SpokenProsodyConfig, *, seed: int) -> AudioSplits:
     def make(split: str):
         def sample(r: dict, i: int) -> Sample:
             meta = {k: r[k] for k in ("digits", "mode", "stress", "speaker")}
-            return Sample(id=f"spoken_prosody/{split}/{r['id']}", image=_wave(r["audio"], n), text=r["text"],
+            return Sample(id=f"spoken_prosody/{split}/{r['id']}", media=_wave(r["audio"], n), text=r["text"],
                           meta=meta)
         return sample
 

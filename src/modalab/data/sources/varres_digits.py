@@ -181,13 +181,13 @@ def build_varres_digits(cfg: VarResDigitsConfig, *, seed: int) -> DataSplits:
             rng_i = np.random.default_rng(int(torch.randint(2**31, ())))
             place = random_placement(sizes[j], rng_i, cfg.min_digit_fraction)
         t = int(torch.randint(n_templates, ())) if n_templates > 1 else 0
-        return Sample(id=f"varres_digits/{j}", image=image(j, place), text=caption(labels[j], t), label=labels[j])
+        return Sample(id=f"varres_digits/{j}", media=image(j, place), text=caption(labels[j], t), label=labels[j])
 
     def make_eval(split: list[int]) -> Callable[[int], Sample]:
         def make(i: int) -> Sample:
             j = split[i]
             return Sample(
-                id=f"varres_digits/{j}", image=image(j, places[j]), text=caption(labels[j], i % n_templates),
+                id=f"varres_digits/{j}", media=image(j, places[j]), text=caption(labels[j], i % n_templates),
                 label=labels[j],
             )
         return make

@@ -117,7 +117,7 @@ def _check(items: list[dict], on_error: str, skipped: list[str]) -> list[dict]:
 
 @register("source", "video_folder", schema=VideoFolderConfig)
 def build_video_folder(cfg: VideoFolderConfig, *, seed: int) -> "DataSplits":
-    """Class-per-folder videos; Sample.image = (T, 3, size, size) normalised."""
+    """Class-per-folder videos; Sample.media = (T, 3, size, size) normalised."""
     import torch
     import torch.nn.functional as F
 
@@ -169,7 +169,7 @@ def build_video_folder(cfg: VideoFolderConfig, *, seed: int) -> "DataSplits":
             if video.shape[-2:] != (cfg.size, cfg.size):
                 video = F.interpolate(video, size=(cfg.size, cfg.size), mode="bilinear",
                                       align_corners=False)  # (T, 3, S, S)
-            return Sample(id=str(row["path"]), image=video, text=classes[row["label"]],
+            return Sample(id=str(row["path"]), media=video, text=classes[row["label"]],
                           label=row["label"], meta={"frames": np.asarray(idx).tolist()})
         return load
 

@@ -165,7 +165,7 @@ def decoder(size: int, channels: int, classnames: list[str], *, train: bool, max
         if label is not None and str(label) not in lookup:
             raise ShardError(f"{shard}: sample {key!r} has label {label!r}, not a training class {classnames}")
         y = lookup[str(label)] if label is not None and lookup else None
-        return Sample(id=key, image=x, text=text, label=y, meta=meta)
+        return Sample(id=key, media=x, text=text, label=y, meta=meta)
 
     return decode
 
