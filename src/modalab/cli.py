@@ -39,7 +39,7 @@ HEADLINE_KEYS = (
 def headline_keys(results: dict, limit: int = 12) -> list[str]:
     """The metrics ``modalab run`` prints: the retrieval headline keys when the task reports them,
     else the task's own scalar test metrics (audio tagging, captioning, video...), up to ``limit``."""
-    skip = lambda k: k.startswith(("num_", "val_")) or k == "wall_seconds"  # noqa: E731
+    skip = lambda k: k.startswith(("num_", "val_")) or k.endswith("_seconds") or k == "steps"  # noqa: E731
     keys = [k for k in HEADLINE_KEYS if k in results and not skip(k)]
     if keys:
         return keys
