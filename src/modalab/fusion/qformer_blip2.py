@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from modalab.config import Section
+from modalab.fusion.qformer import QFormerConfig
 from modalab.layers.attention import multi_head_attention
 from modalab.registry import register
 
@@ -145,13 +145,12 @@ class Blip2Connector(nn.Module):
         return self.proj(self.qformer.image_queries(media)), None
 
 
-class Blip2Config(Section):
+class Blip2Config(QFormerConfig):
+    """The Q-Former's keys (smaller defaults for the digits) plus BLIP-2's text branch."""
+
     dim: int = 128
     depth: int = 2
-    heads: int = 4
     num_queries: int = 8
-    cross_every: int = 2
-    ff_mult: int = 4
     embed_dim: int = 64
     max_text_len: int = 32
 
