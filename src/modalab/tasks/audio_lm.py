@@ -37,6 +37,7 @@ from modalab.registry import register
 from modalab.tasks.caption import pretrain_language_model
 from modalab.text.decoder import TextDecoder
 from modalab.text.tokenizer import BOS, EOS, PAD, WordTokenizer
+from modalab.tasks.base import split_counts
 
 
 class AudioLMEval(EvalBase):
@@ -132,8 +133,7 @@ class AudioLMTask:
         return res
 
     def counts(self) -> dict[str, Any]:
-        return {"num_train": len(self.data.train), "num_test": len(self.data.test),
-                "num_val": len(self.data.val) if self.data.val is not None else 0,
+        return {**split_counts(self.data),
                 "num_params": sum(p.numel() for p in self.model.parameters()),
                 "captions_truncated": self.truncated, "audio_tokens_per_second": self.model.adapter.tokens_per_second,
                 "decoder_lm": self.lm_info}

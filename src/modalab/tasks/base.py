@@ -119,3 +119,9 @@ def _protocol_attrs(protocol: type) -> set[str]:
         out |= {k for k in vars(base) if not k.startswith("_")}
         out |= set(getattr(base, "__annotations__", {}))
     return out
+
+
+def split_counts(data: Any) -> dict[str, int]:
+    """``num_train`` / ``num_val`` / ``num_test`` of a task's splits (``data.val`` may be None)."""
+    return {"num_train": len(data.train), "num_val": 0 if data.val is None else len(data.val),
+            "num_test": len(data.test)}

@@ -32,6 +32,7 @@ from modalab.tasks.class_facts import class_facts
 from modalab.tasks.pretrain_vit import publish
 from modalab.text.decoder import TextDecoder
 from modalab.text.tokenizer import PAD, WordTokenizer
+from modalab.tasks.base import split_counts
 
 
 class CaptionLMConfig(NamedBase):
@@ -122,8 +123,7 @@ class CaptionLMTask:
         self.exported = {"export_hf": str(out), "export_to": publish(out, self.cfg.export_to, Path(path))}
 
     def counts(self) -> dict[str, Any]:
-        return {"num_train": len(self.data.train), "num_val": 0 if self.data.val is None else len(self.data.val),
-                "num_test": len(self.data.test), "vocab_size": self.tokenizer.vocab_size,
+        return {**split_counts(self.data), "vocab_size": self.tokenizer.vocab_size,
                 "num_params": sum(p.numel() for p in self.model.parameters()), **self.exported}
 
     def state(self) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from modalab.models.pretrained.export_vit import export_vit_hf
 from modalab.models.pretrained.preprocess import PixelAdapter
 from modalab.registry import register
 from modalab.vision.clip_vit import PretrainedViT
+from modalab.tasks.base import split_counts
 
 MARKER = ".modalab-export.json"  # a published folder modalab may replace
 
@@ -156,8 +157,7 @@ class ImageClassifyTask:
                          "export_to": publish(out, self.recipe.model.export_to, Path(path))}  # type: ignore[attr-defined]
 
     def counts(self) -> dict[str, Any]:
-        return {"num_train": len(self.data.train), "num_val": 0 if self.data.val is None else len(self.data.val),
-                "num_test": len(self.data.test), "num_params": sum(p.numel() for p in self.model.parameters()),
+        return {**split_counts(self.data), "num_params": sum(p.numel() for p in self.model.parameters()),
                 **self.exported}
 
     def state(self) -> dict[str, Any]:

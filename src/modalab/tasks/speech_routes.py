@@ -39,6 +39,7 @@ from modalab.models.speech_routes import SpeechRoutes
 from modalab.registry import register
 from modalab.text.generate import greedy
 from modalab.text.tokenizer import BOS, EOS, PAD, WordTokenizer
+from modalab.tasks.base import split_counts
 
 SEP = "answer"
 
@@ -193,8 +194,7 @@ class SpeechRoutesTask:
         return res
 
     def counts(self) -> dict[str, Any]:
-        return {"num_train": len(self.data.train), "num_test": len(self.data.test),
-                "num_val": len(self.data.val) if self.data.val is not None else 0,
+        return {**split_counts(self.data),
                 "num_params": {n: sum(p.numel() for p in mod.parameters()) for n, mod in self.model.named_children()},
                 "speakers": {k: sorted(set(v)) for k, v in self.data.speakers.items()}}
 
