@@ -1,15 +1,18 @@
 """Registered ``info_nce`` and ``siglip`` losses with ``impl: naive | tiled | auto`` and
 global-batch negatives.
 
-    loss: {name: info_nce, impl: auto, auto_threshold: 4096, global_batch: gather}
+    loss: {name: info_nce, impl: auto, auto_threshold: 4096, global_batch: auto}
 
 Every objective module has the same call, so the training step does not care which one a recipe
 picked: ``objective(image_emb, text_emb, logit_scale=..., logit_bias=..., labels=...)`` with (B, D)
 normalised embeddings, ``logit_scale`` = 1/tau (exponentiated), ``logit_bias`` a scalar or None
 and ``labels`` (B,) or None. ``auto`` uses the full-logits loss below ``auto_threshold`` rows
 (where B x B fits comfortably and is as fast) and the tiled exact loss above. Under an initialised
-process group, ``global_batch`` picks the all-gather or ring variant (negatives from every rank);
-``off`` keeps the loss per rank.
+process group, ``global_batch`` picks how negatives come from every rank: ``gather`` or ``ring``
+(``align/distributed.py``: each rank scores its rows against all columns), ``replicate``
+(``align/replicated.py``: one all-gather, then this single-process loss on the whole batch on every
+rank) or ``auto`` (replicate while N x N x D is small, gather above); ``off`` keeps the loss per
+rank.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from torch import Tensor, nn
 
 from modalab.align import distributed as D
 from modalab.align.losses import info_nce, same_label_mask, siglip
+from modalab.align.replicated import replicate_rows, should_replicate
 from modalab.align.tiled import tiled_info_nce, tiled_siglip
 from modalab.config import LossBase
 from modalab.registry import register
@@ -35,7 +39,11 @@ class TiledLossConfig(LossBase):
         "ignore", description="with mask_same_label: same-label pairs are dropped (ignore) or, "
         "siglip only, get the label +1 (positive)"
     )
-    global_batch: Literal["off", "gather", "ring"] = "gather"
+    global_batch: Literal["auto", "off", "gather", "ring", "replicate"] = Field(
+        "auto", description="under a process group: gather | ring (each rank its rows against all "
+        "columns), replicate (one all-gather, the whole loss on every rank), auto (replicate while "
+        "N*N*D <= 2^22, else gather), off (local negatives only)"
+    )
 
 
 class TiledContrastive(nn.Module):
@@ -43,7 +51,7 @@ class TiledContrastive(nn.Module):
 
     def __init__(self, kind: Literal["info_nce", "siglip"], impl: str = "auto",
                  auto_threshold: int = 4096, tile: int | None = None,
-                 mask_same_label: bool = False, global_batch: str = "gather",
+                 mask_same_label: bool = False, global_batch: str = "auto",
                  same_label: str = "ignore") -> None:
         super().__init__()
         self.kind, self.impl, self.auto_threshold, self.tile = kind, impl, auto_threshold, tile
@@ -68,6 +76,9 @@ class TiledContrastive(nn.Module):
             args.append(logit_bias)
         labels = labels if self.mask_same_label else None
         dist = D.is_dist() and self.global_batch != "off"
+        if dist and self._replicate(image_emb, text_emb):  # the global batch on every rank, then as one process
+            image_emb, text_emb, labels = replicate_rows(image_emb, text_emb, labels)
+            dist = False
         tiled = self.impl == "tiled" or (
             self.impl == "auto" and image_emb.shape[0] >= self.auto_threshold
         )
@@ -76,10 +87,11 @@ class TiledContrastive(nn.Module):
             raise ValueError(
                 "loss.same_label: positive needs the full-logits SigLIP on one process (the tiled "
                 "and distributed kernels only drop pairs); use same_label: ignore, "
-                "global_batch: off, or impl: naive"
+                "global_batch: replicate or off, or impl: naive"
             )
         if dist:
-            fn = getattr(D, f"{self.global_batch}_{self.kind}")
+            mode = "gather" if self.global_batch == "auto" else self.global_batch
+            fn = getattr(D, f"{mode}_{self.kind}")
             return fn(image_emb, text_emb, *args, labels=labels, tile=self.tile)
         if tiled:
             fn = tiled_info_nce if self.kind == "info_nce" else tiled_siglip
@@ -89,6 +101,12 @@ class TiledContrastive(nn.Module):
             return siglip(image_emb, text_emb, *args, positive=mask)
         fn = info_nce if self.kind == "info_nce" else siglip
         return fn(image_emb, text_emb, *args, mask=mask)
+
+    def _replicate(self, image_emb: Tensor, text_emb: Tensor) -> bool:
+        if self.global_batch != "auto":
+            return self.global_batch == "replicate"
+        n, d = image_emb.shape
+        return image_emb.dtype == text_emb.dtype and should_replicate(n * D.world_info()[1], d)
 
 
 def _kwargs(cfg: TiledLossConfig) -> dict:
