@@ -64,6 +64,8 @@ class OptimConfig(Section):
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6
     momentum: float = 0.9  # sgd only
+    fused: bool = Field(False, description="adamw: torch's fused kernel (CPU and CUDA), ~3x faster "
+                        "steps than foreach but not bit-identical to it; off keeps seeded results")
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_steps: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1)

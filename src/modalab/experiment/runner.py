@@ -228,7 +228,8 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
 
     def make_optimizer(stage: Stage | None) -> torch.optim.Optimizer:
         rules = [GroupRule(p, lr) for p, lr in (stage.lr.items() if stage else ())] + base_rules
-        return build_optimizer(o.name, param_groups(model, o.lr, o.weight_decay, rules), o.betas, o.eps, o.momentum)
+        return build_optimizer(o.name, param_groups(model, o.lr, o.weight_decay, rules), o.betas, o.eps, o.momentum,
+                               o.fused)
 
     def enter_stage(step: int) -> torch.optim.Optimizer | None:
         if not stages:

@@ -81,11 +81,17 @@ def build_optimizer(
     betas: tuple[float, float] = (0.9, 0.98),
     eps: float = 1e-6,
     momentum: float = 0.9,
+    fused: bool = False,
 ) -> torch.optim.Optimizer:
     if name == "adamw":
+        if fused:  # one kernel per dtype/device group; equal to foreach within float rounding only
+            return torch.optim.AdamW(groups, betas=betas, eps=eps, fused=True)
         # the multi-tensor (foreach) update: torch picks it only for CUDA tensors; on CPU it gives
         # the same parameters, bit for bit (tests/train/test_optim_foreach.py), in fewer kernel calls
         return torch.optim.AdamW(groups, betas=betas, eps=eps, foreach=True)
+    if fused:
+        raise ValueError(f"optim.fused=true is only implemented for adamw (got optimizer '{name}'); "
+                         f"set optim.fused: false")
     if name == "sgd":
         return torch.optim.SGD(groups, momentum=momentum)
     raise ValueError(f"unknown optimizer '{name}'; expected 'adamw' or 'sgd'")
