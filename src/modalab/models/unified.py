@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from modalab.layers import Attention, Block, Mlp, rename_on_load, torch_mha_attention
+from modalab.models.ddim import cfg_combine, ddim_loop, ddim_timesteps, in_interval
 
 
 # ``nn.TransformerEncoderLayer`` parameter names (the blocks before they became ``layers.Block``).
@@ -294,37 +295,31 @@ class GaussianDiffusion(nn.Module):
         return F.mse_loss(self.denoiser(self.q_sample(x0, t, noise), t, cond, cond_pad), noise)
 
     def guided_eps(self, x: Tensor, t: Tensor, cond: Tensor, cond_pad: Tensor | None,
-                   guidance: float) -> Tensor:
-        """eps_u + guidance * (eps_c - eps_u); guidance 1 is plain conditional."""
+                   guidance: float, rescale: float = 0.0) -> Tensor:
+        """eps_u + guidance * (eps_c - eps_u) (``models/ddim.cfg_combine``); guidance 1 is plain
+        conditional."""
         eps_c = self.denoiser(x, t, cond, cond_pad)
         if guidance == 1.0:
             return eps_c
         ucond, upad = self._drop(cond, cond_pad, torch.ones(x.shape[0], dtype=torch.bool,
                                                             device=x.device))
-        eps_u = self.denoiser(x, t, ucond, upad)
-        return eps_u + guidance * (eps_c - eps_u)
+        return cfg_combine(eps_c, self.denoiser(x, t, ucond, upad), guidance, rescale)
 
     @torch.no_grad()
     def ddim_sample(self, shape: tuple[int, ...], cond: Tensor, cond_pad: Tensor | None = None,
                     steps: int = 50, guidance: float = 3.0, eta: float = 0.0, clip: bool = True,
-                    generator: torch.Generator | None = None) -> Tensor:
-        """DDIM (Song et al. 2021) from pure noise to x0 of ``shape`` in ``steps`` steps."""
-        dev = cond.device
-        x = torch.randn(shape, device=dev, generator=generator)
-        ts = torch.linspace(self.T - 1, 0, steps, device=dev).round().long()
-        for i, t in enumerate(ts):
-            ab = self.alpha_bar[t]
-            ab_prev = self.alpha_bar[ts[i + 1]] if i + 1 < steps else ab.new_tensor(1.0)
-            eps = self.guided_eps(x, t.repeat(shape[0]), cond, cond_pad, guidance)
-            x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
-            if clip:
-                x0 = x0.clamp(-1, 1)
-                eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
-            sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
-            x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp_min(0).sqrt() * eps
-            if eta > 0:
-                x = x + sigma * torch.randn(shape, device=dev, generator=generator)
-        return x
+                    generator: torch.Generator | None = None, guidance_interval: tuple[int, int] | None = None,
+                    guidance_rescale: float = 0.0) -> Tensor:
+        """DDIM (Song et al. 2021) from pure noise to x0 of ``shape`` in ``steps`` steps
+        (``models/ddim.py``); guidance only at timesteps in ``guidance_interval`` [lo, hi] if given."""
+        x = torch.randn(shape, device=cond.device, generator=generator)
+
+        def eps_fn(x: Tensor, t: int) -> Tensor:
+            g = guidance if in_interval(t, guidance_interval) else 1.0
+            tt = torch.full((shape[0],), t, dtype=torch.long, device=x.device)  # (B,)
+            return self.guided_eps(x, tt, cond, cond_pad, g, guidance_rescale)
+
+        return ddim_loop(eps_fn, self.alpha_bar, x, ddim_timesteps(self.T, steps), eta, clip, generator)
 
 
 class UnifiedModel(nn.Module):
