@@ -42,6 +42,9 @@ def main() -> None:
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--guidance", default="1,2,3")
     ap.add_argument("--ddim-steps", type=int, default=50)
+    ap.add_argument("--weights", default="raw,ema", help="which weights to score: raw, ema or both")
+    ap.add_argument("--skip-initial-eval", action="store_true", help="step 0 is the checkpoint itself "
+                    "(unified_diffusion_diag.py scores it)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -68,6 +71,8 @@ def main() -> None:
     def evaluate(step: int, cpu: float) -> None:
         live = diff.denoiser
         for name, den in (("raw", live), ("ema", ema)):
+            if name not in args.weights.split(","):
+                continue
             diff.denoiser = den.eval()
             for gs in guid:
                 gen = sample(model, tok, vat, {"steps": args.ddim_steps, "guidance": gs}, 0)
@@ -79,7 +84,8 @@ def main() -> None:
 
     print(json.dumps({"run": str(args.run), "checkpoint": str(ckpt), "lr": args.lr, "batch": args.batch,
                       "ema": args.ema, "fid_floor_hint": "see unified_diffusion_diag.py"}), flush=True)
-    evaluate(0, 0.0)
+    if not args.skip_initial_eval:
+        evaluate(0, 0.0)
     cpu = 0.0
     diff.denoiser.train()
     for step in range(1, args.steps + 1):

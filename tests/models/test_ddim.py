@@ -78,6 +78,10 @@ def test_cfg_combine_matches_its_formula():
 def test_interval():
     assert in_interval(5, None) and in_interval(0, (0, 300)) and in_interval(300, (0, 300))
     assert not in_interval(301, (0, 300))
+    with pytest.raises(ValueError, match=r"guidance_interval=\[50, 10\]"):
+        _diffusion().ddim_sample((1, 1, 4, 4), torch.zeros(1, 2, 8), steps=2, guidance_interval=(50, 10))
+    with pytest.raises(ValueError, match="hi <= 99"):
+        _diffusion().ddim_sample((1, 1, 4, 4), torch.zeros(1, 2, 8), steps=2, guidance_interval=(0, 100))
 
 
 def _diffusion() -> GaussianDiffusion:

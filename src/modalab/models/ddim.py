@@ -41,6 +41,13 @@ def cfg_combine(eps_c: Tensor, eps_u: Tensor, scale: float, rescale: float = 0.0
     return rescale * g * ratio + (1 - rescale) * g
 
 
+def check_interval(interval: tuple[int, int] | None, T: int) -> None:
+    """Raise unless ``interval`` is None or integers 0 <= lo <= hi <= T - 1."""
+    if interval is not None and not (len(interval) == 2 and 0 <= interval[0] <= interval[1] <= T - 1):
+        raise ValueError(f"guidance_interval={list(interval)}; expected [lo, hi] with 0 <= lo <= hi <= "
+                         f"{T - 1} (the diffusion's timesteps - 1)")
+
+
 def in_interval(t: int, interval: tuple[int, int] | None) -> bool:
     """True when guidance applies at integer timestep t (always, when ``interval`` is None)."""
     return interval is None or interval[0] <= t <= interval[1]

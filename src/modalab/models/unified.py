@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from modalab.layers import Attention, Block, Mlp, rename_on_load, torch_mha_attention
-from modalab.models.ddim import cfg_combine, ddim_loop, ddim_timesteps, in_interval
+from modalab.models.ddim import cfg_combine, check_interval, ddim_loop, ddim_timesteps, in_interval
 
 
 # ``nn.TransformerEncoderLayer`` parameter names (the blocks before they became ``layers.Block``).
@@ -312,6 +312,7 @@ class GaussianDiffusion(nn.Module):
                     guidance_rescale: float = 0.0) -> Tensor:
         """DDIM (Song et al. 2021) from pure noise to x0 of ``shape`` in ``steps`` steps
         (``models/ddim.py``); guidance only at timesteps in ``guidance_interval`` [lo, hi] if given."""
+        check_interval(guidance_interval, self.T)
         x = torch.randn(shape, device=cond.device, generator=generator)
 
         def eps_fn(x: Tensor, t: int) -> Tensor:

@@ -61,6 +61,10 @@ class UnifiedEval(EvalBase):
     ar_top_k: int | None = Field(None, gt=0)
     ddim_steps: int = Field(50, gt=0)
     guidance: float = Field(3.0, ge=0, description="classifier-free guidance weight")
+    guidance_interval: tuple[int, int] | None = Field(
+        None, description="[lo, hi]: guidance only at DDIM timesteps lo <= t <= hi, the conditional "
+                          "prediction alone elsewhere (Kynkaanniemi et al. 2024); null = every step")
+    guidance_rescale: float = Field(0.0, ge=0, le=1, description="CFG rescale phi (Lin et al. 2024)")
     grid_per_class: int = Field(4, ge=0, description="generated images per class in the PNG grid")
     save_generated: bool = Field(True, description="artifacts/generated.safetensors: every generated "
                                                    "image with its prompted class, for other judges")
@@ -176,7 +180,8 @@ class UnifiedTask:
         for i in range(0, len(prompts), e.batch_size):
             text = self.text_tok(prompts[i : i + e.batch_size])
             kw = (dict(temperature=e.ar_temperature, top_k=e.ar_top_k) if path == "ar"
-                  else dict(steps=e.ddim_steps, guidance=e.guidance))
+                  else dict(steps=e.ddim_steps, guidance=e.guidance, guidance_interval=e.guidance_interval,
+                            guidance_rescale=e.guidance_rescale))
             out.append(self.model("generate", text=text, text_pad=text == PAD, path=path,
                                   generator=g, **kw))
         return torch.cat(out)
