@@ -31,7 +31,7 @@ import time
 from typing import Any
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from modalab import registry
@@ -65,6 +65,13 @@ class UnifiedEval(EvalBase):
         None, description="[lo, hi]: guidance only at DDIM timesteps lo <= t <= hi, the conditional "
                           "prediction alone elsewhere (Kynkaanniemi et al. 2024); null = every step")
     guidance_rescale: float = Field(0.0, ge=0, le=1, description="CFG rescale phi (Lin et al. 2024)")
+
+    @field_validator("guidance_interval")
+    @classmethod
+    def _ordered(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and not 0 <= v[0] <= v[1]:
+            raise ValueError(f"eval.guidance_interval={list(v)}: expected [lo, hi] with 0 <= lo <= hi")
+        return v
     grid_per_class: int = Field(4, ge=0, description="generated images per class in the PNG grid")
     save_generated: bool = Field(True, description="artifacts/generated.safetensors: every generated "
                                                    "image with its prompted class, for other judges")
