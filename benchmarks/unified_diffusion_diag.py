@@ -91,9 +91,14 @@ def main() -> None:
     ap.add_argument("--sample-seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--save", type=Path, default=None, help="write each setting's images here (.pt)")
+    ap.add_argument("--test-once", default=None, metavar="SETTING",
+                    help="score the setting chosen on val on the TEST split, as the task does (first "
+                         "eval.generate_samples test captions, eval/generation_report.py); AR beside it")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     recipe, data, tok, model, ckpt = load_run(args.run)
+    if args.test_once:
+        return test_once(args, recipe, data, tok, model, ckpt)
     (trx, try_, _), (vax, vay, vat) = split_tensors(data.train), split_tensors(data.val)
     seed = recipe.run.seed
     net = cached_feature_net(trx, try_, FeatureNetConfig(steps=recipe.eval.feature_net_steps, seed=seed),
@@ -121,6 +126,35 @@ def main() -> None:
         saved[text] = gen
     if args.save:
         torch.save(saved, args.save)
+
+
+def test_once(args, recipe, data, tok, model, ckpt) -> None:
+    """The chosen setting on the test split, scored like ``tasks/unified.py``'s final evaluation."""
+    from modalab.eval.generation_report import generation_report
+    from modalab.eval.score_encoder import ScoreEncoderConfig
+
+    (trx, try_, trt), (tex, tey, tet) = split_tensors(data.train), split_tensors(data.test)
+    seed, n = recipe.run.seed, min(recipe.eval.generate_samples, len(tet))
+    setting = parse_setting(args.test_once)
+    judge = ClassJudge()
+    judge.fit(trx, try_)
+    gen, res = {}, {"run": str(args.run), "checkpoint": str(ckpt), "split": "test", "setting": args.test_once}
+    for path, s in (("ar", {"path": "ar", "temperature": recipe.eval.ar_temperature}),
+                    ("diffusion", setting)):
+        t0, c0 = time.perf_counter(), time.process_time()
+        gen[path] = sample(model, tok, tet[:n], s, seed)
+        res[f"sample_seconds_per_image_{path}"] = (time.perf_counter() - t0) / n
+        res[f"sample_cpu_seconds_per_image_{path}"] = (time.process_time() - c0) / n
+        res[f"generate_class_match_{path}"] = judge.class_match(gen[path], tey[:n])
+    e = recipe.eval
+    res.update(generation_report(
+        train=(trx, tok(trt), try_), test=(tex, tok(tet), tey), generated=gen, prompts=(tok(tet[:n]), tey[:n]),
+        vocab_size=tok.vocab_size, cache_dir=args.run / "eval_nets", seed=seed,
+        feature_cfg=FeatureNetConfig(steps=e.feature_net_steps, seed=seed),
+        score_cfg=ScoreEncoderConfig(steps=e.score_encoder_steps, seed=seed)))
+    print(json.dumps(res), flush=True)
+    if args.save:
+        torch.save(gen, args.save)
 
 
 if __name__ == "__main__":
