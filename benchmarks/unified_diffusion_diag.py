@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -147,9 +149,12 @@ def test_once(args, recipe, data, tok, model, ckpt) -> None:
         res[f"sample_cpu_seconds_per_image_{path}"] = (time.process_time() - c0) / n
         res[f"generate_class_match_{path}"] = judge.class_match(gen[path], tey[:n])
     e = recipe.eval
+    cache = Path(tempfile.mkdtemp(prefix="unified_diag_"))  # the run's eval nets copied; the run dir is never written
+    for f in (args.run / "eval_nets").glob("*.safetensors"):
+        shutil.copy(f, cache / f.name)
     res.update(generation_report(
         train=(trx, tok(trt), try_), test=(tex, tok(tet), tey), generated=gen, prompts=(tok(tet[:n]), tey[:n]),
-        vocab_size=tok.vocab_size, cache_dir=args.run / "eval_nets", seed=seed,
+        vocab_size=tok.vocab_size, cache_dir=cache, seed=seed,
         feature_cfg=FeatureNetConfig(steps=e.feature_net_steps, seed=seed),
         score_cfg=ScoreEncoderConfig(steps=e.score_encoder_steps, seed=seed)))
     print(json.dumps(res), flush=True)
