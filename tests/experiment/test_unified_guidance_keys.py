@@ -22,6 +22,7 @@ def test_guidance_interval_reaches_the_sampler(tmp_path):
     recipe = load(RECIPE, [*TINY, "eval.guidance=4", "eval.ddim_steps=3"])
     task = registry.build("task", "unified", recipe, RunDir.create(tmp_path / "r", str(tmp_path), "u"))
     task.model.eval()  # no dropout in the condition
+    task.eval_cfg.guidance_interval = None  # the recipe's [0, 500] off: guidance at every step
     prompts = ["a handwritten seven", "a handwritten two"]
     plain = task.generate(prompts, "diffusion", seed=0)
     task.eval_cfg.guidance_interval = (0, 999)  # every visited timestep (999, 500, 0): as plain
