@@ -32,7 +32,7 @@ def test_video_actions_recipe(tmp_path):
     res, out = _run("video_actions.yaml", tmp_path, CLIPS)
     assert 0.0 <= res["top1"] <= res["top5"] <= 1.0
     assert set(res["per_class_acc"]) == set(ACTIONS)
-    assert (res["num_train"], res["num_val"], res["num_test"], res["num_frames"]) == (21, 3, 8, 4)
+    assert (res["num_train"], res["num_val"], res["num_test"], res["num_frames"]) == (20, 4, 8, 4)  # val_fraction 0.15
     assert res["eval_splits"] == ["val", "test"] and 0.0 <= res["val_top1"] <= 1.0
     assert (out / "report.html").is_file() and (out / "artifacts" / "confusion.json").is_file()
 
