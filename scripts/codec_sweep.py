@@ -71,6 +71,8 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=8)
     ap.add_argument("--dim", type=int, default=32)
     ap.add_argument("--crop", type=int, default=SR // 2, help="training crop, samples")
+    ap.add_argument("--decay", type=float, default=0.99, help="EMA decay of the RVQ codebooks")
+    ap.add_argument("--warmup-steps", type=int, default=0, help="first steps with the RVQ bypassed")
     ap.add_argument("--no-linear-skip", action="store_true", help="the codec without its linear frame path "
                     "(the pre-issue-18-fix architecture)")
     ap.add_argument("--rms", type=float, default=0.1, help="RMS each scene is scaled to")
@@ -87,10 +89,12 @@ def main() -> None:
     test = scenes(args.n_test, args.seed * 1000 + 2, 2.0, args.rms)
     val = scenes(args.n_test, args.seed * 1000 + 3, 2.0, args.rms)  # for choosing settings; test is reported
     codec = build_codec(channels=args.channels, strides=(4, 5, 4), dim=args.dim, n_levels=max(args.levels),
-                        codebook_size=64, linear_skip=not args.no_linear_skip)
+                        codebook_size=64, linear_skip=not args.no_linear_skip,
+                        decay=args.decay)
     t0 = time.time()
     train_codec(codec, train, args.steps, args.batch, args.lr, args.wave_weight, args.stft_weight, seed=args.seed,
-                crop=args.crop, quantize=not args.no_quant, log=lambda m: print(f"{m} ({time.time() - t0:.0f}s)", flush=True))
+                crop=args.crop, quantize=not args.no_quant, warmup_steps=args.warmup_steps,
+                log=lambda m: print(f"{m} ({time.time() - t0:.0f}s)", flush=True))
     train_wall = time.time() - t0
     codec.eval()
     with torch.no_grad():
@@ -100,7 +104,8 @@ def main() -> None:
     res = {"seed": args.seed, "steps": args.steps, "lr": args.lr, "wave_weight": args.wave_weight,
            "stft_weight": args.stft_weight, "channels": args.channels, "dim": args.dim,
            "no_quant": args.no_quant,
-           "linear_skip": not args.no_linear_skip, "crop": args.crop, "rms": args.rms, "batch": args.batch,
+           "linear_skip": not args.no_linear_skip, "crop": args.crop, "rms": args.rms,
+           "warmup_steps": args.warmup_steps, "batch": args.batch, "decay": args.decay,
            "n_val": args.n_test, "val_rows": val_rows,
            "split": "test" if args.report_test else "val", "n_test": args.n_test if args.report_test else 0,
            "frame_rate": codec.frame_rate, "codebook_size": 64, "rows": test_rows,

@@ -72,3 +72,16 @@ def test_train_codec_quantised_and_its_errors():
         train_codec(codec, torch.zeros(4), steps=1, batch=1, lr=1e-3, wave_weight=1.0, stft_weight=0.0)
     with pytest.raises(ValueError, match="shorter than the hop 80"):
         train_codec(codec, torch.zeros(2, 40), steps=1, batch=1, lr=1e-3, wave_weight=1.0, stft_weight=0.0)
+
+
+def test_warmup_steps_bypass_the_rvq_until_they_end():
+    torch.manual_seed(0)
+    codec = build_codec(channels=4, dim=8, n_levels=2, codebook_size=8)
+    train_codec(codec, _tones(4), steps=2, batch=2, lr=1e-3, wave_weight=1.0, stft_weight=0.0, crop=400,
+                warmup_steps=2)
+    assert not any(bool(lv.initted) for lv in codec.quantizer.levels)  # never quantised
+    train_codec(codec, _tones(4), steps=2, batch=2, lr=1e-3, wave_weight=1.0, stft_weight=0.0, crop=400,
+                warmup_steps=1)
+    assert bool(codec.quantizer.levels[0].initted)  # k-means init on the first quantised batch
+    with pytest.raises(ValueError, match="warmup_steps=3"):
+        train_codec(codec, _tones(4), steps=2, batch=2, lr=1e-3, wave_weight=1.0, stft_weight=0.0, warmup_steps=3)

@@ -134,12 +134,13 @@ class AudioCodec(nn.Module):
 
 def build_codec(channels: int = 16, strides: tuple[int, ...] = (4, 5, 4), dim: int = 64,
                 n_levels: int = 8, codebook_size: int = 64, quantizer_dropout: bool = True,
-                sr: int = 16000, linear_skip: bool = True) -> AudioCodec:
+                sr: int = 16000, linear_skip: bool = True, decay: float = 0.99) -> AudioCodec:
     """The default assembly: hop = prod(strides) samples per frame (80 -> 200 frames/s at 16 kHz);
-    ``linear_skip`` (default since issue 18's check) adds the linear frame path to both ends."""
+    ``linear_skip`` (default since issue 18's check) adds the linear frame path to both ends;
+    ``decay`` is the codebooks' EMA decay."""
     if channels < 1 or not strides or any(s < 1 for s in strides):
         raise ValueError(f"build_codec: channels={channels}, strides={strides}; expected positive values")
     hop = math.prod(strides)
-    rvq = ResidualVQ(n_levels, codebook_size, dim, quantizer_dropout=quantizer_dropout)
+    rvq = ResidualVQ(n_levels, codebook_size, dim, quantizer_dropout=quantizer_dropout, decay=decay)
     return AudioCodec(CodecEncoder(channels, strides, dim, linear_skip), rvq,
                       CodecDecoder(channels, strides, dim, linear_skip), hop, sr)

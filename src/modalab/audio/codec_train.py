@@ -30,12 +30,16 @@ def codec_loss(y: Tensor, x: Tensor, commitment: Tensor, wave_weight: float, stf
 
 def train_codec(codec: AudioCodec, waves: Tensor, steps: int, batch: int, lr: float, wave_weight: float,
                 stft_weight: float, seed: int = 0, crop: int | None = None, quantize: bool = True,
-                log: Callable[[str], None] | None = None, log_every: int = 25) -> list[float]:
+                log: Callable[[str], None] | None = None, log_every: int = 25, warmup_steps: int = 0) -> list[float]:
     """Adam on random crops of ``waves`` (N, samples) (``crop`` samples, default all of them,
     rounded down to the codec's hop); with ``quantize=False`` the RVQ is bypassed
-    (``codec.autoencode``). Returns the loss of every step."""
+    (``codec.autoencode``). ``warmup_steps``: the first steps train the autoencoder with the RVQ
+    bypassed, so that the codebooks' k-means initialisation (on their first quantised batch) sees
+    trained encoder frames instead of random ones. Returns the loss of every step."""
     if waves.dim() != 2:
         raise ValueError(f"train_codec: waves of shape {tuple(waves.shape)}; expected (N, samples)")
+    if not 0 <= warmup_steps <= steps:
+        raise ValueError(f"train_codec: warmup_steps={warmup_steps}; expected 0..steps ({steps})")
     crop = (min(crop or waves.shape[1], waves.shape[1]) // codec.hop) * codec.hop
     if crop < codec.hop:
         raise ValueError(f"train_codec: clips of {waves.shape[1]} samples are shorter than the hop {codec.hop}")
@@ -47,7 +51,7 @@ def train_codec(codec: AudioCodec, waves: Tensor, steps: int, batch: int, lr: fl
         rows = torch.randint(0, waves.shape[0], (batch,), generator=g)
         starts = torch.randint(0, waves.shape[1] - crop + 1, (batch,), generator=g)
         x = torch.stack([waves[r, s: s + crop] for r, s in zip(rows.tolist(), starts.tolist())])  # (B, crop)
-        if quantize:
+        if quantize and step > warmup_steps:
             y, _, aux = codec(x)
             commitment = aux["loss"]
         else:

@@ -111,9 +111,11 @@ class TokenHierarchyTask:
         self.x, self.y = _stack(self.data.train)
         # 2. codec
         torch.manual_seed(seed)
-        self.codec = build_codec(cfg.codec_channels, (4, 5, 4), cfg.codec_dim, cfg.codec_levels, cfg.codec_codebook)
+        self.codec = build_codec(cfg.codec_channels, (4, 5, 4), cfg.codec_dim, cfg.codec_levels, cfg.codec_codebook,
+                                 decay=cfg.codec_decay)
         self.codec_log = train_codec(self.codec, self.x, cfg.codec_steps, cfg.codec_batch, cfg.codec_lr,
                                      cfg.codec_wave_weight, cfg.codec_stft_weight, seed=seed,
+                                     crop=cfg.codec_crop or None, warmup_steps=cfg.codec_warmup_steps,
                                      log=lambda m: print(m, flush=True), log_every=50)
         self.codec.eval()
         # 3. semantic encoder + k-means; 4. judge
