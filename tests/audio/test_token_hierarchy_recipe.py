@@ -14,7 +14,7 @@ RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "audio_tokens_hierarc
 SMOKE = ["run.progress=false", "train.num_threads=1", "train.steps=2", "train.batch_size=4", "data.n_per_class=4",
          "data.n_test_per_class=1", "data.duration=0.2", "model.codec_steps=2", "model.encoder_steps=2",
          "model.semantic_codes=4", "model.dim=16", "model.depth=1", "model.heads=2", "eval.per_class=1",
-         "model.codec_batch=2", "data.val_fraction=0.25"]
+         "model.codec_batch=2", "model.codec_warmup_steps=1", "data.val_fraction=0.25"]
 
 
 def test_event_clips_balanced_scaled_and_seeded():
