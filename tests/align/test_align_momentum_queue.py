@@ -161,3 +161,18 @@ def test_resume_restores_queue_and_momentum_state_bit_exact(tmp_path):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     ra, rb = (json.loads((r / "results.json").read_text()) for r in (ref, res))
     assert ra["zeroshot_top1"] == rb["zeroshot_top1"]
+
+
+def test_key_encoder_starts_as_a_copy_of_the_online_towers_projections_included(tmp_path):
+    """MoCo / ALBEF: the key encoder is initialised with the online weights (then only followed by
+    EMA); its projections and scale are part of it. The recipe's momentum is the val choice of
+    issue 20 (h40, seed 0: 0.99 with the 256-key queue, val 0.978; 0.5 stayed at chance, val
+    0.096 at step 100; 0.9: val 0.926 at an older commit, h28)."""
+    task = _task([], tmp_path)
+    online = dict(task.model.named_parameters())
+    keys = dict(task.key_model.encoder.named_parameters())
+    assert keys.keys() == online.keys() and {"image_proj.weight", "text_proj.weight"} <= keys.keys()
+    for name, p in keys.items():
+        assert torch.equal(p, online[name]) and p.data_ptr() != online[name].data_ptr()
+        assert not p.requires_grad
+    assert load(RECIPES / "clip_digits_queue.yaml").model.momentum == 0.99
