@@ -6,7 +6,9 @@ domain, Level 3 fine-grained); the mapping onto scenes is ours:
 - ``L1`` different digits: a caption of another random scene whose digits are all different;
 - ``L2`` same digits, different relation or count: two digits get the opposite relation, other
   scenes gain (or, at four, lose) a digit;
-- ``L3`` one attribute changed: one digit's colour or size is replaced.
+- ``L3`` one attribute changed: one digit's colour or size is replaced;
+- ``swap`` (not a level of the chapter; NegCLIP's negatives): attributes or digits exchanged
+  between two digits, or the relation flipped (``data/scene_swaps.py``).
 
 Probe perturbations (the structure of ARO and SugarCrepe: the true caption against a caption with
 the same words rearranged or one part replaced):
@@ -26,9 +28,11 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+from modalab.data.scene_swaps import swap_negative
 from modalab.data.scenes import COLOURS, OPPOSITE, SIZES, Digit, Scene, caption
 
 LEVELS = ("L1", "L2", "L3")
+KINDS = (*LEVELS, "swap")  # what data.negative_levels accepts
 PROBES = ("swap_attribute", "swap_object", "replace_relation", "count")
 
 
@@ -80,6 +84,9 @@ def negative(scene: Scene, level: str, rng: random.Random) -> Scene:
         if scene.relation is not None and rng.random() < 0.5:
             return replace(scene, relation=OPPOSITE[scene.relation])
         return _add_or_remove(scene, rng)
+    if level == "swap":
+        swapped = swap_negative(scene, rng)
+        return swapped[1] if swapped is not None else negative(scene, "L3", rng)
     if level == "L3":
         ds = list(scene.digits)
         i = rng.randrange(len(ds))
@@ -88,7 +95,7 @@ def negative(scene: Scene, level: str, rng: random.Random) -> Scene:
         else:
             ds[i] = replace(ds[i], size="large" if ds[i].size == "small" else "small")
         return scene.with_digits(ds)
-    raise ValueError(f"unknown negative level {level!r}; expected one of {LEVELS}")
+    raise ValueError(f"unknown negative level {level!r}; expected one of {KINDS}")
 
 
 def negative_captions(scene: Scene, levels: tuple[str, ...], rng: random.Random) -> list[str]:

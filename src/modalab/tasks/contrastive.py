@@ -267,7 +267,7 @@ class ContrastiveTask:
         for w in warnings:
             self.run.log({"warning": w, "final": final})
         if self.eval_cfg.probe or "novel_test" in self.data.extras:
-            res.update(scene_results(self, final))
+            res.update(scene_results(self, final, split))
         if final:
             res["monitor_warnings"] = warnings
             self._save_artifacts(image_emb, text_emb, labels)

@@ -37,9 +37,11 @@ def _held_out(dataset: Dataset) -> tuple[Tensor, list[Any]]:
     return torch.stack([s.media for s in samples]), [s.meta["scene"] for s in samples]
 
 
-def scene_results(task: Any, final: bool) -> dict[str, Any]:
-    """Probe accuracies (``probe/<type>``) on the test scenes and, with held-out compositions,
-    retrieval and probe on the novel-composition scenes (``novel/...``, ``novel_probe/...``)."""
+def scene_results(task: Any, final: bool, split: str = "test") -> dict[str, Any]:
+    """Probe accuracies (``probe/<type>``) on the ``split`` scenes and, on test with held-out
+    compositions, retrieval and probe on the novel-composition scenes (``novel/...``,
+    ``novel_probe/...``). On val (the held-out training scenes) only the probe runs: the novel set
+    is a test set."""
     model, cfg = task.model, task.eval_cfg
     dev = model.logit_scale.device
     enc_img = lambda x: model.encode_image(x.to(dev)).float().cpu()  # noqa: E731
@@ -47,8 +49,8 @@ def scene_results(task: Any, final: bool) -> dict[str, Any]:
     seed = task.recipe.run.seed
     res: dict[str, Any] = {}
     model.eval()
-    sets = [("", task.data.test)]
-    novel = task.data.extras.get("novel_test")
+    sets = [("", task.data.val if split == "val" else task.data.test)]
+    novel = task.data.extras.get("novel_test") if split == "test" else None
     if novel is not None:
         sets.append(("novel_", novel))
         image_emb, text_emb, _ = task.embed(novel)

@@ -6,6 +6,12 @@ place, on an RGB canvas of ``data.image_size`` pixels (scene model, captions and
 training and held-out scenes (test scenes show handwriting never seen in training), and scene
 ``i`` of a split is drawn from ``(seed, split, i)``.
 
+Validation (``data.val_fraction``, default 0.1): that share of the ``data.train_scenes`` generated
+training scenes, chosen at random by the seed (``carve_val``), is held out and never trained on.
+Val scenes come from the training scans and avoid the held-out compositions, like training scenes;
+they are read like test scenes (``full`` captions, fixed negatives), so the probe runs on them too.
+The test and novel-composition sets do not change with ``val_fraction``.
+
 Held-out compositions (``data.holdout_compositions``): one colour per digit (digit ``d`` never
 appears in colour ``COLOURS[(d + seed) % 4]`` during training); the test split avoids them too,
 and a second held-out set of ``data.test_scenes`` scenes, each holding at least one such novel
@@ -27,10 +33,10 @@ import torch
 from pydantic import Field, model_validator
 
 from modalab.config import DataBase
-from modalab.data.dataset import DataSplits, SampleDataset, stratified_split
+from modalab.data.dataset import DataSplits, SampleDataset, carve_val, stratified_split
 from modalab.data.noise import NoiseConfig, apply_noise
 from modalab.data.sample import Sample
-from modalab.data.scene_negatives import LEVELS, negative_captions
+from modalab.data.scene_negatives import KINDS, LEVELS, negative_captions
 from modalab.data.scenes import COLOURS, COUNTS, GRANULARITIES, OPPOSITE, SIZES, Scene, boxes, caption, render, sample_scene
 from modalab.data.transforms import normalize
 from modalab.registry import register
@@ -47,7 +53,9 @@ class DigitScenesConfig(DataBase):
     test_scenes: int = Field(500, ge=1)
     captions: Literal["full", "mixed"] = "full"
     holdout_compositions: bool = True
-    negative_levels: list[Literal["L1", "L2", "L3"]] = Field(default_factory=lambda: list(LEVELS))
+    negative_levels: list[Literal[KINDS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(LEVELS),
+        description="one hard-negative caption per entry: L1 / L2 / L3 levels, swap (NegCLIP-style swaps)")
     noise: NoiseConfig | None = None
 
     @model_validator(mode="after")
@@ -96,7 +104,8 @@ class SceneMaker:
         return s.with_digits(ds)
 
     def sample(self, split: str, i: int) -> Sample:
-        sc = self.scene(split, i)
+        """Sample ``i`` of ``split``; ``val`` sample ``i`` shows training scene ``i`` (a held-out one)."""
+        sc = self.scene("train" if split == "val" else split, i)
         img = normalize(render(sc, self.scans, self.cfg.image_size))  # (3, S, S)
         gran = "full"
         if split == "train" and self.cfg.captions == "mixed":
@@ -112,7 +121,9 @@ class SceneMaker:
 def build_digit_scenes(cfg: DigitScenesConfig, *, seed: int) -> DataSplits:
     """Compositional RGB scenes of 1-4 real digits with colour, size, relation, count captions."""
     maker = SceneMaker(cfg, seed)
-    train = SampleDataset(cfg.train_scenes, lambda i: maker.sample("train", i))
+    tr_idx, va_idx = carve_val(range(cfg.train_scenes), cfg.val_fraction, seed)  # generated scenes held out
+    train = SampleDataset(len(tr_idx), lambda i: maker.sample("train", tr_idx[i]))
+    val = SampleDataset(len(va_idx), lambda i: maker.sample("val", va_idx[i])) if va_idx else None
     test = SampleDataset(cfg.test_scenes, lambda i: maker.sample("test", i))
     extras: dict = {}
     if cfg.holdout_compositions:
@@ -121,7 +132,7 @@ def build_digit_scenes(cfg: DigitScenesConfig, *, seed: int) -> DataSplits:
     train, record = apply_noise(train, cfg.noise, seed)
     if record is not None:
         extras["noise"] = record
-    texts = [caption(maker.scene("train", i), g) for i in range(cfg.train_scenes)
+    texts = [caption(maker.scene("train", i), g) for i in tr_idx
              for g in (GRANULARITIES if cfg.captions == "mixed" else ("full",))]
     return DataSplits(train=train, test=test, classnames=None, texts=[*texts, *vocabulary()],
-                      image_size=cfg.image_size, channels=3, extras=extras)
+                      image_size=cfg.image_size, channels=3, extras=extras, val=val)
