@@ -30,7 +30,7 @@ def test_deterministic_per_seed_and_rgb(scenes):
     assert a.text == b.text and torch.equal(a.media, b.media) and a.media.shape == (3, 32, 32)
     other = build_digit_scenes(source_cfg("digit_scenes", image_size=32, train_scenes=300, test_scenes=60), seed=1)
     assert [other.test[i].text for i in range(10)] != [scenes.test[i].text for i in range(10)]
-    assert len(scenes.train) == 300 and scenes.channels == 3 and scenes.classnames is None
+    assert len(scenes.train) == 270 and len(scenes.val) == 30 and scenes.channels == 3 and scenes.classnames is None
 
 
 def test_boxes_hold_the_named_colour(scenes):
@@ -52,7 +52,7 @@ def test_boxes_hold_the_named_colour(scenes):
 def test_held_out_compositions(scenes):
     held = held_out_pairs(0)
     assert len(held) == 10 and len({d for d, _ in held}) == 10
-    for i in range(300):
+    for i in range(len(scenes.train)):
         assert not {(d.digit, d.colour) for d in scenes.train[i].meta["scene"].digits} & held
     novel = scenes.extras["novel_test"]
     for i in range(40):
@@ -109,12 +109,13 @@ def test_noise_reproducible_and_recorded(scenes):
     assert len(plan["swapped"]) == 60 and len(plan["dropped"]) == 30
     assert all(k != v for k, v in plan["swapped"].items())
     assert sorted(plan["swapped"]) == sorted(plan["swapped"].values())
+    plan = noise_plan(len(scenes.train), 0.2, 0.1, seed=3)  # 270 training scenes (30 are val)
     noisy, record = apply_noise(scenes.train, NoiseConfig(swap=0.2, drop_words=0.1), seed=3)
     i, donor = next((k, v) for k, v in plan["swapped"].items() if k not in plan["dropped"])
     assert noisy[i].text == scenes.train[donor].text and noisy[i].meta["noise_swapped_from"] == donor
     j = plan["dropped"][0]
     assert len(noisy[j].text.split()) < len(scenes.train[j].text.split()) or len(scenes.train[j].text.split()) == 1
-    clean = [k for k in range(300) if k not in plan["swapped"] and k not in plan["dropped"]][0]
+    clean = [k for k in range(270) if k not in plan["swapped"] and k not in plan["dropped"]][0]
     assert noisy[clean].text == scenes.train[clean].text
-    assert record["swapped"][str(i)] == donor and record["num_train"] == 300
+    assert record["swapped"][str(i)] == donor and record["num_train"] == 270
     assert apply_noise(scenes.train, None, 0) == (scenes.train, None)

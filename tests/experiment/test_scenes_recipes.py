@@ -27,6 +27,9 @@ def test_scenes_recipe_runs(name, tmp_path):
         assert 0.0 <= res[f"probe/{kind}"] <= 1.0 and res[f"probe/{kind}_n"] > 0
         assert f"novel_probe/{kind}" in res
     assert "novel/image_to_text_R@1" in res and res["num_test"] == 16
+    assert res["num_val"] == 4 and res["num_train"] == 28  # carve_val: 0.1 of the 32 scenes, rounded up
+    assert 0.0 <= res["val_probe/swap_attribute"] <= 1.0
+    assert "val_image_to_text_R@1" in res and not any(k.startswith("val_novel") for k in res)
     report = (out / "report.html").read_text()
     assert "Held-out examples" in report and report.count("data:image/png;base64") >= 4
     if "noise" in name:
@@ -42,9 +45,9 @@ def test_hard_negatives_reach_the_loss(tmp_path):
     (tmp_path / "r").mkdir()
     task = ContrastiveTask(recipe, RunDir(tmp_path / "r"))
     batch = task.collate([task.data.train[i] for i in range(4)])
-    assert batch.negatives.shape[:2] == (4, 3)
+    assert batch.negatives.shape[:2] == (4, 4)  # L1, L2, L3, swap
     emb = task.embed_batch(batch)
-    assert emb["neg_text_emb"].shape == (4, 3, 16)
+    assert emb["neg_text_emb"].shape == (4, 4, 16)
     loss, _ = task.loss_from_embeddings(emb, batch)
     loss.backward()
     grads = [p.grad for p in task.model.text_encoder.parameters() if p.grad is not None]
