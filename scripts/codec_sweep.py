@@ -73,6 +73,9 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=SR // 2, help="training crop, samples")
     ap.add_argument("--decay", type=float, default=0.99, help="EMA decay of the RVQ codebooks")
     ap.add_argument("--warmup-steps", type=int, default=0, help="first steps with the RVQ bypassed")
+    ap.add_argument("--init-frames", type=int, default=0,
+                    help="k-means start of all RVQ levels, residual by residual, on about this many encoder "
+                    "frames when quantisation starts (0: each level on the first batch that reaches it)")
     ap.add_argument("--no-linear-skip", action="store_true", help="the codec without its linear frame path "
                     "(the pre-issue-18-fix architecture)")
     ap.add_argument("--rms", type=float, default=0.1, help="RMS each scene is scaled to")
@@ -94,7 +97,7 @@ def main() -> None:
     t0 = time.time()
     train_codec(codec, train, args.steps, args.batch, args.lr, args.wave_weight, args.stft_weight, seed=args.seed,
                 crop=args.crop, quantize=not args.no_quant, warmup_steps=args.warmup_steps,
-                log=lambda m: print(f"{m} ({time.time() - t0:.0f}s)", flush=True))
+                init_frames=args.init_frames, log=lambda m: print(f"{m} ({time.time() - t0:.0f}s)", flush=True))
     train_wall = time.time() - t0
     codec.eval()
     with torch.no_grad():
@@ -105,7 +108,7 @@ def main() -> None:
            "stft_weight": args.stft_weight, "channels": args.channels, "dim": args.dim,
            "no_quant": args.no_quant,
            "linear_skip": not args.no_linear_skip, "crop": args.crop, "rms": args.rms,
-           "warmup_steps": args.warmup_steps, "batch": args.batch, "decay": args.decay,
+           "warmup_steps": args.warmup_steps, "init_frames": args.init_frames, "batch": args.batch, "decay": args.decay,
            "n_val": args.n_test, "val_rows": val_rows,
            "split": "test" if args.report_test else "val", "n_test": args.n_test if args.report_test else 0,
            "frame_rate": codec.frame_rate, "codebook_size": 64, "rows": test_rows,

@@ -30,12 +30,17 @@ def codec_loss(y: Tensor, x: Tensor, commitment: Tensor, wave_weight: float, stf
 
 def train_codec(codec: AudioCodec, waves: Tensor, steps: int, batch: int, lr: float, wave_weight: float,
                 stft_weight: float, seed: int = 0, crop: int | None = None, quantize: bool = True,
-                log: Callable[[str], None] | None = None, log_every: int = 25, warmup_steps: int = 0) -> list[float]:
+                log: Callable[[str], None] | None = None, log_every: int = 25, warmup_steps: int = 0,
+                init_frames: int = 0) -> list[float]:
     """Adam on random crops of ``waves`` (N, samples) (``crop`` samples, default all of them,
     rounded down to the codec's hop); with ``quantize=False`` the RVQ is bypassed
     (``codec.autoencode``). ``warmup_steps``: the first steps train the autoencoder with the RVQ
     bypassed, so that the codebooks' k-means initialisation (on their first quantised batch) sees
-    trained encoder frames instead of random ones. Returns the loss of every step."""
+    trained encoder frames instead of random ones. ``init_frames`` > 0: at the first quantised step
+    every level is fitted at once by k-means, residual by residual
+    (``ResidualVQ.init_codebooks``), to about that many encoder frames of random training crops;
+    0 keeps the lazy per-level start on the first batch that reaches the level. Returns the loss of
+    every step."""
     if waves.dim() != 2:
         raise ValueError(f"train_codec: waves of shape {tuple(waves.shape)}; expected (N, samples)")
     if not 0 <= warmup_steps <= steps:
@@ -43,6 +48,8 @@ def train_codec(codec: AudioCodec, waves: Tensor, steps: int, batch: int, lr: fl
     crop = (min(crop or waves.shape[1], waves.shape[1]) // codec.hop) * codec.hop
     if crop < codec.hop:
         raise ValueError(f"train_codec: clips of {waves.shape[1]} samples are shorter than the hop {codec.hop}")
+    if init_frames < 0:
+        raise ValueError(f"train_codec: init_frames={init_frames}; expected >= 0")
     opt = torch.optim.Adam(codec.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
     codec.train()
@@ -51,6 +58,8 @@ def train_codec(codec: AudioCodec, waves: Tensor, steps: int, batch: int, lr: fl
         rows = torch.randint(0, waves.shape[0], (batch,), generator=g)
         starts = torch.randint(0, waves.shape[1] - crop + 1, (batch,), generator=g)
         x = torch.stack([waves[r, s: s + crop] for r, s in zip(rows.tolist(), starts.tolist())])  # (B, crop)
+        if quantize and step == warmup_steps + 1 and init_frames:
+            _init_codebooks(codec, waves, crop, init_frames, g, log)
         if quantize and step > warmup_steps:
             y, _, aux = codec(x)
             commitment = aux["loss"]
@@ -64,3 +73,22 @@ def train_codec(codec: AudioCodec, waves: Tensor, steps: int, batch: int, lr: fl
         if log is not None and (step % log_every == 0 or step == 1):
             log(f"codec step {step} loss {losses[-1]:.4f} batch SI-SNR {float(si_snr(y.detach(), x).mean()):.2f} dB")
     return losses
+
+
+@torch.no_grad()
+def _init_codebooks(codec: AudioCodec, waves: Tensor, crop: int, n_frames: int, g: torch.Generator,
+                    log: Callable[[str], None] | None) -> None:
+    """k-means start of all RVQ levels on about ``n_frames`` encoder frames of random crops."""
+    per_crop = crop // codec.hop
+    n = max(1, -(-n_frames // per_crop))
+    rows = torch.randint(0, waves.shape[0], (n,), generator=g)
+    starts = torch.randint(0, waves.shape[1] - crop + 1, (n,), generator=g)
+    x = torch.stack([waves[r, s: s + crop] for r, s in zip(rows.tolist(), starts.tolist())])
+    was_training = codec.training
+    codec.eval()
+    z = torch.cat([codec.encoder(codec._pad(x[i: i + 64])[:, None]).transpose(1, 2) for i in range(0, n, 64)])
+    codec.train(was_training)
+    norms = codec.quantizer.init_codebooks(z)
+    if log is not None:
+        log("codebook init on {} frames: mean squared residual {}".format(
+            z.shape[0] * z.shape[1], " -> ".join(f"{v:.4g}" for v in norms)))

@@ -142,6 +142,26 @@ class ResidualVQ(nn.Module):
         aux = {"loss": self.beta * commitment, "n_q": n_q, "usage": usage, "residual_norms": norms}
         return quantized, torch.stack(codes, -1).reshape(*lead, n_q), aux
 
+    @torch.no_grad()
+    def init_codebooks(self, z: Tensor) -> list[float]:
+        """Data-driven start of every level at once (SoundStream / EnCodec): level 1 is fitted by
+        k-means to the frames ``z`` (..., dim), level l to the residual the levels before it leave.
+        Call it with a pool of trained encoder frames when quantisation starts (issue 18: codebooks
+        fitted lazily, each on the one batch where quantiser dropout first reaches it, left the
+        higher levels fitted to a few hundred frames). Returns the mean squared residual before
+        level 1 and after each level (length ``n_levels + 1``)."""
+        if z.shape[-1] != self.dim:
+            raise ValueError(f"ResidualVQ.init_codebooks: input last dim {z.shape[-1]}, expected {self.dim}")
+        residual = z.reshape(-1, self.dim).float().detach()
+        if residual.shape[0] < 1:
+            raise ValueError("ResidualVQ.init_codebooks: no frames given")
+        norms = [float(residual.pow(2).mean())]
+        for level in self.levels:
+            level.fit_kmeans(residual)
+            residual = residual - level.decode(nearest_code(residual, level.embed))
+            norms.append(float(residual.pow(2).mean()))
+        return norms
+
     def decode(self, codes: Tensor) -> Tensor:
         """codes (B, T, n_q) long -> (B, T, dim), the sum of each level's code."""
         if codes.shape[-1] > self.n_levels:
