@@ -76,6 +76,8 @@ def main() -> None:
     ap.add_argument("--init-frames", type=int, default=0,
                     help="k-means start of all RVQ levels, residual by residual, on about this many encoder "
                     "frames when quantisation starts (0: each level on the first batch that reaches it)")
+    ap.add_argument("--quant-lr-scale", type=float, default=1.0,
+                    help="learning rate of the quantised steps (after the warm-up) = lr * this")
     ap.add_argument("--no-linear-skip", action="store_true", help="the codec without its linear frame path "
                     "(the pre-issue-18-fix architecture)")
     ap.add_argument("--rms", type=float, default=0.1, help="RMS each scene is scaled to")
@@ -97,7 +99,7 @@ def main() -> None:
     t0 = time.time()
     train_codec(codec, train, args.steps, args.batch, args.lr, args.wave_weight, args.stft_weight, seed=args.seed,
                 crop=args.crop, quantize=not args.no_quant, warmup_steps=args.warmup_steps,
-                init_frames=args.init_frames, log=lambda m: print(f"{m} ({time.time() - t0:.0f}s)", flush=True))
+                init_frames=args.init_frames, quant_lr_scale=args.quant_lr_scale, log=lambda m: print(f"{m} ({time.time() - t0:.0f}s)", flush=True))
     train_wall = time.time() - t0
     codec.eval()
     with torch.no_grad():
@@ -108,7 +110,7 @@ def main() -> None:
            "stft_weight": args.stft_weight, "channels": args.channels, "dim": args.dim,
            "no_quant": args.no_quant,
            "linear_skip": not args.no_linear_skip, "crop": args.crop, "rms": args.rms,
-           "warmup_steps": args.warmup_steps, "init_frames": args.init_frames, "batch": args.batch, "decay": args.decay,
+           "warmup_steps": args.warmup_steps, "init_frames": args.init_frames, "quant_lr_scale": args.quant_lr_scale, "batch": args.batch, "decay": args.decay,
            "n_val": args.n_test, "val_rows": val_rows,
            "split": "test" if args.report_test else "val", "n_test": args.n_test if args.report_test else 0,
            "frame_rate": codec.frame_rate, "codebook_size": 64, "rows": test_rows,

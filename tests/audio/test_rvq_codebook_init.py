@@ -62,3 +62,24 @@ def test_train_codec_initialises_all_levels_at_switch_on():
     assert len(line) == 1 and "on 260 frames" in line[0]  # 26 crops of 10 frames
     with pytest.raises(ValueError, match="init_frames=-1"):
         train_codec(codec, waves, steps=1, batch=2, lr=1e-3, wave_weight=1.0, stft_weight=0.0, init_frames=-1)
+
+
+def test_quant_lr_scale_sets_the_learning_rate_of_the_quantised_steps():
+    t = torch.arange(1600) / 16000
+    waves = torch.stack([0.1 * torch.sin(2 * torch.pi * f * t) for f in (220.0, 440.0)])
+
+    def trained(steps: int, scale: float) -> dict:
+        torch.manual_seed(0)
+        codec = build_codec(channels=4, strides=(4, 5, 4), dim=8, n_levels=2, codebook_size=8)
+        train_codec(codec, waves, steps=steps, batch=2, lr=1e-2, wave_weight=10.0, stft_weight=0.0, crop=800,
+                    warmup_steps=2, init_frames=64, quant_lr_scale=scale)
+        return {k: v.clone() for k, v in codec.named_parameters()}
+
+    warm = trained(2, 1.0)
+    frozen, moved = trained(4, 1e-9), trained(4, 1.0)
+    for k in warm:  # the encoder/decoder weights stay where the warm-up left them at a tiny scale
+        torch.testing.assert_close(frozen[k], warm[k], rtol=0, atol=1e-6)
+    assert max(float((moved[k] - warm[k]).abs().max()) for k in warm) > 1e-4
+    with pytest.raises(ValueError, match="quant_lr_scale=0"):
+        train_codec(build_codec(channels=4, dim=8, n_levels=2, codebook_size=8), waves, steps=1, batch=2, lr=1e-3,
+                    wave_weight=1.0, stft_weight=0.0, quant_lr_scale=0)

@@ -31,7 +31,7 @@ def codec_loss(y: Tensor, x: Tensor, commitment: Tensor, wave_weight: float, stf
 def train_codec(codec: AudioCodec, waves: Tensor, steps: int, batch: int, lr: float, wave_weight: float,
                 stft_weight: float, seed: int = 0, crop: int | None = None, quantize: bool = True,
                 log: Callable[[str], None] | None = None, log_every: int = 25, warmup_steps: int = 0,
-                init_frames: int = 0) -> list[float]:
+                init_frames: int = 0, quant_lr_scale: float = 1.0) -> list[float]:
     """Adam on random crops of ``waves`` (N, samples) (``crop`` samples, default all of them,
     rounded down to the codec's hop); with ``quantize=False`` the RVQ is bypassed
     (``codec.autoencode``). ``warmup_steps``: the first steps train the autoencoder with the RVQ
@@ -39,8 +39,9 @@ def train_codec(codec: AudioCodec, waves: Tensor, steps: int, batch: int, lr: fl
     trained encoder frames instead of random ones. ``init_frames`` > 0: at the first quantised step
     every level is fitted at once by k-means, residual by residual
     (``ResidualVQ.init_codebooks``), to about that many encoder frames of random training crops;
-    0 keeps the lazy per-level start on the first batch that reaches the level. Returns the loss of
-    every step."""
+    0 keeps the lazy per-level start on the first batch that reaches the level. ``quant_lr_scale``:
+    the learning rate of the quantised steps is ``lr * quant_lr_scale``. Returns the loss of every
+    step."""
     if waves.dim() != 2:
         raise ValueError(f"train_codec: waves of shape {tuple(waves.shape)}; expected (N, samples)")
     if not 0 <= warmup_steps <= steps:
@@ -50,6 +51,8 @@ def train_codec(codec: AudioCodec, waves: Tensor, steps: int, batch: int, lr: fl
         raise ValueError(f"train_codec: clips of {waves.shape[1]} samples are shorter than the hop {codec.hop}")
     if init_frames < 0:
         raise ValueError(f"train_codec: init_frames={init_frames}; expected >= 0")
+    if not quant_lr_scale > 0:
+        raise ValueError(f"train_codec: quant_lr_scale={quant_lr_scale}; expected > 0")
     opt = torch.optim.Adam(codec.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
     codec.train()
@@ -58,8 +61,11 @@ def train_codec(codec: AudioCodec, waves: Tensor, steps: int, batch: int, lr: fl
         rows = torch.randint(0, waves.shape[0], (batch,), generator=g)
         starts = torch.randint(0, waves.shape[1] - crop + 1, (batch,), generator=g)
         x = torch.stack([waves[r, s: s + crop] for r, s in zip(rows.tolist(), starts.tolist())])  # (B, crop)
-        if quantize and step == warmup_steps + 1 and init_frames:
-            _init_codebooks(codec, waves, crop, init_frames, g, log)
+        if quantize and step == warmup_steps + 1:
+            if init_frames:
+                _init_codebooks(codec, waves, crop, init_frames, g, log)
+            for group in opt.param_groups:
+                group["lr"] = lr * quant_lr_scale
         if quantize and step > warmup_steps:
             y, _, aux = codec(x)
             commitment = aux["loss"]
