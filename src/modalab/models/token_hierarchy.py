@@ -162,6 +162,8 @@ class TokenHierarchyConfig(NamedBase):
     codec_warmup_steps: int = Field(0, ge=0, description="first codec steps with the RVQ bypassed")
     codec_init_frames: int = Field(0, ge=0, description="k-means start of all RVQ levels on about this many "
                                    "encoder frames at the first quantised step (0: lazy per-level start)")
+    codec_quant_lr_scale: float = Field(1.0, gt=0, description="learning rate of the quantised codec steps = "
+                                        "codec_lr * this")
     codec_crop: int = Field(0, ge=0, description="codec training crop in samples (0: whole clips)")
     codec_decay: float = Field(0.99, ge=0, lt=1, description="EMA decay of the codec's RVQ codebooks")
     codec_lr: float = Field(3e-3, gt=0)

@@ -116,7 +116,7 @@ class TokenHierarchyTask:
         self.codec_log = train_codec(self.codec, self.x, cfg.codec_steps, cfg.codec_batch, cfg.codec_lr,
                                      cfg.codec_wave_weight, cfg.codec_stft_weight, seed=seed,
                                      crop=cfg.codec_crop or None, warmup_steps=cfg.codec_warmup_steps,
-                                     init_frames=cfg.codec_init_frames,
+                                     init_frames=cfg.codec_init_frames, quant_lr_scale=cfg.codec_quant_lr_scale,
                                      log=lambda m: print(m, flush=True), log_every=50)
         self.codec.eval()
         # 3. semantic encoder + k-means; 4. judge
