@@ -10,7 +10,9 @@ RMS 0.1 (``--rms``). Training takes random crops (``--crop``, default 0.5 s). Th
 ``--report-test``, once, after the settings were chosen: SI-SNR (dB), multi-resolution STFT
 distance, bits/s, per-level codebook usage. ``--no-quant`` trains the autoencoder without the RVQ
 (the check of issue 18); ``--no-linear-skip`` drops the codec's linear frame path (the
-architecture before that check). Writes ``results.json`` and ``table.md`` atomically into ``--out``.
+architecture before that check). ``--init-frames N`` fits all RVQ levels by k-means, residual by
+residual, to about N encoder frames when quantisation starts; ``--quant-lr-scale`` lowers the
+learning rate of the quantised steps (issue 18, the drop at switch-on; docs/benchmarks.md). Writes ``results.json`` and ``table.md`` atomically into ``--out``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ Level 1 quantises the encoder frame ``z``; level l quantises what the levels bef
 first ``n_q`` levels, ``n_q`` uniform in [1, n_levels], so one model serves every bitrate.
 
 Each level is a nearest-code quantiser with EMA codebook updates (Laplace smoothed), k-means
-initialisation on its first training batch and dead-code restarts from the current residuals.
+initialisation (on its first training batch, or for all levels at once, residual by residual, on a
+pool of frames: ``ResidualVQ.init_codebooks``) and dead-code restarts from the current residuals.
 (vision/quantizers.py has the image-side VectorQuantizer; modality packages do not import each
 other, so the audio side keeps this small one.)
 """
