@@ -2,8 +2,9 @@
 
     python scripts/video_actions_per_item.py RUN_OR_SWEEP_DIR [...]
 
-The ``video_actions`` task writes a confusion matrix but no per-item scores, so ``modalab compare``
-falls back to the paired t-interval for it. This rebuilds each run's task from its ``config.yaml``,
+Since 2026-12-06 the ``video_actions`` task writes ``artifacts/per_item.json`` itself; runs made
+before that have only a confusion matrix, so ``modalab compare`` falls back to the paired t-interval
+for them. For those runs this rebuilds each run's task from its ``config.yaml``,
 loads the newest valid checkpoint (safetensors), predicts the test split and writes
 ``artifacts/per_item.json`` (``metrics.test_top1``: 0/1 per test clip, in the split's order), which
 ``modalab compare`` then resamples (seeds x clips). The recomputed accuracy must equal the run's own

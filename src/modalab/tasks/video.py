@@ -136,6 +136,9 @@ class VideoActionsTask:
             res["per_class_acc"] = dict(zip(self.data.classnames, per_class.tolist()))
             self.run.write_artifact("confusion", {"matrix": confusion.tolist(),
                                                   "classnames": self.data.classnames})
+            hits = (logits.argmax(1) == labels).int().tolist()  # 0/1 per test clip, split order
+            self.run.write_artifact("per_item", {"split": "test", "ids": list(range(len(hits))),
+                                                 "metrics": {"top1": hits, "test_top1": hits}})
             if self.extra_eval is not None:
                 self._test_videos = (videos, labels)
                 res.update(self.extra_eval(self))
