@@ -103,6 +103,19 @@ def test_chapter5_res_curriculum_verdict_counts_tokens(tmp_path):
     assert "**held**: accuracy -0." in row and "40% fewer training tokens per image" in row
 
 
+def test_chapter5_row_uses_the_metric_named_in_the_recipe_header(tmp_path):
+    recipe = tmp_path / "scenes_claim.yaml"
+    recipe.write_text("# Claim (ours): a claim measured by retrieval.\n# Command: modalab sweep x\n"
+                      f"# metric: image_to_text_R@1\nbase: {ROOT / 'recipes/clip_digits.yaml'}\n")
+    s = fake_sweep(tmp_path / "scenes_claim", recipe, "model.vision.patch_dropout", ["0.0", "0.5"],
+                   [0.0, 0.2], seeds=range(5))
+    out = tmp_path / "docs" / "chapter5.md"
+    out.parent.mkdir()
+    row = [line for line in generate([s], out).splitlines() if line.startswith("| ")][1]
+    assert "`image_to_text_R@1`:" in row
+    assert "patch_dropout-0.5: 0.700" in row and "patch_dropout-0.0: 0.500" in row  # 0.5 + effect, no noise
+
+
 def _has_chromium() -> bool:
     return any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome"))
 

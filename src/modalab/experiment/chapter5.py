@@ -104,6 +104,17 @@ def claim_text(recipe: Path) -> str:
     return " ".join(lines).removeprefix("Claim").strip(" :")
 
 
+def claim_metric(recipe: Path, default: str) -> str:
+    """The claim's metric: a ``# metric: NAME`` header line of the recipe, else ``default``."""
+    for line in recipe.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        key, _, value = line.lstrip("#").strip().partition(":")
+        if key.strip() == "metric" and value.strip():
+            return value.strip()
+    return default
+
+
 def verdict(comp: Comparison, claimed: Callable[[dict[str, str]], bool] | None) -> str:
     """*held*: the best claimed arm has the highest mean and every paired difference to the other arms
     is significant (Holm-adjusted paired t and sign-flip); *not held*: another arm beats it
@@ -223,33 +234,35 @@ def generate(sweeps: list[Path], out: Path, metric: str = "zeroshot_top1", keep_
     panels = []
     for root in sweeps:
         plan = load_plan(root)
-        comp = compare([root], metric)
+        m = claim_metric(plan.recipe, metric)
+        comp = compare([root], m)
         times = _times(root)
-        report = write_sweep_report(root, metric)
+        report = write_sweep_report(root, m)
         # a copy beside the table, so the committed document links to a committed report
         kept = out.parent / out.stem / f"{root.name}.html"
         kept.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(report, kept)
         link = os.path.relpath(kept, out.parent)
         stem = plan.recipe.stem
-        _, proto = protocol(root, comp, metric)
+        _, proto = protocol(root, comp, m)
         rows.append(
-            f"| {claim_text(plan.recipe)} | {setting(root)} | {measured(comp, times)} | "
+            f"| {claim_text(plan.recipe)} | {setting(root)} | `{m}`:<br>{measured(comp, times)} | "
             f"{VERDICTS[stem](comp, root) if stem in VERDICTS else verdict(comp, CLAIMED.get(stem))} "
             f"| {proto} | [{root.name}]({link}) |"
         )
         diffs = "\n".join(f"  - {fmt_diff(d, comp.alpha, comp.power)}" for d in comp.diffs)
         details.append(f"- `{plan.recipe}` ({root}):\n{diffs}")
-        panels.append(curve_panel(root, metric))
+        panels.append(curve_panel(root, m))
     old_rows, old_bullets = kept_old_claims(old_text, {Path(s).name for s in sweeps})
     today = dt.date.today().isoformat()
     cmd = "python -m modalab.experiment.chapter5 " + " ".join(str(s) for s in sweeps)
     text = f"""# Chapter 5 claims, measured here
 
 Generated on {today} by `{cmd}` from the run directories of the sweeps (do not edit by hand;
-rerun the sweeps and this command). Metric: `{metric}` on the **test split** (the held-out 25% of
-scikit-learn's digits), mean ± 95% t-interval half-width over seeds; the budget is justified on the
-**validation split** (10% of train). Differences are paired by seed: paired t and exact sign-flip
+rerun the sweeps and this command). Metric: the claim's own (named in its row: a recipe's `# metric:`
+header line, else `{metric}`) on the **test split** of its data source (for the digits, the held-out
+25% of scikit-learn's digits), mean ± 95% t-interval half-width over seeds; the budget is justified
+on the **validation split** (10% of train). Differences are paired by seed: paired t and exact sign-flip
 permutation p, Holm-adjusted over each sweep's comparisons; "significant" needs both below 0.05.
 Interval from the two-level bootstrap (seeds, then test items, paired across arms); MDE = the
 smallest difference the paired t-test detects with 80% power at that n and spread (see
@@ -257,13 +270,13 @@ smallest difference the paired t-test detects with 80% power at that n and sprea
 **not held here** (another arm significantly better), **inconclusive** (not significant; the MDE
 says what the design could have seen). Train seconds were measured on a shared, loaded CPU.
 
-| claim (chapter 5) | our setting | measured {metric} (test) | held here? | protocol | report |
+| claim (chapter 5) | our setting | measured (test) | held here? | protocol | report |
 |---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 ## Budget: the validation curves
 
-The budget rule: the baseline arm's mean val curve is within 1 point of its plateau at the budget and
+The budget rule: the baseline arm's mean val curve (of the claim's metric) is within 1 point of its plateau at the budget and
 rose by at most 1 point over the last quarter of training (`experiment/budget.py`).
 
 {chr(10).join(panels)}
