@@ -71,6 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         rest += ["--resume"] if args.resume else []
         rest += ["--restart"] if args.restart else []
         cmd = torchrun_command(args.nproc, ["run", *rest])
+        if recipe.train.ddp.gloo_socket_ifname and "GLOO_SOCKET_IFNAME" not in os.environ:
+            os.environ["GLOO_SOCKET_IFNAME"] = recipe.train.ddp.gloo_socket_ifname  # one machine: loopback
         print("launching:", " ".join(cmd), file=sys.stderr, flush=True)
         os.execvp(cmd[0], cmd)
     out = run(recipe, Path(args.out) if args.out else None, str(args.recipe), args.overrides,

@@ -82,6 +82,23 @@ class StageConfig(Section):
     name: str | None = None
 
 
+class DDPConfig(Section):
+    """``train.strategy: ddp`` settings (``train/ddp.py``); none changes the gradients."""
+
+    find_unused_parameters: bool | Literal["auto"] = Field(
+        "auto", description="auto: probe the first steps; if every parameter gets a gradient on "
+        "every rank, stop DDP's per-step graph walk and used-parameter all-reduce (logged either way)")
+    static_graph: bool = Field(False, description="DDP static_graph, once the parameters are known all used")
+    bucket_cap_mb: float | None = Field(25.0, gt=0, description="gradient bucket size (MiB); null = "
+                                        "DDP's default (1 MiB first bucket, then 25)")
+    gradient_as_bucket_view: bool = False
+    batched_grad_copy: bool = Field(False, description="one copy + divide per bucket (torch >= 2.13)")
+    loss_in_bucket: bool = Field(True, description="the loss travels in the gradient all-reduce (no "
+                                 "separate loss all-mean); used when train.accum_steps is 1")
+    gloo_socket_ifname: str | None = Field("lo", description="GLOO_SOCKET_IFNAME for `modalab run "
+                                           "--nproc N` (one machine) unless already set; null: leave it")
+
+
 class TrainConfig(Section):
     steps: int = Field(100, gt=0, description="number of optimizer steps")
     batch_size: int = Field(64, gt=0, description="global batch of one optimizer step (all processes)")
@@ -104,6 +121,7 @@ class TrainConfig(Section):
         "micro-batch losses (fewer negatives); auto = exact when the task supports it"
     )
     strategy: Literal["ddp", "fsdp"] = Field("ddp", description="multi-process strategy (torchrun)")
+    ddp: DDPConfig = Field(default_factory=DDPConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     grad_checkpointing: bool | list[str] = Field(
         False, description="true, or module name patterns (e.g. [image_encoder]) to checkpoint"

@@ -185,6 +185,16 @@ def _grad_fn(task: Any, recipe: Recipe, env: D.DistEnv, rd: RunDir, speed: Speed
     )
 
 
+def _loss_reduce(ddp: Any, env: D.DistEnv):
+    """The engine's mean of ``[loss, finite]`` over ranks: read from the gradient all-reduce when
+    the loss travelled in it (``train.ddp.loss_in_bucket``), else one all-reduce of its own."""
+    if not env.enabled:
+        return None
+    if ddp is not None and ddp.loss is not None:
+        return ddp.loss_mean
+    return lambda v: D.all_mean(v, env)
+
+
 def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path | None,
                         stop: StopSignals | None = None, log: Any = None) -> dict:
     t0 = time.perf_counter()
@@ -219,6 +229,8 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
     ddp = speed.ddp
 
     def sync(ps: list[torch.nn.Parameter]) -> None:
+        if ddp is not None:
+            ddp.after_backward()
         rest = [p for p in ps if not D.is_sharded(p)]
         D.average_gradients(ddp.uncovered(rest) if ddp is not None else rest, env)
 
@@ -321,7 +333,7 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
             grad_fn=_grad_fn(task, recipe, env, rd, speed),
             scaler=scaler,
             sync_grads=sync if env.enabled else None,
-            reduce=(lambda v: D.all_mean(v, env)) if env.enabled else None,
+            reduce=_loss_reduce(ddp, env),
             before_step=before_step if stages else None,
             state=loop_state,
             samples_per_batch=env.world,

@@ -74,8 +74,16 @@ def setup_speed(model: nn.Module, recipe: Recipe, env: D.DistEnv, rd: RunDir, fs
         warnings.warn(f"train.compile=true: {report.reason}", stacklevel=2)
     sync: DataParallelStep | LocalStep = LocalStep()
     if env.enabled and not fsdp:
-        sync = DataParallelStep(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+        dd = tr.ddp
+        sync = DataParallelStep(
+            model, dd.bucket_cap_mb, [env.device.index] if env.device.type == "cuda" else None,
+            find_unused=dd.find_unused_parameters, static_graph=dd.static_graph,
+            bucket_view=dd.gradient_as_bucket_view, batched_copy=dd.batched_grad_copy,
+            loss_in_bucket=dd.loss_in_bucket and tr.accum_steps == 1, log=log,
+        )
     rd.update_run_info(precision=prec_info, compile=report.to_dict(),
                        grad_sync="DistributedDataParallel" if env.enabled and not fsdp else
-                       ("fsdp" if fsdp else "none"))
+                       ("fsdp" if fsdp else "none"),
+                       **({"ddp": {**tr.ddp.model_dump(mode="json"),
+                                   "loss_in_bucket": sync.loss is not None}} if isinstance(sync, DataParallelStep) else {}))
     return Speed(precision, sync, report, wrap)
