@@ -179,7 +179,8 @@ def measure(cfg: str, args: argparse.Namespace, out: Path) -> dict:
           *(["--overrides", *args.overrides, *over] if args.overrides or over else [])]
     cmd = [sys.executable, *me] if nproc == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *me]
-    p = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    env = {"GLOO_SOCKET_IFNAME": "lo", **os.environ, "OMP_NUM_THREADS": "1"}  # as `modalab run --nproc`
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{p.stderr[-3000:]}")
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(nproc)]

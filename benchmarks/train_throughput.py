@@ -9,6 +9,7 @@ one pass at the end and not timed.
 
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --steps 40 --threads 1
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --only "fp32 x1" "fp32 x2" --rounds 3
+    OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --only "fp32 x1" "fp32 x2" "fp32 x2 ddp-before" --rounds 5 --steps 60
 
 ``--rounds`` alternates the configurations (reversing the order every other round) and reports
 medians and the median of the per-round ratios, which is what survives a loaded machine.
@@ -34,6 +35,10 @@ CONFIGS = {
     "fp32 x1": (1, ["train.precision=fp32"]),
     "bf16 x1": (1, ["train.precision=bf16"]),
     "fp32 x2": (2, ["train.precision=fp32"]),
+    # DDP as before issue 24's h56 (find_unused_parameters every step, the loss's own all-mean,
+    # gloo on the default interface): the same gradients, for a side-by-side comparison
+    "fp32 x2 ddp-before": (2, ["train.precision=fp32", "train.ddp.find_unused_parameters=true",
+                               "train.ddp.loss_in_bucket=false", "train.ddp.gloo_socket_ifname=null"]),
     "fp32 x1 exact accum 4x32": (1, ["train.precision=fp32", "train.accum_steps=4", "train.accum_mode=exact"]),
 }
 
