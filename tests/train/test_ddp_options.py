@@ -53,7 +53,7 @@ def _step(model: Net, sync, x: torch.Tensor, mode: str) -> float:
         loss.backward()
     if isinstance(sync, DataParallelStep):
         sync.after_backward()
-    return float(loss.detach())
+    return float(loss.detach().float())  # what the engine logs and reduces
 
 
 def _grads(model: nn.Module) -> dict:
@@ -94,6 +94,13 @@ def _worker(rank: int, port: int, q) -> None:
             got["builds"] = step.builds
             got["decision"] = getattr(step, "decision", None)
             out[name] = got
+        model = Net(False).to(torch.bfloat16)  # a 16-bit bucket has no exact float32 slot
+        step = DataParallelStep(model, find_unused="auto", loss_in_bucket=True)
+        loss = _step(model, step, x.to(torch.bfloat16), "plain")
+        ref = torch.tensor([loss, 1.0], dtype=torch.float64)
+        dist.all_reduce(ref)
+        in_bucket = step.loss.got is not None
+        out["bf16"] = (step.loss_mean([loss, 1.0]), (ref / 2).tolist(), in_bucket)
         model = Net(True)  # find_unused off with a parameter left out: a clear error, not a hang
         step = DataParallelStep(model, find_unused=False)
         try:
@@ -166,7 +173,9 @@ def test_probe_drops_the_graph_walk_only_when_every_parameter_is_used(two_ranks)
 def test_loss_in_bucket_equals_a_plain_all_reduce(two_ranks):
     for rank in (0, 1):
         for name, got in two_ranks[rank].items():
-            if isinstance(got, dict) and CASES[name][2].get("loss_in_bucket"):
+            if name == "bf16":
+                assert got[0] == got[1] and got[2] is False, got  # the fallback all-reduce
+            elif isinstance(got, dict) and CASES[name][2].get("loss_in_bucket"):
                 assert len(got["means"]) == STEPS
                 for mine, plain in got["means"]:
                     assert mine == plain, (name, mine, plain)  # bit for bit

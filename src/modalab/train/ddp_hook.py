@@ -5,11 +5,12 @@ Without it a 2-process step makes one more collective after backward: the engine
 the rank's loss rides in the last gradient bucket DDP reduces, so that wait is folded into the one
 DDP already has, and the engine reads the mean from the hook (:meth:`LossInBucket.mean`).
 
-Layout of the reduced tensor (one all-reduce, SUM): ``[bucket / W ..., hi_0 .. hi_{W-1},
-lo_0 .. lo_{W-1}]``. Rank r writes its loss in slot r as ``hi = float32(v)``, ``lo = v - hi``
-(so a float64 loss survives a float32 bucket to ~1e-14) and zeros elsewhere; adding zeros is
-exact, so every rank reads back every rank's loss unchanged and takes the mean in float64, as
-``dist.all_mean`` does. The gradient part is the default hook's (``allreduce_hook``: divide by
+Layout of the reduced tensor (one all-reduce, SUM): ``[bucket / W ..., loss_0 .. loss_{W-1}]``.
+Rank r writes its loss, rounded to float32 as the engine rounds it (``float(loss.float())``), in
+slot r and zeros elsewhere; adding zeros is exact and a float32 or float64 bucket holds a float32
+value exactly, so every rank reads back every rank's loss unchanged and takes the mean in float64,
+as ``dist.all_mean`` does. The loss is written on its device without a host sync (no stall of a
+GPU backward); the engine reads it after the backward. The gradient part is the default hook's (``allreduce_hook``: divide by
 W, then sum), so gradients are those of DDP without a hook.
 """
 
@@ -29,8 +30,8 @@ class LossInBucket:
     def __init__(self, rank: int, world: int, group: dist.ProcessGroup | None = None) -> None:
         self.rank, self.world, self.group = rank, world, group
         self.pending: Tensor | None = None
-        self.sent: float | None = None
-        self.values: list[float] | None = None
+        self.got: Tensor | None = None  # (W,) every rank's loss, from the reduced bucket
+        self.carried = False  # the last armed loss went out with the gradients
 
     def arm(self, loss: Tensor) -> None:
         """The scalar loss whose backward comes next (called after the forward)."""
@@ -40,38 +41,37 @@ class LossInBucket:
                 f"{type(loss).__name__}{tuple(loss.shape) if isinstance(loss, Tensor) else ''}; "
                 "set train.ddp.loss_in_bucket=false for this task"
             )
-        self.pending, self.values = loss, None
+        self.pending, self.got, self.carried = loss, None, False
 
-    def extra(self, dtype: torch.dtype, device: torch.device) -> Tensor:
-        """(2W,) this rank's slots: hi and lo of its loss, zeros elsewhere."""
-        v = float(self.pending.detach().float()) if self.pending.dtype != torch.float64 \
-            else float(self.pending.detach())
-        self.pending, self.sent = None, v
-        hi = float(torch.tensor(v, dtype=torch.float32))
-        lo = v - hi if math.isfinite(v) else 0.0
-        out = torch.zeros(2 * self.world, dtype=dtype, device=device)
-        out[self.rank], out[self.world + self.rank] = hi, lo
+    def extra(self, dtype: torch.dtype) -> Tensor:
+        """(W,) this rank's loss in its slot, zeros elsewhere (device ops only: no host sync)."""
+        out = torch.zeros(self.world, dtype=dtype, device=self.pending.device)
+        out[self.rank] = self.pending.detach().reshape(()).float()  # the engine's float32 value
+        self.pending, self.carried = None, True
         return out
-
-    def receive(self, t: Tensor) -> None:
-        t = t.double().tolist()
-        w = self.world
-        self.values = [h + lo for h, lo in zip(t[:w], t[w:])]
 
     def mean(self, values: list[float]) -> list[float]:
         """The engine's ``reduce([loss, finite])``: [mean loss over ranks, share of finite ranks].
 
-        ``values[0]`` must be the loss this rank sent (the engine's ``float(loss)``)."""
-        if self.values is None:
+        ``values[0]`` must be the loss this rank sent (the engine's ``float(loss.float())``).
+        Where the last bucket had no room for an exact float32 (a 16-bit bucket: the same on every
+        rank) the mean takes one all-reduce of its own, as ``dist.all_mean`` does."""
+        if not self.carried:
             raise RuntimeError(
-                "train.ddp.loss_in_bucket: no loss came back with the gradients this step (the "
+                "train.ddp.loss_in_bucket: no loss went out with the gradients this step (the "
                 "step's backward did not go through DDP); set train.ddp.loss_in_bucket=false"
             )
-        same = values[0] == self.sent or (math.isnan(values[0]) and math.isnan(self.sent or 0.0))
-        if not same:
+        if self.got is None:  # 16-bit bucket
+            t = torch.tensor(values, dtype=torch.float64)
+            dist.all_reduce(t, group=self.group)
+            self.carried = False
+            return (t / self.world).tolist()
+        vals = self.got.double().tolist()
+        sent = vals[self.rank]
+        if not (values[0] == sent or (math.isnan(values[0]) and math.isnan(sent))):
             raise RuntimeError(f"train.ddp.loss_in_bucket: the engine's loss {values[0]!r} is not "
-                               f"the one sent with the gradients ({self.sent!r})")
-        vals, self.values = self.values, None
+                               f"the one sent with the gradients ({sent!r})")
+        self.got, self.carried = None, False
         finite = [math.isfinite(v) for v in vals]
         total = math.fsum(vals) if all(finite) else math.nan  # the engine skips the step then
         return [total / self.world, sum(finite) / self.world]
@@ -87,13 +87,17 @@ def loss_in_bucket_hook(state, bucket):  # (LossInBucket, dist.GradBucket) -> Fu
     if state.pending is None or not bucket.is_last():
         fut = dist.all_reduce(buf, group=state.group, async_op=True).get_future()
         return fut.then(lambda f: f.value()[0])
+    if buf.dtype not in (torch.float32, torch.float64):  # no exact float32 slot: mean() reduces
+        state.pending, state.carried = None, True
+        fut = dist.all_reduce(buf, group=state.group, async_op=True).get_future()
+        return fut.then(lambda f: f.value()[0])
     n = buf.numel()
-    flat = torch.cat([buf, state.extra(buf.dtype, buf.device)])  # (n + 2W,)
+    flat = torch.cat([buf, state.extra(buf.dtype)])  # (n + W,)
     fut = dist.all_reduce(flat, group=state.group, async_op=True).get_future()
 
     def done(f: torch.futures.Future) -> Tensor:
         t = f.value()[0]
-        state.receive(t[n:])
+        state.got = t[n:].clone()
         return t[:n]
 
     return fut.then(done)
