@@ -70,8 +70,9 @@ def run(
     (``experiment/signals.py``); run.json then says ``interrupted``.
     """
     tr = recipe.train
+    threads_before = torch.get_num_threads()
     if tr.num_threads:
-        torch.set_num_threads(tr.num_threads)
+        torch.set_num_threads(threads_per_process(tr.num_threads))
     if tr.deterministic:
         torch.use_deterministic_algorithms(True)
     owns_group = not D.dist.is_initialized()
@@ -80,8 +81,20 @@ def run(
         with StopSignals() as stop:
             return _run(recipe, env, out, recipe_path, overrides, resume, restart, stop)
     finally:
+        torch.set_num_threads(threads_before)  # a caller's (or a test's) thread setting outlives the run
         if owns_group:
             D.shutdown()
+
+
+def threads_per_process(requested: int) -> int:
+    """``train.num_threads``, capped so that the processes torchrun starts on this machine
+    (LOCAL_WORLD_SIZE) do not ask for more threads than it has cores: 2 processes of a 2-thread
+    recipe on 2 cores run at one thread each."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    if local <= 1:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(requested, cores // local))
 
 
 def _run(recipe: Recipe, env: D.DistEnv, out: Path | None, recipe_path: str | None,
