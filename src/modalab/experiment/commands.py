@@ -18,6 +18,7 @@ def _sweep_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed-list")
     p.add_argument("--jobs", type=int)
     p.add_argument("--budget")
+    p.add_argument("--metric")
     return p.parse_args(argv)
 
 
@@ -54,8 +55,9 @@ def _sweep(args, header_args, make_plan, parse_grid, run_sweep) -> int:  # type:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         root = Path("runs") / "sweeps" / f"{recipe.stem}-{stamp}"
     budget = args.budget or head.budget
+    args.metric = args.metric or head.metric or "val_zeroshot_top1"
     if budget:
-        overrides += _budget_overrides(budget, root, recipe, grid, seeds, overrides)
+        overrides += _budget_overrides(budget, root, recipe, grid, seeds, overrides, args.metric)
     plan = make_plan(root, recipe, grid, seeds, overrides)
     print(f"sweep {root}: {len(plan.arms)} arm(s) x {len(plan.seeds)} seed(s) = {len(plan.jobs)} runs, "
           f"{jobs} at a time")
@@ -103,9 +105,10 @@ def _ray_runner(args: argparse.Namespace, base):  # type: ignore[no-untyped-def]
 
 
 def _budget_overrides(budget: str, root: Path, recipe: Path, grid: dict, seeds: list[int],
-                      overrides: list[str]) -> list[str]:
+                      overrides: list[str], metric: str = "val_zeroshot_top1") -> list[str]:
     """``--budget N``: every arm trains N steps; ``--budget converged``: pilot runs of the baseline
-    arm pick the step count (experiment/budget.py); both evaluate val ten times along the way."""
+    arm pick the step count (experiment/budget.py) on the validation ``metric`` (``--metric``, e.g.
+    val_tagging_mAP); both evaluate val ten times along the way."""
     import os
     import subprocess
 
@@ -125,7 +128,10 @@ def _budget_overrides(budget: str, root: Path, recipe: Path, grid: dict, seeds: 
                 return subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
 
         plan = Plan(root, recipe, grid, seeds, overrides, expand_grid(grid))
-        steps, pilots = find_budget(plan, pilot)
+        if not metric.startswith("val_"):
+            raise SweepError(f"--budget converged reads a validation curve: --metric must name a val_ key, "
+                             f"got {metric!r}")
+        steps, pilots = find_budget(plan, pilot, metric=metric[len("val_"):])
         print(f"budget: {steps} steps ({'converged' if pilots[-1]['converged'] else 'NOT converged'}: "
               f"{pilots[-1]['reason']}); pilots in {root / 'budget'}")
     else:
@@ -202,7 +208,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--gpus-per-trial", type=float, default=0, help="ray: GPUs per trial")
     s.add_argument("--ray-cpus", type=int, help="ray without --address: CPUs of the local instance")
     s.add_argument("--early-stop", choices=["asha"], help="ray: stop hopeless trials early (Ray Tune's ASHA)")
-    s.add_argument("--metric", default="val_zeroshot_top1", help="--early-stop: the validation metric compared")
+    s.add_argument("--metric", help="the validation metric that --early-stop compares and --budget converged "
+                   "reads (default val_zeroshot_top1; the '# sweep:' header may set it)")
     s.add_argument("--mode", choices=["max", "min"], default="max", help="--early-stop: higher or lower is better")
     s.set_defaults(fn=cmd_sweep)
 

@@ -29,6 +29,7 @@ from modalab.data.sources.sound_captions import scene_caption
 from modalab.eval.caption_events import event_scores, merge_fragments
 from modalab.eval.caption_metrics import corpus_bleu, rouge_l
 from modalab.eval.cider import cider_d
+from modalab.eval.jackknife import caption_event_counts, map_values, micro_f1_values
 from modalab.eval.tagging import decode_events, frame_f1, mean_average_precision, onset_f1
 from modalab.experiment.rundir import RunDir
 from modalab.registry import register
@@ -50,6 +51,18 @@ def cascade_captions(reference: list[list[dict]], decoded: list[list[dict]], cla
     scores = {**event_scores(hyps, reference, classes), "bleu4": corpus_bleu(hyps, refs), "rouge_l": rouge_l(hyps, refs),
               "cider_d": cider_d(hyps, refs)}
     return {f"cascade/{k}": v for k, v in scores.items()}
+
+
+def per_item_scores(targets: np.ndarray, clip_prob: np.ndarray, reference: list[list[dict]],
+                    decoded: list[list[dict]], classes: tuple[str, ...], merge_gap_s: float) -> dict[str, Any]:
+    """``artifacts/per_item.json`` for ``modalab compare``'s two-level bootstrap: tagging_mAP and the
+    cascade's micro event F1 are corpus metrics, so each test scene gets its jackknife value
+    (eval/jackknife.py), whose mean over the scenes is the metric itself."""
+    hyps = [scene_caption(merge_fragments(d, merge_gap_s)) for d in decoded]
+    maps = map_values(targets, clip_prob).tolist()
+    f1s = micro_f1_values(caption_event_counts(hyps, reference, classes)).tolist()
+    return {"split": "test", "ids": list(range(len(reference))), "kind": "jackknife values",
+            "metrics": {"tagging_mAP": maps, "cascade/event_f1": f1s}}
 
 
 class AudioEventsTask:
@@ -140,6 +153,8 @@ class AudioEventsTask:
             k = min(8, len(events))
             self.run.write_artifact("detections", {"hop_s": self.model.hop_s, "classes": list(self.classes),
                                                    "reference": events[:k], "decoded": decoded[:k]})
+            self.run.write_artifact("per_item", per_item_scores(targets, clip_prob, events, decoded, self.classes,
+                                                                e.caption_merge_gap_s))
         return res
 
     def counts(self) -> dict[str, Any]:
