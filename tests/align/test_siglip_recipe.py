@@ -116,3 +116,15 @@ def test_the_scale_stays_at_the_papers_value_while_the_bias_moves(tmp_path):
     _, worst_old = _scale_after(old, tmp_path / "old", 40)
     assert worst_new < 0.2, worst_new
     assert worst_old > 1.0, worst_old
+
+
+def test_only_the_warmup_and_the_bias_lr_differ_from_the_default_optimizer():
+    """Issue 20 (h50): the recipe is compared with the default at the default's budget (500 steps,
+    batch 128, lr 1e-3, weight decay 0.05, Adam betas (0.9, 0.98)); what it changes is a 100-step
+    warm-up (the default's 30 kept the early collapse longer, chosen on val) and the bias LR."""
+    recipe, default = load(RECIPE, SMALL), load(DEFAULT, SMALL)
+    assert recipe.optim.warmup_steps == 100 and default.optim.warmup_steps == 30
+    for key in ("name", "lr", "weight_decay", "betas", "eps", "schedule", "min_lr_ratio"):
+        assert getattr(recipe.optim, key) == getattr(default.optim, key), key
+    assert (recipe.train.steps, recipe.train.batch_size) == (default.train.steps, default.train.batch_size) == (500, 128)
+    assert recipe.train.grad_clip == default.train.grad_clip
