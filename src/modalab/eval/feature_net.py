@@ -99,14 +99,18 @@ def _cache_key(images: Tensor, labels: Tensor, cfg: FeatureNetConfig) -> str:
     return h.hexdigest()[:16]
 
 
+def feature_net_path(images: Tensor, labels: Tensor, cfg: FeatureNetConfig, cache_dir: Path) -> Path:
+    """Where ``cached_feature_net`` keeps the network for these images/labels and config."""
+    return Path(cache_dir) / f"feature_net_{_cache_key(images, labels, cfg)}.safetensors"
+
+
 def cached_feature_net(images: Tensor, labels: Tensor, cfg: FeatureNetConfig, cache_dir: Path) -> FeatureCNN:
     """Load the network trained on exactly these images/labels with this config, or train and save it.
 
-    The file is ``cache_dir/feature_net_<key>.safetensors`` (written atomically), with the config
-    and shapes in its metadata.
+    The file is ``feature_net_path(...)`` = ``cache_dir/feature_net_<key>.safetensors`` (written
+    atomically), with the config and shapes in its metadata.
     """
-    key = _cache_key(images, labels, cfg)
-    path = Path(cache_dir) / f"feature_net_{key}.safetensors"
+    path = feature_net_path(images, labels, cfg, cache_dir)
     classes = int(labels.max()) + 1
     if path.is_file():
         net = FeatureCNN(images.shape[1], classes, cfg.width)

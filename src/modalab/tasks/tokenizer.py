@@ -4,7 +4,8 @@ It reads top to bottom like ``tasks/contrastive.py``: build the data (any image 
 ``digits``; images are mapped from the sources' [-1, 1] back to [0, 1]), the model
 (``image_tokenizer``: encoder -> ``vq`` | ``fsq`` | ``continuous`` quantizer -> decoder, the token
 grid chosen in the recipe), the objective (``vqgan``: L1/L2 + codebook/commitment + optional
-structural term + optional patch discriminator with the adaptive weight). ``step`` gives the
+perceptual term (``structural`` or ``lpips_features`` over a feature CNN trained on the training
+split) + optional patch discriminator with the adaptive weight). ``step`` gives the
 tokenizer's loss on one batch; once the discriminator is switched on, the engine steps it with its
 own optimizer right after the tokenizer's step (``second_optimizer``, on the detached recons);
 ``evaluate`` reconstructs the held-out split and reports ``psnr``, ``ssim``, ``codebook_usage``,
@@ -16,6 +17,7 @@ model.codebook_size=64,256,1024,4096 --seeds 3``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,13 +31,19 @@ from modalab.data.sample import Batch, collate
 from modalab.data.transforms import MEAN, STD
 from modalab.experiment.rundir import RunDir
 from modalab.registry import register
+from modalab.eval.feature_net import FeatureNetConfig, cached_feature_net, feature_net_path
 from modalab.eval.reconstruction import evaluate_tokenizer
+from modalab.eval.reconstruction_fid import reconstruction_fid
 from modalab.train.engine import SecondOptimizer
+from modalab.vision.lpips_features import load_feature_lpips
 
 
 # task -------------------------------------------------------------------------------------
 class TokenizerEval(EvalBase):
     samples: int = Field(8, ge=0, description="held-out images (and reconstructions) saved as an artifact")
+    fid: bool = Field(False, description="also report reconstruction FID, its real-vs-real floors and "
+                      "lpips_feat on a feature CNN trained on the training split (eval/reconstruction_fid.py)")
+    feature_net_steps: int = Field(300, gt=0, description="training steps of the FID feature CNN (seed 0)")
 
 
 class TokenizerTask:
@@ -53,7 +61,16 @@ class TokenizerTask:
         self.model = registry.build("model", recipe.model.name, recipe.model, image_size=size, in_channels=ch)
         if recipe.loss.name != "vqgan":
             raise ValueError(f"task tokenizer trains with loss.name=vqgan; got loss.name={recipe.loss.name}")
-        self.objective = registry.build("loss", "vqgan", recipe.loss, in_channels=ch, image_size=size)
+        lc = recipe.loss
+        perceptual = None
+        if getattr(lc, "perceptual", "structural") == "lpips_features" and lc.perceptual_weight > 0:
+            # the perceptual network is trained on the training split only (never val or test)
+            x, y = self.train_tensors()
+            cfg = FeatureNetConfig(steps=lc.feature_net_steps, seed=lc.feature_net_seed)
+            cached_feature_net(x, y, cfg, self.cache_dir)
+            perceptual = load_feature_lpips(feature_net_path(x, y, cfg, self.cache_dir), channels=ch)
+        self.objective = registry.build("loss", "vqgan", lc, in_channels=ch, image_size=size,
+                                        perceptual=perceptual)
         disc = self.objective.discriminator
         lr = getattr(recipe.loss, "disc_lr", recipe.optim.lr)
         self.disc_opt = torch.optim.AdamW(disc.parameters(), lr=lr, betas=(0.5, 0.9)) if disc else None
@@ -67,6 +84,19 @@ class TokenizerTask:
                              f"{len(self.data.train)} training images; lower train.batch_size")
         return DataLoader(self.data.train, batch_size=self.recipe.train.batch_size, shuffle=True,
                           drop_last=True, collate_fn=collate, num_workers=self.recipe.data.num_workers)
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where the feature networks (perceptual loss, FID) of this run are cached."""
+        return self.run.path / "eval_nets"
+
+    def train_tensors(self) -> tuple[Tensor, Tensor]:
+        """The whole training split as images (N, C, H, W) in [0, 1] and labels (N,)."""
+        items = [self.data.train[i] for i in range(len(self.data.train))]
+        if any(s.label is None for s in items):
+            raise ValueError(f"data.source={self.recipe.data.source}: the feature network (loss.perceptual="
+                             f"lpips_features, eval.fid) needs labelled training images")
+        return (torch.stack([self.to_unit(s.media) for s in items]), torch.tensor([s.label for s in items]))
 
     @staticmethod
     def to_unit(images: Tensor) -> Tensor:
@@ -114,6 +144,11 @@ class TokenizerTask:
         final = final and split == "test"  # artifacts of record come from the test split only
         images = self.held_out_images(split).to(self.model.last_layer.device)
         res: dict[str, Any] = evaluate_tokenizer(self.model, images, self.eval_cfg.batch_size)
+        if self.eval_cfg.fid:
+            x, y = self.train_tensors()
+            cfg = FeatureNetConfig(steps=self.eval_cfg.feature_net_steps, seed=0)
+            res.update(reconstruction_fid(self.model, images, x.to(images.device), y, cfg, self.cache_dir,
+                                          seed=self.recipe.run.seed, batch_size=self.eval_cfg.batch_size))
         if final and self.eval_cfg.samples:
             was = self.model.training
             self.model.eval()
@@ -140,8 +175,9 @@ class TokenizerTask:
         """Nothing beyond the modules; the discriminator's optimizer restarts on resume."""
 
     def extra_modules(self) -> dict[str, torch.nn.Module]:
-        """The discriminator (inside the objective) when the GAN is on."""
-        return {"objective": self.objective} if self.objective.discriminator is not None else {}
+        """The objective when it holds modules (discriminator, perceptual network): moved to the
+        device with the model and saved with its weights."""
+        return {"objective": self.objective} if any(True for _ in self.objective.parameters()) else {}
 
 
 @register("task", "tokenizer", schema=TokenizerEval)

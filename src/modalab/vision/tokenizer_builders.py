@@ -9,6 +9,7 @@ import math
 from typing import Literal
 
 from pydantic import Field
+from torch import nn
 
 from modalab.config import NamedBase
 from modalab.registry import register
@@ -61,7 +62,13 @@ def build_image_tokenizer(cfg: ImageTokenizerConfig, *, image_size: int, in_chan
 # objective --------------------------------------------------------------------------------
 class VQGANLossConfig(NamedBase):
     rec_loss: Literal["l1", "l2"] = "l1"
-    perceptual_weight: float = Field(0.0, ge=0, description="weight of StructuralLoss (SSIM + gradients)")
+    perceptual_weight: float = Field(0.0, ge=0, description="weight of the perceptual term (0: none)")
+    perceptual: Literal["structural", "lpips_features"] = Field(
+        "structural", description="structural: multi-scale 1-SSIM + gradient L1 (no network); "
+        "lpips_features: LPIPS-style distance over a feature CNN trained on the training split")
+    feature_net_steps: int = Field(300, gt=0, description="lpips_features: training steps of its feature CNN")
+    feature_net_seed: int = Field(1, ge=0, description="lpips_features: its feature CNN's seed (the FID "
+                                  "network uses seed 0, so the loss and the metric use different networks)")
     codebook_weight: float = Field(1.0, ge=0)
     use_gan: bool = Field(False, description="add the PatchGAN hinge loss from disc_start on")
     disc_start: int = Field(250, ge=0, description="first step with GAN terms")
@@ -71,13 +78,25 @@ class VQGANLossConfig(NamedBase):
 
 
 @register("loss", "vqgan", schema=VQGANLossConfig)
-def build_vqgan_loss(cfg: VQGANLossConfig, *, in_channels: int = 1, image_size: int = 16) -> VQGANLoss:
-    """VQGAN objective: reconstruction + codebook + optional structural and adversarial terms."""
+def build_vqgan_loss(cfg: VQGANLossConfig, *, in_channels: int = 1, image_size: int = 16,
+                     perceptual: nn.Module | None = None) -> VQGANLoss:
+    """VQGAN objective: reconstruction + codebook + optional perceptual and adversarial terms.
+
+    ``perceptual``: the module for ``loss.perceptual=lpips_features`` (a ``FeatureLPIPS`` over a
+    feature network trained on the training split; the caller owns the data, so it builds it).
+    """
     disc = None
     if cfg.use_gan:
         n_layers = 1 if image_size < 16 else 2  # 8x8 inputs are too small for two stride-2 layers
         disc = PatchDiscriminator(in_channels, cfg.disc_channels, n_layers=n_layers)
-    perceptual = StructuralLoss() if cfg.perceptual_weight > 0 else None
+    if cfg.perceptual_weight <= 0:
+        perceptual = None
+    elif cfg.perceptual == "structural":
+        perceptual = StructuralLoss()
+    elif perceptual is None:
+        raise ValueError("loss.perceptual=lpips_features needs a feature network trained on the training "
+                         "split: build the loss through the tokenizer task (it trains and loads one), or "
+                         "pass perceptual=load_feature_lpips(path); or set loss.perceptual=structural")
     return VQGANLoss(disc, perceptual, rec_loss=cfg.rec_loss, perceptual_weight=cfg.perceptual_weight,
                      codebook_weight=cfg.codebook_weight, disc_weight=cfg.disc_weight,
                      disc_start=cfg.disc_start)

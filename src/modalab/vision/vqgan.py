@@ -7,9 +7,13 @@ where ``L_nll = L_rec + w_p L_perceptual`` and ``grad_last`` is the gradient wit
 decoder's last layer (taming-transformers' ``calculate_adaptive_weight``). The discriminator is a
 PatchGAN trained with the hinge loss; both GAN terms are off before ``disc_start``.
 
-Perceptual term. LPIPS needs pretrained VGG/AlexNet weights, which modalab never downloads. We use
-``StructuralLoss`` instead: at each of a few scales, ``1 - SSIM`` (Wang et al. 2004) plus the L1
-distance between finite-difference image gradients. Both are fixed functions with no weights:
+Perceptual term, two options (recipe key ``loss.perceptual``). ``lpips_features``
+(``vision/lpips_features.FeatureLPIPS``): LPIPS's recipe (unit-normalised activations, squared
+difference, spatial mean, summed over layers) over the in-house feature CNN that modalab trains on
+the training split, with fixed uniform weights instead of LPIPS's learned 'lin' layer. LPIPS itself
+needs pretrained VGG/AlexNet weights, which modalab never downloads. ``structural``:
+``StructuralLoss``, at each of a few scales, ``1 - SSIM`` (Wang et al. 2004) plus the L1
+distance between finite-difference image gradients. Both parts are fixed functions with no weights:
 SSIM compares local means, contrasts and correlations (the structure a per-pixel L1 ignores) and
 the gradient term penalises the blurred edges that L1/L2 reconstructions favour. A random-weight
 conv-feature distance was the alternative; we did not pick it because its value depends on the
