@@ -85,3 +85,20 @@ def test_structural_option_is_kept(tmp_path):
     task = registry.build("task", "tokenizer", recipe, RunDir.create(tmp_path / "r", "", "x"))
     assert type(task.objective.perceptual).__name__ == "StructuralLoss"
     assert not task.cache_dir.exists()  # no feature network needed
+
+
+def test_training_a_feature_net_leaves_the_global_rng_alone():
+    """A run that trains its FID network at the first evaluation must draw the same random numbers
+    afterwards as one that does not (the network itself is the same either way)."""
+    from modalab.eval.feature_net import train_feature_net
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(32, 1, 8, 8, generator=g), torch.arange(32) % 4
+    cfg = FeatureNetConfig(width=4, steps=2, batch_size=8, seed=5)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = train_feature_net(x, y, cfg)
+    assert torch.equal(torch.rand(3), expected)
+    b = train_feature_net(x, y, cfg)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))

@@ -79,15 +79,18 @@ def train_feature_net(images: Tensor, labels: Tensor, cfg: FeatureNetConfig) -> 
         raise ValueError(f"train_feature_net: need images (N, C, H, W) and labels (N,); got "
                          f"{tuple(images.shape)} and {tuple(labels.shape)}")
     g = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    net = FeatureCNN(images.shape[1], int(labels.max()) + 1, cfg.width)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    for _ in range(cfg.steps):
-        idx = torch.randint(len(images), (min(cfg.batch_size, len(images)),), generator=g)
-        loss = F.cross_entropy(net(images[idx].float()), labels[idx].long())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    # the caller's global RNG is left as it was: training a metric network during a run (at its
+    # first evaluation, or for a perceptual loss) must not change that run's own randomness
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        net = FeatureCNN(images.shape[1], int(labels.max()) + 1, cfg.width)
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        for _ in range(cfg.steps):
+            idx = torch.randint(len(images), (min(cfg.batch_size, len(images)),), generator=g)
+            loss = F.cross_entropy(net(images[idx].float()), labels[idx].long())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     return net.eval()
 
 
