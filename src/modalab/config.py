@@ -164,6 +164,10 @@ class DataBase(Section):
     val_fraction: float = Field(
         0.1, ge=0, lt=1, description="share of the training split held out as validation (0: none); "
         "stratified by label, or by whole speakers/writers/videos where the source has groups")
+    split_seed: int | None = Field(
+        None, ge=0, description="seed of the train/val/test split (and of any data the source draws); "
+        "None: run.seed. Fix it to vary run.seed over post-training seeds while every run (and the "
+        "towers pretrained on that split) sees the same training images")
 
 
 class NamedBase(Section):
@@ -203,6 +207,11 @@ class Recipe(Section):
     run: RunConfig = Field(default_factory=RunConfig)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=False, protected_namespaces=())
+
+    @property
+    def data_seed(self) -> int:
+        """The seed a data source draws its split with: ``data.split_seed``, else ``run.seed``."""
+        return self.run.seed if self.data.split_seed is None else self.data.split_seed
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-ready dict with every default filled in."""

@@ -171,7 +171,7 @@ def check_leakage(v: RunView) -> list[Finding]:
     data = recipe.data
     if "augment" in type(data).model_fields:
         data = data.model_copy(update={"augment": False})  # hash the content, not a random view
-    splits = registry.build("source", data.source, data, seed=recipe.run.seed)
+    splits = registry.build("source", data.source, data, seed=recipe.data_seed)
     train, test = _content_hashes(splits.train), _content_hashes(splits.test)
     shared = [h for h in test if h in train]
     if not shared:

@@ -73,7 +73,7 @@ class AudioEventsTask:
         self.run = run
         self.eval_cfg: EventsEval = recipe.eval  # type: ignore[assignment]
         # data
-        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.run.seed)
+        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.data_seed)
         first = self.data.train[0]
         if "events" not in first.meta or not self.data.classnames:
             raise ValueError(f"task audio_events needs a source with event labels (e.g. sound_events); "

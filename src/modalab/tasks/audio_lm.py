@@ -53,7 +53,7 @@ class AudioLMTask:
         self.eval_cfg: AudioLMEval = recipe.eval  # type: ignore[assignment]
         cfg: AudioLMConfig = recipe.model  # type: ignore[assignment]
         self.cfg = cfg
-        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.run.seed)
+        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.data_seed)
         first = self.data.train[0]
         if "events" not in first.meta or not self.data.classnames:
             raise ValueError(f"task audio_lm needs a source with event labels (e.g. sound_events); "

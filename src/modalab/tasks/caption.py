@@ -211,7 +211,7 @@ class CaptionTask:
         cfg: CaptionerConfig = recipe.model  # type: ignore[assignment]
         self.cfg = cfg
         # data
-        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.run.seed)
+        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.data_seed)
         if not self.data.classnames:
             raise ValueError(f"task caption: data source '{recipe.data.source}' has no class names to score")
         d = cfg.decoder

@@ -60,7 +60,7 @@ class ContrastiveTask:
         self.run = run
         self.eval_cfg: ContrastiveEval = recipe.eval  # type: ignore[assignment]
         # data
-        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.run.seed)
+        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.data_seed)
         prompts = [p.format(label=c) for c in (self.data.classnames or []) for p in self.eval_cfg.prompts]
         tcfg = recipe.model.text  # type: ignore[attr-defined]
         self.tokenizer = recipe_tokenizer(recipe.model) or build_tokenizer(

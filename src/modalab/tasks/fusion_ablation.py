@@ -70,7 +70,7 @@ class FusionAblationTask:
     def __init__(self, recipe: Recipe, run: RunDir) -> None:
         self.recipe, self.run = recipe, run
         self.cfg: AblationModelConfig = recipe.model  # type: ignore[assignment]
-        data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.run.seed)
+        data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.data_seed)
         names = data.classnames or []
         by_class: dict[int, list[str]] = {}
         for t in data.texts:

@@ -66,7 +66,7 @@ class CaptionLMTask:
     def __init__(self, recipe: Recipe, run: RunDir) -> None:
         self.recipe, self.run = recipe, run
         self.cfg: CaptionLMConfig = recipe.model  # type: ignore[assignment]
-        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.run.seed)
+        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.data_seed)
         if not self.data.texts:
             raise ValueError(f"task caption_lm: data source '{recipe.data.source}' has no caption texts")
         self.facts = class_facts(list(self.data.classnames or [])) if self.cfg.class_facts else []

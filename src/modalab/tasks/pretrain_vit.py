@@ -113,7 +113,7 @@ class ImageClassifyTask:
 
     def __init__(self, recipe: Recipe, run: RunDir) -> None:
         self.recipe, self.run = recipe, run
-        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.run.seed)
+        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.data_seed)
         if not self.data.classnames:
             raise ValueError(f"task image_classify: data source '{recipe.data.source}' has no class names")
         self.model = registry.build("model", recipe.model.name, recipe.model, image_size=self.data.image_size,

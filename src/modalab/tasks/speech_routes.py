@@ -55,7 +55,7 @@ class SpeechRoutesTask:
     def __init__(self, recipe: Recipe, run: RunDir) -> None:
         self.recipe, self.run = recipe, run
         self.eval_cfg: SpeechRoutesEval = recipe.eval  # type: ignore[assignment]
-        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.run.seed)
+        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.data_seed)
         first = self.data.train[0]
         if not {"digits", "mode", "stress"} <= set(first.meta):
             raise ValueError(f"task speech_routes needs a source with digits/mode/stress labels (spoken_prosody); "

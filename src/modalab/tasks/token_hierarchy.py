@@ -103,7 +103,7 @@ class TokenHierarchyTask:
             raise ValueError(f"model.acoustic_levels={cfg.acoustic_levels} exceeds model.codec_levels="
                              f"{cfg.codec_levels}; model at most codec_levels RVQ levels")
         # 1. data
-        self.data = registry.build("source", recipe.data.source, recipe.data, seed=seed)
+        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.data_seed)
         if not self.data.classnames or self.data.train[0].label is None:
             raise ValueError(f"task audio_tokens_hierarchy needs labelled clips (data.source: event_clips); "
                              f"data.source={recipe.data.source} gives unlabelled samples")

@@ -53,7 +53,7 @@ class TokenizerTask:
         self.recipe = recipe
         self.run = run
         self.eval_cfg: TokenizerEval = recipe.eval  # type: ignore[assignment]
-        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.run.seed)
+        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.data_seed)
         size, ch = self.data.image_size, self.data.channels
         if not isinstance(size, int):
             raise ValueError(f"task tokenizer needs square images of one size; data.source="

@@ -93,7 +93,7 @@ class UnifiedTask:
         self.lcfg: UnifiedLossConfig = recipe.loss  # type: ignore[assignment]
         if recipe.loss.name != "unified":
             raise ValueError(f"task unified trains with loss.name=unified; got loss.name={recipe.loss.name}")
-        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.run.seed)
+        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.data_seed)
         if not self.data.texts or not self.data.classnames:
             raise ValueError(f"task unified needs captions and class names; data.source="
                              f"{recipe.data.source} gives none")

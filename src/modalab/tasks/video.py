@@ -88,7 +88,7 @@ class VideoActionsTask:
     ) -> None:
         self.recipe, self.run, self.extra_eval = recipe, run, extra_eval
         self.eval_cfg: ActionsEval = recipe.eval  # type: ignore[assignment]
-        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.run.seed)
+        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.data_seed)
         if not self.data.classnames:
             raise ValueError(f"task video_actions needs labelled clips; source "
                              f"'{recipe.data.source}' gave no class names")
@@ -230,7 +230,7 @@ class VideoLocalizationTask:
     def __init__(self, recipe: Recipe, run: RunDir) -> None:
         self.recipe, self.run = recipe, run
         self.eval_cfg: LocalizationEval = recipe.eval  # type: ignore[assignment]
-        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.run.seed)
+        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.data_seed)
         probe = self.data.test[0]
         if "segments" not in probe.meta:
             raise ValueError(f"task video_localization needs samples with meta['segments']; "

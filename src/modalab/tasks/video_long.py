@@ -92,7 +92,7 @@ def length_eval(task: VideoActionsTask) -> dict[str, Any]:
     rows = []
     for length in cfg.lengths:
         data_cfg = recipe.data.model_copy(update={"num_frames": length})
-        data = registry.build("source", recipe.data.source, data_cfg, seed=recipe.run.seed)
+        data = registry.build("source", recipe.data.source, data_cfg, seed=recipe.data_seed)
         logits: dict[str, list[torch.Tensor]] = {}
         labels, first = [], None
         for b in _loader(data.test, cfg.batch_size, collate, False):

@@ -62,7 +62,7 @@ class VideoTextTask:
     def __init__(self, recipe: Recipe, run: RunDir) -> None:
         self.recipe, self.run = recipe, run
         self.eval_cfg: VideoTextEval = recipe.eval  # type: ignore[assignment]
-        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.run.seed)
+        self.data = registry.build("source", recipe.data.source, recipe.data, seed=recipe.data_seed)
         probe = self.data.test[0]
         if probe.text is None or probe.media is None or probe.media.dim() != 4:
             raise ValueError(f"task video_text needs videos (T, C, H, W) with captions; source "
