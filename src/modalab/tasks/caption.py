@@ -305,7 +305,8 @@ class CaptionTask:
         self.model.eval()
         loader = DataLoader(dataset, batch_size=self.eval_cfg.batch_size, collate_fn=self.collate)
         names = list(self.data.classnames or [])
-        correct, total, nll, examples = 0, 0, 0.0, []
+        hits: list[int] = []  # 1 when the caption names the item's digit and no other, split order
+        nll, examples = 0.0, []
         for b in loader:
             nll += float(self.loss(b)) * len(b)
             prompt = torch.full((len(b), 1), BOS, dtype=torch.long)
@@ -315,15 +316,18 @@ class CaptionTask:
             )
             for row, y in zip(out.tolist(), b.labels.tolist()):
                 text = self.tokenizer.decode([t for t in row if t != EOS])
-                correct += class_mentions(text, names) == {y}
+                hits.append(int(class_mentions(text, names) == {y}))
                 if len(examples) < self.eval_cfg.num_examples:
                     examples.append({"label": names[y], "caption": text})
-            total += len(b)
         self.model.train()
-        res: dict[str, Any] = {"caption_digit_accuracy": correct / total, "caption_loss": nll / total}
+        total = len(hits)
+        res: dict[str, Any] = {"caption_digit_accuracy": sum(hits) / total, "caption_loss": nll / total}
         if final:
             res["caption_examples"] = examples
             self.run.write_artifact("captions", examples)
+            # per test item, for compare's two-level bootstrap (seeds, then items, paired across arms)
+            self.run.write_artifact("per_item", {"split": "test", "ids": list(range(total)), "metrics": {
+                "caption_digit_accuracy": hits, "test_caption_digit_accuracy": hits}})
         return res
 
     def counts(self) -> dict[str, Any]:
