@@ -104,3 +104,21 @@ def test_sweep_report_shows_budget_and_provenance(tmp_path):
     assert "NOT converged at 100 steps" in html and "still rising" in html
     assert "6 run(s): c0ffee" in html and "box" in html
     assert "p sign-flip, exact" in html and "MDE" in html and "&lt;0.001" not in html
+
+
+def test_lower_is_better_metrics_plateau_at_their_minimum_with_a_relative_tolerance():
+    from modalab.experiment.budget import lower_is_better
+
+    assert lower_is_better("val_fid") and lower_is_better("val_loss") and lower_is_better("cascade/wer")
+    assert not lower_is_better("val_zeroshot_top1") and not lower_is_better("val_image_to_text_R@1")
+    assert not lower_is_better("val_psnr") and not lower_is_better("val_tagging_mAP")
+    falling = [(s, 10.0 - s / 20) for s in range(10, 110, 10)]  # FID 9.5 -> 5.0, still falling
+    c = plateau_check([falling], "base", "val_fid")
+    assert c.converged is False and "still falling" in c.reason and c.plateau == 5.0
+    flat = [(s, 5.0 + (0.02 if s < 80 else 0.0)) for s in range(10, 110, 10)]  # within 1% of 5.0
+    assert plateau_check([flat], "base", "val_fid").converged is True
+    worse = [(s, 5.0 if s < 60 else 6.0) for s in range(10, 110, 10)]  # rose from its minimum
+    c = plateau_check([worse], "base", "val_fid")
+    assert c.converged is False and "fell from its plateau" in c.reason
+    psnr = [(s, 29.0 + (0.1 if s >= 80 else 0.0)) for s in range(10, 110, 10)]  # +0.1 dB < 1% of 29 dB
+    assert plateau_check([psnr], "base", "val_psnr").converged is True

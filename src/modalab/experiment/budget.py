@@ -9,6 +9,10 @@ point of accuracy) of its own plateau at the budget, and flat over the last quar
 - converged when ``plateau - final <= tol`` and ``final - late <= tol``;
 - undecided (None) with fewer than 3 validation points (set ``train.eval_every``).
 
+For a metric where lower is better (FID, KID, a loss, an error rate: :func:`lower_is_better`) the
+rule runs on the negated curve, so the plateau is the curve's minimum. For a metric outside [0, 1]
+(FID, PSNR in dB) ``tol`` is relative: 1% of the plateau's magnitude.
+
 :func:`find_budget` is ``modalab sweep --budget converged``: a pilot run of the baseline arm (first
 seed) at the recipe's step count, doubled until the rule holds (at most ``max_doublings`` times).
 The baseline arm is the arm whose swept values equal the recipe's own (else the first arm).
@@ -17,6 +21,7 @@ The baseline arm is the arm whose swept values equal the recipe's own (else the 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -50,6 +55,14 @@ class BudgetCheck:
                 f"gain over the last {TAIL:.0%} {self.final - self.late:+.4f} (tolerance {TOL}); {self.reason}")
 
 
+_LOWER = re.compile(r"(^|[^a-z])(fid|kid|loss|lpips\w*|mse|mae|error|err|wer|cer|distance|dist|perplexity|ppl)($|[^a-z])")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Does a smaller value of ``metric`` (e.g. ``val_fid``, ``val_loss``, ``wer``) mean better?"""
+    return bool(_LOWER.search(metric.lower().removeprefix("val_")))
+
+
 def plateau_check(curves: Sequence[Sequence[tuple[int, float]]], arm: str = "", metric: str = "",
                   tol: float = TOL) -> BudgetCheck:
     """The rule above on the mean of ``curves`` (``[(step, value), ...]`` per run) at shared steps."""
@@ -60,12 +73,15 @@ def plateau_check(curves: Sequence[Sequence[tuple[int, float]]], arm: str = "", 
                                  f"(set train.eval_every to a tenth of train.steps)")
     by_run = [dict(c) for c in curves]
     mean = [sum(r[s] for r in by_run) / len(by_run) for s in shared]
-    final, plateau = mean[-1], max(mean)
+    sign = -1.0 if lower_is_better(metric) else 1.0  # the rule reads "better" as "larger"
+    final, plateau = mean[-1], sign * max(sign * v for v in mean)
     cut = (1 - TAIL) * shared[-1]
     late = [v for s, v in zip(shared, mean) if s <= cut][-1]
-    ok = plateau - final <= tol and final - late <= tol
+    if any(not 0.0 <= v <= 1.0 for v in mean):
+        tol = tol * max(1.0, abs(plateau))  # FID, dB: 1% of the plateau
+    ok = sign * (plateau - final) <= tol and sign * (final - late) <= tol
     why = ("within tolerance of its plateau and flat" if ok else
-           "still rising: train longer" if final - late > tol else "fell from its plateau: stop earlier")
+           ("still rising" if sign > 0 else "still falling") + ": train longer" if sign * (final - late) > tol else "fell from its plateau: stop earlier")
     return BudgetCheck(arm, metric, len(curves), shared, mean, plateau, final, late, ok, why)
 
 
