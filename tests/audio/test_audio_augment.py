@@ -58,3 +58,14 @@ def test_audio_custom_policy():
     pol = Policy(W=0, F=5, mF=3, T=4, p=1.0, mT=2)
     _, f, t = spec_augment(torch.ones(8, 40, 50), pol, gen=torch.Generator().manual_seed(0), return_masks=True)
     assert int(f.sum(-1).max()) <= 15 and int(t.sum(-1).max()) <= 8
+
+
+def test_frequency_mask_width_scales_with_the_number_of_channels():
+    from modalab.audio.augment import POLICIES, spec_augment
+
+    gen = torch.Generator().manual_seed(0)
+    for n_bins, cap in [(80, 27), (32, 11), (40, 14)]:  # round(27 * n / 80)
+        assert POLICIES["LB"].freq_width(n_bins) == cap
+        _, fmask, _ = spec_augment(torch.randn(400, n_bins, 300), "LB", gen=gen, return_masks=True)
+        widths = fmask.sum(-1)  # one frequency mask per clip in LB
+        assert int(widths.max()) <= cap and int(widths.max()) >= cap - 2  # U[0, cap] reaches near cap

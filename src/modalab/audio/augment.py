@@ -5,6 +5,12 @@ Policies from the paper (W, F, mF, T, p, mT):
     LB (80, 27, 1, 100, 1.0, 1)   LD (80, 27, 2, 100, 1.0, 2)
     SM (40, 15, 2,  70, 0.2, 2)   SS (40, 27, 2,  70, 0.2, 2)
 
+The paper's F is in channels of an 80-channel log-mel filterbank (``Policy.ref_bins``). On a
+spectrogram with nu channels, F is scaled to round(F * nu / ref_bins), so a mask covers the same
+share of the band as in the paper (F = 27 on 32 mel bands would otherwise hide up to 84% of it,
+against 34% on 80: issue 18, branch h57, found the unscaled policies erasing short events); with
+nu = 80 nothing changes. The time parameters are in 10 ms frames, as the front end's.
+
 Each frequency mask has width f ~ U[0, F] and start f0 ~ U[0, nu - f); each time mask has width
 t ~ U[0, min(T, p * tau)] and start t0 ~ U[0, tau - t), drawn independently per sample. Time warp
 moves the frame at a random centre w0 in [W, tau - W) by w ~ U[-W, W] and resamples each half
@@ -28,6 +34,11 @@ class Policy:
     T: int  # max time-mask width (frames)
     p: float  # time-mask upper bound as a fraction of the clip length
     mT: int  # number of time masks
+    ref_bins: int = 80  # the filterbank size F was set for (the paper's 80 log-mel channels)
+
+    def freq_width(self, n_bins: int) -> int:
+        """F scaled to a spectrogram with ``n_bins`` channels (at least 1)."""
+        return max(1, round(self.F * n_bins / self.ref_bins))
 
 
 POLICIES: dict[str, Policy] = {
@@ -108,7 +119,7 @@ def spec_augment(spec: Tensor, policy: str | Policy = "LD", warp: bool = False,
         raise ValueError(f"spec_augment expects (B, F, T), got shape {tuple(spec.shape)}")
     fill = 0.0 if value is None else value
     out = time_warp(spec, policy.W, gen) if warp else spec
-    out, fmask = mask_along(out, -2, policy.F, policy.mF, gen, fill)
+    out, fmask = mask_along(out, -2, policy.freq_width(spec.shape[-2]), policy.mF, gen, fill)
     t_cap = min(policy.T, int(policy.p * spec.shape[-1]))
     out, tmask = mask_along(out, -1, t_cap, policy.mT, gen, fill)
     return (out, fmask, tmask) if return_masks else out
