@@ -47,8 +47,21 @@ def _sweep(args, header_args, make_plan, parse_grid, run_sweep) -> int:  # type:
     jobs = args.jobs or head.jobs or 1
     grid = parse_grid(grid_specs)
     overrides = list(args.overrides)
-    for arm_over in [[]] + [[f"{k}={v[0]}"] for k, v in grid.items()]:
+    from modalab.experiment.sweep import expand_grid
+
+    for arm_over in [()] + [expand_grid({k: v[:1]})[0].overrides for k, v in grid.items()]:
         load(recipe, [*overrides, *arm_over])  # fail now on a bad key, not in every job
+    if args.dry_run:  # the plan only: arms, their overrides and seeds; nothing is run or written
+        arms = expand_grid(grid)
+        print(f"dry run: {recipe}: {len(arms)} arm(s) x {len(seeds)} seed(s) = {len(arms) * len(seeds)} runs"
+              f"{'; every arm: ' + ' '.join(overrides) if overrides else ''}")
+        for arm in arms:
+            r = load(recipe, [*overrides, *arm.overrides])
+            print(f"  {arm.name}: {' '.join(arm.overrides) or '(no override)'} -> {r.train.steps} steps, "
+                  f"batch {r.train.batch_size}")
+        print(f"  seeds {seeds}" + (f"; --budget {args.budget or head.budget} is applied when run"
+                                    if args.budget or head.budget else ""))
+        return 0
     if args.out:
         root = Path(args.out)
     else:
@@ -199,6 +212,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--budget", help="'converged' (pilot runs of the baseline arm pick the step count at which "
                    "its val curve is within 1 point of its plateau) or an explicit step count")
     s.add_argument("--retry-failed", action="store_true", help="rerun runs that failed before")
+    s.add_argument("--dry-run", action="store_true", help="print the arms (with their steps and batch) and "
+                   "seeds, check every arm loads, run nothing")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--backend", choices=["local", "ray"], default="local",
                    help="local: subprocesses on this machine (default); ray: Ray tasks (pip install 'modalab[ray]')")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import itertools
 import json
 import os
 import re
@@ -38,26 +37,17 @@ from typing import Callable, Iterator
 
 from tqdm.auto import tqdm
 
-from modalab.errors import ModalabError
 from modalab.experiment.liveness import run_process_state
 from modalab.experiment.rundir import now_iso
 from modalab.experiment.signals import PARENT_ENV
 from modalab.experiment.store import Store, store_path
+from modalab.experiment.sweep_grid import (  # noqa: F401  (re-exported: the grid is part of a sweep)
+    Arm, SweepError, expand_grid, linked_values, parse_grid, split_values,
+)
 from modalab.train.checkpoint import atomic_write_text
 
 SWEEP_FILE = "sweep.json"
 HEADER_RE = re.compile(r"^#\s*sweep:\s*(.+)$")
-
-
-class SweepError(ModalabError, ValueError):
-    """A grid or sweep directory is invalid; the message says what was expected."""
-
-
-@dataclass(frozen=True)
-class Arm:
-    name: str
-    overrides: tuple[str, ...]  # ``key=value`` texts, as for ``modalab run``
-    params: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -70,61 +60,6 @@ class Job:
     @property
     def label(self) -> str:
         return f"{self.arm.name}/seed{self.seed}"
-
-
-def split_values(text: str) -> list[str]:
-    """Split ``'a,b,[1,2],{x: 1, y: 2}'`` at top-level commas (commas in brackets stay)."""
-    out, depth, cur = [], 0, []
-    for ch in text:
-        if ch in "[{(":
-            depth += 1
-        elif ch in "]})":
-            depth -= 1
-        if ch == "," and depth == 0:
-            out.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-    out.append("".join(cur).strip())
-    if any(v == "" for v in out) or depth != 0:
-        raise SweepError(f"bad grid values '{text}': expected comma-separated values, e.g. 0.01,0.03")
-    return out
-
-
-def parse_grid(specs: list[str]) -> dict[str, list[str]]:
-    """``['loss.temperature=0.01,0.03', 'train.batch_size=64,128']`` -> ordered {key: [values]}."""
-    grid: dict[str, list[str]] = {}
-    for spec in specs:
-        key, sep, raw = spec.partition("=")
-        key = key.strip()
-        if not sep or not key or any(not p for p in key.split(".")):
-            raise SweepError(f"bad --grid '{spec}': expected key.sub=v1,v2 (e.g. loss.temperature=0.01,0.1)")
-        if key in grid:
-            raise SweepError(f"--grid key '{key}' given twice; list all its values in one --grid")
-        grid[key] = split_values(raw)
-    return grid
-
-
-def _slug(text: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_")
-    return s or "none"  # "[]", "{}", "" (an empty list of stages or groups)
-
-
-def expand_grid(grid: dict[str, list[str]]) -> list[Arm]:
-    """The cartesian product of ``grid`` as arms (first key varies slowest). No grid: one arm."""
-    if not grid:
-        return [Arm("base", (), {})]
-    keys = list(grid)
-    # short names (last dotted part) unless two keys share it
-    lasts = [k.split(".")[-1] for k in keys]
-    short = {k: (s if lasts.count(s) == 1 else k) for k, s in zip(keys, lasts)}
-    arms = []
-    for values in itertools.product(*(grid[k] for k in keys)):
-        name = "__".join(f"{_slug(short[k])}-{_slug(v)}" for k, v in zip(keys, values))
-        arms.append(Arm(name, tuple(f"{k}={v}" for k, v in zip(keys, values)), dict(zip(keys, values))))
-    if len({a.name for a in arms}) != len(arms):
-        raise SweepError(f"grid values give duplicate arm names: {[a.name for a in arms]}")
-    return arms
 
 
 def header_args(recipe: Path) -> list[str]:
