@@ -240,6 +240,7 @@ def render_sweep(root: Path, metric: str = "zeroshot_top1") -> str:
     from modalab.experiment.stats import compare, compare_values, collect
     from modalab.experiment.store import Store, store_path
     from modalab.experiment.sweep import base_config_text, load_plan, run_status
+    from modalab.experiment.sweep_grid import key_values
     from modalab.experiment.sweep_panels import CSS as SWEEP_CSS, arm_ids, legend_html
 
     plan = load_plan(root)
@@ -247,7 +248,8 @@ def render_sweep(root: Path, metric: str = "zeroshot_top1") -> str:
     comp = compare([root], metric)
     status = [run_status(j.path) for j in plan.jobs]
     budget_html, prov_html = _budget_html(root, metric), _provenance_html(plan)
-    figs = [metric_vs_param(comp, plan.grid, k) for k in plan.grid]
+    swept = key_values(plan.arms)  # a linked axis (batch and steps together) is one plot per key
+    figs = [metric_vs_param(comp, swept, k) for k in swept]
     curves: dict[str, dict[str, list]] = {"loss": {}, "tau": {}}
     dists: dict[str, Any] = {}
     with Store(store_path(root)) as st:

@@ -100,3 +100,14 @@ def expand_grid(grid: dict[str, list[str]]) -> list[Arm]:
     if len({a.name for a in arms}) != len(arms):
         raise SweepError(f"grid values give duplicate arm names: {[a.name for a in arms]}")
     return arms
+
+
+def key_values(arms: list[Arm]) -> dict[str, list[str]]:
+    """Each swept key with its values in arm order (a linked axis gives one entry per key): what a
+    report plots the metric against."""
+    out: dict[str, list[str]] = {}
+    for arm in arms:
+        for k, v in arm.params.items():
+            if v not in out.setdefault(k, []):
+                out[k].append(v)
+    return out
