@@ -116,6 +116,21 @@ def test_chapter5_row_uses_the_metric_named_in_the_recipe_header(tmp_path):
     assert "patch_dropout-0.5: 0.700" in row and "patch_dropout-0.0: 0.500" in row  # 0.5 + effect, no noise
 
 
+def test_chapter5_batch_size_verdict_reads_equal_steps_and_equal_samples(tmp_path):
+    root = fake_sweep(tmp_path / "batch_size", ROOT / "recipes/chapter5/batch_size.yaml", "train.batch_size",
+                      ["128", "64", "32"], [0.0, -0.001, 0.03], seeds=range(7))
+    plan = json.loads((root / "sweep.json").read_text())
+    steps = {"128": "500", "64": "500", "32": "2000"}  # 32 x 2000 = 128 x 500 samples
+    for arm in plan["arms"]:
+        arm["params"]["train.steps"] = steps[arm["params"]["train.batch_size"]]
+    (root / "sweep.json").write_text(json.dumps(plan))
+    out = tmp_path / "docs" / "chapter5.md"
+    out.parent.mkdir()
+    row = [line for line in generate([root], out).splitlines() if line.startswith("| ")][1]
+    assert "equal steps (batch_size-128 vs batch_size-64): **inconclusive**" in row
+    assert "equal samples (batch_size-128 vs batch_size-32): **not held here**, -3.1 points" in row  # 0.03 + seed noise
+
+
 def _has_chromium() -> bool:
     return any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome"))
 

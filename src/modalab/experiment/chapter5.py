@@ -86,8 +86,33 @@ def res_curriculum_verdict(comp: Comparison, root: Path) -> str:
             f"for {saved:.0%} fewer training tokens per image")
 
 
+def batch_size_verdict(comp: Comparison, root: Path) -> str:
+    """The batch claim twice: the larger batch against a smaller one at equal steps (the claim as the
+    chapter states it) and at equal samples seen (the smaller batch for proportionally more steps)."""
+    def bs(a):  # type: ignore[no-untyped-def]
+        return _f(a.params.get("train.batch_size", "nan")), _f(a.params.get("train.steps", "nan"))
+    big = max(comp.arms, key=lambda a: bs(a)[0])
+    b0, s0 = bs(big)
+    parts = []
+    for label, want in (("equal steps", lambda b, s: s == s0), ("equal samples", lambda b, s: b * s == b0 * s0)):
+        other = [a for a in comp.arms if bs(a)[0] < b0 and want(*bs(a))]
+        if not other:
+            continue
+        d = _diff(comp, big.arm, other[0].arm)
+        if d is None:
+            continue
+        gain = big.mean - other[0].mean
+        if d.significant:
+            word = "**held**" if gain > 0 else "**not held here**"
+        else:
+            word = "**inconclusive**"
+        parts.append(f"{label} ({big.arm} vs {other[0].arm}): {word}, {gain * 100:+.1f} points for the larger batch "
+                     f"({_pts(d)}){'' if d.significant else ', not significant' + _mde(d)}")
+    return "<br>".join(parts) if parts else verdict(comp, CLAIMED["batch_size"])
+
+
 VERDICTS: dict[str, Callable[[Comparison, Path], str]] = {
-    "flip_ratio": flip_verdict, "res_curriculum": res_curriculum_verdict}
+    "flip_ratio": flip_verdict, "res_curriculum": res_curriculum_verdict, "batch_size": batch_size_verdict}
 
 
 def claim_text(recipe: Path) -> str:
