@@ -137,7 +137,9 @@ def fit(
     - ``wrap_compute(compute)`` wraps the per-step gradient computation (``train.compile``'s
       timing and eager fallback, ``train/compile.py``).
     - ``second`` steps a second optimiser after each (finite) main step; its logs join the step's.
-    Returns a summary: steps done, skipped (non-finite) steps, seconds.
+    Returns a summary: steps done, skipped (non-finite) steps, ``train_seconds`` (wall) and
+    ``train_cpu_seconds`` (process CPU: every thread of this process) of the loop, evaluations
+    included, and ``eval_seconds_in_loop`` (the wall seconds of those evaluations).
     """
     device = next(model.parameters()).device
     if scaler is None and cfg.precision == "fp16" and device.type == "cuda":
@@ -146,6 +148,12 @@ def fit(
     bar = tqdm(total=cfg.steps, initial=cfg.start_step, disable=not cfg.progress, desc="train", unit="step")
     seen = 0
     t_start = t_window = time.perf_counter()
+    cpu_start, eval_wall = time.process_time(), 0.0
+
+    def timing() -> dict[str, float]:
+        """Wall and process-CPU seconds of the loop so far, and the wall seconds of in-loop evaluations."""
+        return {"train_seconds": time.perf_counter() - t_start,
+                "train_cpu_seconds": time.process_time() - cpu_start, "eval_seconds_in_loop": eval_wall}
 
     def backward(t: Tensor) -> None:
         (scaler.scale(t) if scaler else t).backward()
@@ -163,8 +171,7 @@ def fit(
     for step in range(cfg.start_step, cfg.steps):
         if should_stop is not None and should_stop():
             bar.close()
-            return {"steps": step, "stopped_at": step, "skipped_steps": st.skipped,
-                    "train_seconds": time.perf_counter() - t_start}
+            return {"steps": step, "stopped_at": step, "skipped_steps": st.skipped, **timing()}
         if before_step is not None:
             optimizer = before_step(step) or optimizer
         params = [p for p in model.parameters() if p.requires_grad]
@@ -233,10 +240,12 @@ def fit(
             )
             st.window, seen, t_window = [], 0, now
         if evaluate and cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
+            t_eval = time.perf_counter()
             log({"step": done, **evaluate(done)})
+            eval_wall += time.perf_counter() - t_eval
             model.train()
         if checkpoint and cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
             checkpoint(done)
         bar.update(1)
     bar.close()
-    return {"steps": cfg.steps, "skipped_steps": st.skipped, "train_seconds": time.perf_counter() - t_start}
+    return {"steps": cfg.steps, "skipped_steps": st.skipped, **timing()}
