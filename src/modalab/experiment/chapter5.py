@@ -44,6 +44,7 @@ CLAIMED: dict[str, Callable[[dict[str, str]], bool]] = {
     "flip_ratio": lambda p: _f(p.get("model.vision.patch_dropout", "nan")) == 0.5,
     "freezing": lambda p: p.get("train.stages", "[]") not in ("[]", ""),
     "per_module_lr": lambda p: p.get("optim.param_groups", "[]") not in ("[]", ""),
+    "spec_augment": lambda p: p.get("model.spec_augment", "none") != "none",
 }
 
 
@@ -112,7 +113,8 @@ def batch_size_verdict(comp: Comparison, root: Path) -> str:
 
 
 VERDICTS: dict[str, Callable[[Comparison, Path], str]] = {
-    "flip_ratio": flip_verdict, "res_curriculum": res_curriculum_verdict, "batch_size": batch_size_verdict}
+    "flip_ratio": flip_verdict, "flip_scenes": flip_verdict, "res_curriculum": res_curriculum_verdict,
+    "batch_size": batch_size_verdict}
 
 
 def claim_text(recipe: Path) -> str:
