@@ -23,9 +23,11 @@ from typing import Callable
 import yaml
 
 from modalab.constants import TAU_RANGE
+from modalab.experiment.chapter5_fragments import Fragment, load_fragments, write_fragment
 from modalab.experiment.report import write_sweep_report
 from modalab.experiment.stats import Comparison, compare, fmt_diff, fmt_p
 from modalab.experiment.sweep import base_config_text, load_plan
+from modalab.train.checkpoint import atomic_write_text
 
 
 def _f(v: str) -> float:
@@ -118,12 +120,13 @@ VERDICTS: dict[str, Callable[[Comparison, Path], str]] = {
 
 
 def claim_text(recipe: Path) -> str:
-    """The ``# Claim ...`` paragraph of a recipe header, as one line."""
+    """The ``# Claim ...`` paragraph of a recipe header, as one line: it runs until the next header key
+    (a ``# Key`` line not indented, e.g. ``# metric: ...`` or ``# Command: ...``) or the header's end."""
     lines, on = [], False
     for line in recipe.read_text(encoding="utf-8").splitlines():
         if line.startswith("# Claim"):
             on = True
-        elif line.startswith("# Command") or not line.startswith("#"):
+        elif not line.startswith("#") or (line.startswith("# ") and line[2:3].strip()):
             if on:
                 break
         if on:
@@ -206,6 +209,7 @@ def protocol(root: Path, comp: Comparison, metric: str) -> tuple[bool, str]:
 
     from modalab.experiment.budget import sweep_budget
     from modalab.experiment.doctor_sweep import MIN_SEEDS
+    from modalab.experiment.paired import min_sign_flip_p
 
     check = sweep_budget(root, metric)
     n = min((d.n_pairs for d in comp.diffs), default=0)
@@ -219,6 +223,11 @@ def protocol(root: Path, comp: Comparison, metric: str) -> tuple[bool, str]:
         problems.append(f"baseline {'not converged' if check.converged is False else 'convergence undecided'}")
     if n < MIN_SEEDS:
         problems.append(f"n={n} < {MIN_SEEDS} seeds")
+    elif len(comp.diffs) * min_sign_flip_p(n) >= comp.alpha:  # Holm's first step multiplies by m
+        m = len(comp.diffs)
+        need = next(k for k in range(n, 64) if m * min_sign_flip_p(k) < comp.alpha)
+        problems.append(f"n={n} seeds cannot reach significance: the sign-flip p is at least "
+                        f"{m * min_sign_flip_p(n):.3f} after Holm over {m}; needs n >= {need}")
     if len(commits) > 1:
         problems.append(f"{len(commits)} commits")
     budget = (f"budget: baseline {check.arm} at {check.steps[-1]} steps, val {check.final:.3f} vs plateau "
@@ -249,81 +258,95 @@ def _times(root: Path) -> Comparison | None:
 NOT_RERUN = "not rerun under the protocol yet (CPU time: see the section above and docs/benchmarks.md)."
 
 
+def sweep_fragment(root: Path, out: Path, metric: str, command: str) -> Fragment:
+    """The fragment of one finished sweep: its row, budget panel and pairwise bullets; the sweep's report
+    is copied beside the document (``<out stem>/<sweep>.html``) so the committed table links to it."""
+    from modalab.experiment.chapter5_sections import curve_panel
+    from modalab.experiment.rundir import git_commit
+
+    plan = load_plan(root)
+    m = claim_metric(plan.recipe, metric)
+    comp = compare([root], m)
+    report = write_sweep_report(root, m)
+    kept = out.parent / out.stem / f"{root.name}.html"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(report, kept)
+    link = os.path.relpath(kept, out.parent)
+    stem = plan.recipe.stem
+    ok, proto = protocol(root, comp, m)
+    row = (f"| {claim_text(plan.recipe)} | {setting(root)} | `{m}`:<br>{measured(comp, _times(root))} | "
+           f"{VERDICTS[stem](comp, root) if stem in VERDICTS else verdict(comp, CLAIMED.get(stem))} "
+           f"| {proto} | [{root.name}]({link}) |")
+    diffs = "\n".join(f"  - {fmt_diff(d, comp.alpha, comp.power)}" for d in comp.diffs)
+    return Fragment(name=root.name, recipe=str(plan.recipe), sweep=str(root), metric=m,
+                    generated=dt.date.today().isoformat(), command=command,
+                    generator_commit=git_commit(Path.cwd()) or "unknown", meets_protocol=ok, row=row,
+                    panel=curve_panel(root, m), details=f"- `{plan.recipe}` ({root}):\n{diffs}")
+
+
 def generate(sweeps: list[Path], out: Path, metric: str = "zeroshot_top1", keep_old: bool = True,
              reason: str = NOT_RERUN) -> str:
-    """Write ``out`` from the finished sweeps; with ``keep_old``, the rows of an existing ``out`` for
-    claims not among ``sweeps`` are kept in a section marked as not meeting the protocol."""
-    from modalab.experiment.chapter5_sections import curve_panel, kept_old_claims, old_section
+    """Write the fragments of ``sweeps`` (``<out stem>/<sweep>.json``), then assemble ``out`` from every
+    fragment there; with ``keep_old``, the rows of an existing ``out``'s old (pre-protocol) section for
+    claims with no fragment are kept in that section, marked as not meeting the protocol."""
+    from modalab.experiment.chapter5_sections import kept_old_claims, old_section
 
     old_text = out.read_text(encoding="utf-8") if keep_old and out.is_file() else ""
-    rows = []
-    details = []
-    panels = []
+    folder = out.parent / out.stem
+    command = "python -m modalab.experiment.chapter5 " + " ".join(str(s) for s in sweeps)
     for root in sweeps:
-        plan = load_plan(root)
-        m = claim_metric(plan.recipe, metric)
-        comp = compare([root], m)
-        times = _times(root)
-        report = write_sweep_report(root, m)
-        # a copy beside the table, so the committed document links to a committed report
-        kept = out.parent / out.stem / f"{root.name}.html"
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(report, kept)
-        link = os.path.relpath(kept, out.parent)
-        stem = plan.recipe.stem
-        _, proto = protocol(root, comp, m)
-        rows.append(
-            f"| {claim_text(plan.recipe)} | {setting(root)} | `{m}`:<br>{measured(comp, times)} | "
-            f"{VERDICTS[stem](comp, root) if stem in VERDICTS else verdict(comp, CLAIMED.get(stem))} "
-            f"| {proto} | [{root.name}]({link}) |"
-        )
-        diffs = "\n".join(f"  - {fmt_diff(d, comp.alpha, comp.power)}" for d in comp.diffs)
-        details.append(f"- `{plan.recipe}` ({root}):\n{diffs}")
-        panels.append(curve_panel(root, m))
-    old_rows, old_bullets = kept_old_claims(old_text, {Path(s).name for s in sweeps})
+        write_fragment(folder, sweep_fragment(Path(root), out, metric, command))
+    frags = load_fragments(folder)
+    old_rows, old_bullets = kept_old_claims(old_text, {f.name for f in frags})
     today = dt.date.today().isoformat()
-    cmd = "python -m modalab.experiment.chapter5 " + " ".join(str(s) for s in sweeps)
     text = f"""# Chapter 5 claims, measured here
 
-Generated on {today} by `{cmd}` from the run directories of the sweeps (do not edit by hand;
-rerun the sweeps and this command). Metric: the claim's own (named in its row: a recipe's `# metric:`
-header line, else `{metric}`) on the **test split** of its data source (for the digits, the held-out
-25% of scikit-learn's digits), mean ± 95% t-interval half-width over seeds; the budget is justified
-on the **validation split** (10% of train). Differences are paired by seed: paired t and exact sign-flip
-permutation p, Holm-adjusted over each sweep's comparisons; "significant" needs both below 0.05.
-Interval from the two-level bootstrap (seeds, then test items, paired across arms); MDE = the
-smallest difference the paired t-test detects with 80% power at that n and spread (see
-`docs/experiments.md`). Verdicts: **held** (the claimed arm best, every difference significant),
-**not held here** (another arm significantly better), **inconclusive** (not significant; the MDE
-says what the design could have seen). Train seconds were measured on a shared, loaded CPU.
+Assembled on {today} from the per-claim fragments in `{out.stem}/*.json`, each generated by
+`python -m modalab.experiment.chapter5 SWEEP_DIR...` from the run directories of its sweep (do not edit
+by hand; rerun the sweep and this command: it rewrites that claim's fragment and reassembles the rest as
+they are; where and when each row was generated is listed under Provenance). Metric: the claim's own
+(named in its row: a recipe's `# metric:` header line, else `{metric}`) on the **test split** of its data
+source (for the digits, the held-out 25% of scikit-learn's digits), mean ± 95% t-interval half-width over
+seeds; the budget is justified on the **validation split** (10% of train). Differences are paired by seed:
+paired t and exact sign-flip permutation p, Holm-adjusted over each sweep's comparisons; "significant"
+needs both below 0.05. Interval from the two-level bootstrap (seeds, then test items, paired across
+arms); MDE = the smallest difference the paired t-test detects with 80% power at that n and spread (see
+`docs/experiments.md`). Verdicts: **held** (the claimed arm best, every difference significant), **not
+held here** (another arm significantly better), **inconclusive** (not significant; the MDE says what the
+design could have seen). Train seconds were measured on a shared, loaded CPU.
 
 | claim (chapter 5) | our setting | measured (test) | held here? | protocol | report |
 |---|---|---|---|---|---|
-{chr(10).join(rows)}
+{chr(10).join(f.row for f in frags)}
 
 ## Budget: the validation curves
 
 The budget rule: the baseline arm's mean val curve (of the claim's metric) is within 1 point of its plateau at the budget and
 rose by at most 1 point over the last quarter of training (`experiment/budget.py`).
 
-{chr(10).join(panels)}
+{chr(10).join(f.panel for f in frags)}
 
 ## Pairwise differences
 
-{chr(10).join(details)}
+{chr(10).join(f.details for f in frags)}
 
 Each sweep: `nice -n 10 modalab sweep recipes/chapter5/<name>.yaml --jobs 1 --out runs/chapter5/<name>`
 (the grid, seeds and budget are in the recipe's `# sweep:` header line). Reports live in the sweep
-directories; copies are in `docs/chapter5/`.
+directories; copies are in `docs/{out.stem}/`.
+
+## Provenance
+
+{chr(10).join(f.provenance() for f in frags)}
 
 {old_section(old_rows, old_bullets, reason)}"""
-    out.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+    atomic_write_text(out, text.rstrip("\n") + "\n")
     return text
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m modalab.experiment.chapter5", description=__doc__.split("\n")[0])
-    p.add_argument("sweeps", nargs="+", help="sweep directories")
+    p.add_argument("sweeps", nargs="*",
+                   help="sweep directories to (re)generate; none: reassemble the document from its fragments")
     p.add_argument("--out", default="docs/chapter5.md")
     p.add_argument("--metric", default="zeroshot_top1")
     p.add_argument("--no-keep-old", action="store_true",
