@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from modalab.errors import ModalabError
+from modalab.train.checkpoint import rng_preserved
 from modalab.train.optim import clip_gradients, grad_norm, lr_multiplier, set_lr
 from modalab.train.precision import autocast
 
@@ -241,7 +242,8 @@ def fit(
             st.window, seen, t_window = [], 0, now
         if evaluate and cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
             t_eval = time.perf_counter()
-            log({"step": done, **evaluate(done)})
+            with rng_preserved():  # the evaluation schedule must not move the training run
+                log({"step": done, **evaluate(done)})
             eval_wall += time.perf_counter() - t_eval
             model.train()
         if checkpoint and cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
