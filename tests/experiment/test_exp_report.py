@@ -93,6 +93,18 @@ def test_chapter5_flip_verdict_weighs_accuracy_against_speed(tmp_path):
     assert "1.32x faster" in rows[1]
 
 
+def test_chapter5_flip_speed_reads_cpu_seconds_without_the_evaluations(tmp_path):
+    cpu = [{"train_cpu_seconds": 50.0, "eval_cpu_seconds_in_loop": 10.0},
+           {"train_cpu_seconds": 26.0, "eval_cpu_seconds_in_loop": 10.0}]
+    f = fake_sweep(tmp_path / "flip_ratio", ROOT / "recipes/chapter5/flip_ratio.yaml", "model.vision.patch_dropout",
+                   ["0.0", "0.5"], [0.0, -0.01], seconds=[60.0, 60.0], seeds=range(6), extra=cpu)
+    out = tmp_path / "docs" / "chapter5.md"
+    out.parent.mkdir()
+    row = [line for line in generate([f], out).splitlines() if line.startswith("| ")][1]
+    # (50 - 10) / (26 - 10) = 2.5x on the CPU clock; the equal wall seconds (a loaded machine) are not used
+    assert "training 2.50x faster (CPU seconds, evaluations excluded;" in row and "**held**" in row
+
+
 def test_chapter5_res_curriculum_verdict_counts_tokens(tmp_path):
     rc = fake_sweep(tmp_path / "res_curriculum", ROOT / "recipes/chapter5/res_curriculum.yaml",
                     "data.batching.schedule", ["null", "{resolutions: [16, 36]}"], [0.0, -0.005],

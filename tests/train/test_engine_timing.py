@@ -42,6 +42,7 @@ def test_summary_has_cpu_and_eval_seconds():
     assert evals == [2, 4]  # not at the last step: the runner evaluates there itself
     # two sleeps of 0.1 s: counted as evaluation wall time, not as CPU
     assert 0.2 <= out["eval_seconds_in_loop"] < out["train_seconds"]
+    assert 0.0 <= out["eval_cpu_seconds_in_loop"] < 0.05  # sleeping evaluations cost no CPU
     # six steps each burning >= 0.02 s of CPU
     assert 0.12 <= out["train_cpu_seconds"]
     assert out["train_cpu_seconds"] < out["train_seconds"] - 0.15  # the sleeps are not CPU

@@ -140,7 +140,8 @@ def fit(
     - ``second`` steps a second optimiser after each (finite) main step; its logs join the step's.
     Returns a summary: steps done, skipped (non-finite) steps, ``train_seconds`` (wall) and
     ``train_cpu_seconds`` (process CPU: every thread of this process) of the loop, evaluations
-    included, and ``eval_seconds_in_loop`` (the wall seconds of those evaluations).
+    included, and ``eval_seconds_in_loop`` / ``eval_cpu_seconds_in_loop`` (the wall / CPU seconds of
+    those evaluations).
     """
     device = next(model.parameters()).device
     if scaler is None and cfg.precision == "fp16" and device.type == "cuda":
@@ -149,12 +150,13 @@ def fit(
     bar = tqdm(total=cfg.steps, initial=cfg.start_step, disable=not cfg.progress, desc="train", unit="step")
     seen = 0
     t_start = t_window = time.perf_counter()
-    cpu_start, eval_wall = time.process_time(), 0.0
+    cpu_start, eval_wall, eval_cpu = time.process_time(), 0.0, 0.0
 
     def timing() -> dict[str, float]:
         """Wall and process-CPU seconds of the loop so far, and the wall seconds of in-loop evaluations."""
         return {"train_seconds": time.perf_counter() - t_start,
-                "train_cpu_seconds": time.process_time() - cpu_start, "eval_seconds_in_loop": eval_wall}
+                "train_cpu_seconds": time.process_time() - cpu_start, "eval_seconds_in_loop": eval_wall,
+                "eval_cpu_seconds_in_loop": eval_cpu}
 
     def backward(t: Tensor) -> None:
         (scaler.scale(t) if scaler else t).backward()
@@ -241,10 +243,11 @@ def fit(
             )
             st.window, seen, t_window = [], 0, now
         if evaluate and cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
-            t_eval = time.perf_counter()
+            t_eval, c_eval = time.perf_counter(), time.process_time()
             with rng_preserved():  # the evaluation schedule must not move the training run
                 log({"step": done, **evaluate(done)})
             eval_wall += time.perf_counter() - t_eval
+            eval_cpu += time.process_time() - c_eval
             model.train()
         if checkpoint and cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
             checkpoint(done)
