@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from modalab.config import load
-from modalab.experiment.runner import run, threads_per_process
+from modalab.experiment.runner import oversubscribed, run, threads_per_process
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "clip_digits.yaml"
 
@@ -29,3 +29,11 @@ def test_threads_are_capped_by_cores_over_local_processes(monkeypatch):
     assert threads_per_process(2) == 1  # as many processes as cores: one thread each
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     assert threads_per_process(3) == 3
+
+
+def test_oversubscribed_warns_only_when_other_work_fills_the_cores():
+    assert oversubscribed(2, load=0.3, cores=2) is None  # idle: both cores are free
+    assert oversubscribed(1, load=9.0, cores=2) is None  # one thread never waits for another
+    msg = oversubscribed(2, load=5.4, cores=2)
+    assert msg is not None and "load average 5.4 on 2 cores" in msg and "train.num_threads=1" in msg
+    assert oversubscribed(4, load=3.0, cores=16) is None and oversubscribed(4, load=13.0, cores=16) is not None

@@ -73,6 +73,9 @@ def run(
     threads_before = torch.get_num_threads()
     if tr.num_threads:
         torch.set_num_threads(threads_per_process(tr.num_threads))
+        busy = oversubscribed(torch.get_num_threads())
+        if busy:
+            warnings.warn(busy, stacklevel=2)
     if tr.deterministic:
         torch.use_deterministic_algorithms(True)
     owns_group = not D.dist.is_initialized()
@@ -95,6 +98,27 @@ def threads_per_process(requested: int) -> int:
         return requested
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(requested, cores // local))
+
+
+def oversubscribed(threads: int, load: float | None = None, cores: int | None = None) -> str | None:
+    """A warning when ``threads`` intra-op threads meet a machine whose other work already fills its
+    cores (1-minute load average): spinning OpenMP threads that wait for each other then run many
+    times slower than one thread (the default recipe at 2 threads: ~9x slower at load 7 on 2 cores)."""
+    if threads <= 1:
+        return None
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # no load average on this platform
+            return None
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    free = cores - load
+    if free >= threads - 0.5:
+        return None
+    return (f"train.num_threads={threads} on a busy machine (load average {load:.1f} on {cores} cores): "
+            f"threads that wait for each other can run many times slower than one; "
+            f"consider train.num_threads=1 (results differ from {threads} threads only in float rounding)")
 
 
 def _run(recipe: Recipe, env: D.DistEnv, out: Path | None, recipe_path: str | None,
