@@ -90,3 +90,20 @@ def test_protocol_needs_seeds_enough_for_the_sign_flip_test_under_holm(tmp_path)
                      "loss.negatives.hard_fraction", ["0.0", "0.2"], [0.0, 0.05], seeds=range(6))
     row = [r for r in _rows(generate([one], out)) if "negative_mix.html" in r][0]
     assert "| meets the protocol<br>" in row
+
+
+def test_compare_and_doctor_default_to_the_recipes_metric_header(tmp_path, capsys):
+    from modalab.cli import main as cli
+
+    recipe = tmp_path / "claim.yaml"
+    recipe.write_text("# Claim (ours): retrieval.\n# metric: image_to_text_R@1\n"
+                      f"base: {ROOT / 'recipes/clip_digits.yaml'}\n", encoding="utf-8")
+    s = fake_sweep(tmp_path / "claim", recipe, "model.vision.patch_dropout", ["0.0", "0.5"], [0.0, 0.2],
+                   seeds=range(6))
+    assert cli(["compare", str(s), "--bootstrap", "200"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("image_to_text_R@1:") and "0.7000" in out  # 0.5 + 0.2, the header's metric
+    cli(["doctor", str(s)])
+    assert "val_image_to_text_R@1" in capsys.readouterr().out  # the budget check reads the same metric
+    cli(["compare", str(s), "--metric", "zeroshot_top1", "--bootstrap", "200"])
+    assert capsys.readouterr().out.startswith("zeroshot_top1:")

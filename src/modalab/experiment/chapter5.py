@@ -26,7 +26,7 @@ from modalab.constants import TAU_RANGE
 from modalab.experiment.chapter5_fragments import Fragment, load_fragments, write_fragment
 from modalab.experiment.report import write_sweep_report
 from modalab.experiment.stats import Comparison, compare, fmt_diff, fmt_p
-from modalab.experiment.sweep import base_config_text, load_plan
+from modalab.experiment.sweep import base_config_text, header_metric, load_plan
 from modalab.train.checkpoint import atomic_write_text
 
 
@@ -145,17 +145,6 @@ def claim_text(recipe: Path) -> str:
         if on:
             lines.append(line.lstrip("#").strip())
     return " ".join(lines).removeprefix("Claim").strip(" :")
-
-
-def claim_metric(recipe: Path, default: str) -> str:
-    """The claim's metric: a ``# metric: NAME`` header line of the recipe, else ``default``."""
-    for line in recipe.read_text(encoding="utf-8").splitlines():
-        if not line.startswith("#"):
-            break
-        key, _, value = line.lstrip("#").strip().partition(":")
-        if key.strip() == "metric" and value.strip():
-            return value.strip()
-    return default
 
 
 def verdict(comp: Comparison, claimed: Callable[[dict[str, str]], bool] | None) -> str:
@@ -278,7 +267,7 @@ def sweep_fragment(root: Path, out: Path, metric: str, command: str) -> Fragment
     from modalab.experiment.rundir import git_commit
 
     plan = load_plan(root)
-    m = claim_metric(plan.recipe, metric)
+    m = header_metric(plan.recipe, metric)
     comp = compare([root], m)
     report = write_sweep_report(root, m)
     kept = out.parent / out.stem / f"{root.name}.html"

@@ -159,7 +159,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        table = compare([Path(p) for p in args.paths], args.metric, n_boot=args.bootstrap)
+        metric = args.metric
+        if metric is None:  # a single sweep: the metric its recipe's claim names (its '# metric:' header)
+            from modalab.experiment.sweep import sweep_metric
+
+            sweeps = [Path(p) for p in args.paths if (Path(p) / "sweep.json").is_file()]
+            metric = sweep_metric(sweeps[0], None) if len(sweeps) == 1 else "zeroshot_top1"
+        table = compare([Path(p) for p in args.paths], metric, n_boot=args.bootstrap)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     print(format_table(table))
@@ -175,7 +181,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     path = Path(args.path)
     if (path / "sweep.json").is_file():
-        print(write_sweep_report(path, args.metric))
+        from modalab.experiment.sweep import sweep_metric
+
+        print(write_sweep_report(path, sweep_metric(path, args.metric)))
         return 0
     if not (path / "run.json").is_file():
         raise FileNotFoundError(f"{path} is neither a run directory (run.json) nor a sweep (sweep.json)")
@@ -190,7 +198,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if (path / "sweep.json").is_file():
         from modalab.experiment.doctor_sweep import diagnose_sweep
 
-        findings = diagnose_sweep(path, args.metric)
+        from modalab.experiment.sweep import sweep_metric
+
+        findings = diagnose_sweep(path, sweep_metric(path, args.metric))
     elif not (path / "run.json").is_file():
         raise FileNotFoundError(f"{path} is neither a run directory (run.json) nor a sweep (sweep.json)")
     else:
@@ -230,18 +240,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     c = sub.add_parser("compare", help="mean, std, 95%% CI per arm; paired t / sign-flip tests (Holm), MDE")
     c.add_argument("paths", nargs="+", help="sweep directories or run directories")
-    c.add_argument("--metric", default="zeroshot_top1")
+    c.add_argument("--metric", help="default: a sweep recipe's '# metric:' header line, else zeroshot_top1")
     c.add_argument("--csv", help="also write the table as CSV here")
     c.add_argument("--bootstrap", type=int, default=4000, help="two-level bootstrap resamples")
     c.set_defaults(fn=cmd_compare)
 
     r = sub.add_parser("report", help="(re)draw report.html of a run or a sweep directory")
     r.add_argument("path", help="run directory or sweep directory")
-    r.add_argument("--metric", default="zeroshot_top1", help="headline metric of a sweep report")
+    r.add_argument("--metric", help="headline metric of a sweep report (default: the recipe's '# metric:' "
+                   "header line, else zeroshot_top1)")
     r.set_defaults(fn=cmd_report)
 
     d = sub.add_parser("doctor", help="check a run directory for the classic pitfalls, or a sweep for the "
                        "protocol (baseline converged, >= 5 seeds, one commit and machine)")
     d.add_argument("path", help="run directory or sweep directory")
-    d.add_argument("--metric", default="zeroshot_top1", help="metric a sweep's claims rest on")
+    d.add_argument("--metric", help="metric a sweep's claims rest on (default: the recipe's '# metric:' "
+                   "header line, else zeroshot_top1)")
     d.set_defaults(fn=cmd_doctor)

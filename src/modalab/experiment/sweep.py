@@ -73,6 +73,27 @@ def header_args(recipe: Path) -> list[str]:
     return []
 
 
+def header_metric(recipe: Path, default: str = "zeroshot_top1") -> str:
+    """The metric a recipe's claim rests on: its ``# metric: NAME`` header line, else ``default``."""
+    for line in Path(recipe).read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        key, _, value = line.lstrip("#").strip().partition(":")
+        if key.strip() == "metric" and value.strip():
+            return value.strip()
+    return default
+
+
+def sweep_metric(root: Path, given: str | None) -> str:
+    """``given``, else the ``# metric:`` header of the sweep's recipe (``zeroshot_top1`` without one)."""
+    if given:
+        return given
+    try:
+        return header_metric(load_plan(root).recipe)
+    except (FileNotFoundError, OSError, ValueError, KeyError):
+        return "zeroshot_top1"
+
+
 @dataclass
 class Plan:
     root: Path
