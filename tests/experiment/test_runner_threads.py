@@ -6,7 +6,8 @@ from pathlib import Path
 import torch
 
 from modalab.config import load
-from modalab.experiment.runner import oversubscribed, run, threads_per_process
+from modalab.experiment.runner import run
+from modalab.experiment.threads import oversubscribed, threads_per_process
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "clip_digits.yaml"
 

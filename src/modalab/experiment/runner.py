@@ -32,6 +32,7 @@ from modalab.experiment.resume import restore as _restore
 from modalab.experiment.rundir import ReadOnlyRunDir, RunDir, git_commit, git_dirty, machine_info, now_iso, text_hash
 from modalab.experiment.signals import Interrupted, StopSignals
 from modalab.experiment.speed import Speed, setup_speed
+from modalab.experiment.threads import oversubscribed, threads_per_process
 from modalab.tasks.base import Task, TwoOptimizers, implements, missing_members
 from modalab.train import dist as D
 from modalab.train.checkpoint import (
@@ -87,38 +88,6 @@ def run(
         torch.set_num_threads(threads_before)  # a caller's (or a test's) thread setting outlives the run
         if owns_group:
             D.shutdown()
-
-
-def threads_per_process(requested: int) -> int:
-    """``train.num_threads``, capped so that the processes torchrun starts on this machine
-    (LOCAL_WORLD_SIZE) do not ask for more threads than it has cores: 2 processes of a 2-thread
-    recipe on 2 cores run at one thread each."""
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    if local <= 1:
-        return requested
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(requested, cores // local))
-
-
-def oversubscribed(threads: int, load: float | None = None, cores: int | None = None) -> str | None:
-    """A warning when ``threads`` intra-op threads meet a machine whose other work already fills its
-    cores (1-minute load average): spinning OpenMP threads that wait for each other then run many
-    times slower than one thread (the default recipe at 2 threads: ~9x slower at load 7 on 2 cores)."""
-    if threads <= 1:
-        return None
-    if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):  # no load average on this platform
-            return None
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    free = cores - load
-    if free >= threads - 0.5:
-        return None
-    return (f"train.num_threads={threads} on a busy machine (load average {load:.1f} on {cores} cores): "
-            f"threads that wait for each other can run many times slower than one; "
-            f"consider train.num_threads=1 (results differ from {threads} threads only in float rounding)")
 
 
 def _run(recipe: Recipe, env: D.DistEnv, out: Path | None, recipe_path: str | None,
