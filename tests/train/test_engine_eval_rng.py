@@ -25,7 +25,9 @@ def _train(eval_every: int) -> tuple[torch.Tensor, list[float]]:
     def evaluate(step: int) -> dict[str, float]:
         model.eval()
         x = torch.randn(32, 6)  # an evaluation that samples (prompts, crops, subsets ...)
-        return {"val_x": float(model(x).mean()) + float(np.random.rand()) + random.random()}
+        with torch.no_grad():
+            y = float(model(x).mean())
+        return {"val_x": y + float(np.random.rand()) + random.random()}
 
     logged: list[float] = []
     fit(model, batches(), lambda b: (model(b).pow(2).mean(), {}), opt,
