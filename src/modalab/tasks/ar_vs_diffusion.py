@@ -10,8 +10,8 @@ It reads top to bottom:
    are disjoint, so the sum trains each on its own loss (set ``train.grad_clip: null`` to keep the
    clipping from coupling them). An EMA of the diffusion branch (``loss.ema_decay``) samples.
 4. evaluation (``tasks/ar_vs_diffusion_eval.py``): on val, both class-matches and FIDs (the
-   plateau), and at the end the ``eval.val_sweep`` sampler settings (``artifacts/val_sweep.json``);
-   on test once, per path: FID / KID beside the real-vs-real floor, CLIP-S, class-match, sampling
+   plateau); at the end, before the test, the ``eval.sweep_*`` sampler settings are scored on val and
+   one per path is picked by a fixed rule (``artifacts/val_sweep.json``); then on test once, per path: FID / KID beside the real-vs-real floor, CLIP-S, class-match, sampling
    seconds per image (batch of one) and per batch, peak memory of a training step and of sampling,
    the loss curve's final value and spikes, and region editing (AR: Gibbs resampling of a region's
    codes; diffusion: RePaint inpainting) judged against a new caption.
@@ -55,9 +55,20 @@ class Sampler(Section):
         return v
 
 
+class Guidance(Section):
+    guidance: float = Field(ge=0)
+    guidance_interval: tuple[int, int] | None = None
+
+
 class ArVsDiffusionEval(EvalBase):
     sampler: Sampler = Field(default_factory=Sampler, description="the settings scored (chosen on val)")
-    val_sweep: list[Sampler] = Field(default_factory=list, description="settings scored on val at the end")
+    sweep_ar_temperature: list[float] = Field(default_factory=list, description="AR temperatures scored on val "
+                                              "before the test; the rule ``select_min_class_match`` picks one")
+    sweep_guidance: list[Guidance] = Field(default_factory=list, description="diffusion guidance settings "
+                                           "scored on val before the test, picked by the same rule")
+    select_min_class_match: float = Field(0.9, ge=0, le=1, description="rule, per path: the lowest val FID "
+                                          "among settings with val class-match >= this, else the highest "
+                                          "class-match")
     generate_samples: int = Field(200, gt=0, description="held-out captions used as prompts")
     latency_samples: int = Field(8, gt=0, description="prompts sampled one at a time (s per image, batch 1)")
     val_fid: bool = Field(True, description="validation evaluations also give FID against the val images")
@@ -193,10 +204,7 @@ class ArVsDiffusionTask:
         self.model.eval()
         try:
             if split == "val":
-                res = ev.score_split(self, "val", self.eval_cfg.sampler, fid=self.eval_cfg.val_fid)
-                if self.eval_cfg.val_sweep and self.global_step >= self.recipe.train.steps:
-                    ev.val_sweep(self)
-                return res
+                return ev.score_split(self, "val", self.eval_cfg.sampler, fid=self.eval_cfg.val_fid)
             return ev.test_table(self) if final else ev.score_split(self, "test", self.eval_cfg.sampler, fid=False)
         finally:
             self.model.train()

@@ -3,8 +3,11 @@
 - ``score_split``: class-match (RBF-SVM judge fitted on the real training images) and, optionally,
   FID against the split's real images with the in-house feature CNN, beside the real-vs-real floor
   (as many real training images as the split has, against the split).
-- ``val_sweep``: ``score_split`` on val for every ``eval.val_sweep`` setting -> artifacts/val_sweep.json.
-- ``test_table``: the whole comparison on test (see the task's docstring), flat keys per path.
+- ``select_on_val``: every ``eval.sweep_*`` setting scored on val (one path each); per path the
+  rule ``eval.select_min_class_match`` picks one (lowest val FID among settings at or above the
+  class-match bar, else the highest class-match) -> the sampler the test uses; artifacts/val_sweep.json.
+- ``test_table``: ``select_on_val``, then the whole comparison on test once (see the task's
+  docstring), flat keys per path.
 """
 
 from __future__ import annotations
@@ -45,14 +48,15 @@ def feature_net(task: ArVsDiffusionTask):
     return cached_feature_net(x, y, cfg, task.run.path / "eval_nets")
 
 
-def score_split(task: ArVsDiffusionTask, split: str, s: Sampler, fid: bool) -> dict[str, float]:
+def score_split(task: ArVsDiffusionTask, split: str, s: Sampler, fid: bool,
+                paths: tuple[str, ...] = PATHS) -> dict[str, float]:
     """class_match_<path> (and fid_<path>, fid_floor) on the split's captions, n = generate_samples."""
     x, y, texts = task.tensors(split)
     n = min(task.eval_cfg.generate_samples, len(texts))
     res: dict[str, float] = {}
     net = feature_net(task) if fid else None
     real = net.embed(x) if net is not None else None  # (N, F)
-    for path in PATHS:
+    for path in paths:
         gen = task.sample(path, texts[:n], s, seed=task.recipe.run.seed)
         res[f"class_match_{path}"] = judge(task).class_match(gen, y[:n])
         if net is not None:
@@ -67,16 +71,43 @@ def score_split(task: ArVsDiffusionTask, split: str, s: Sampler, fid: bool) -> d
 _fid = fid  # the argument ``fid`` of score_split shadows the function
 
 
-def val_sweep(task: ArVsDiffusionTask) -> list[dict[str, Any]]:
-    rows = []
-    for s in task.eval_cfg.val_sweep:
-        t0 = time.process_time()
-        rows.append({"sampler": s.model_dump(mode="json"), **score_split(task, "val", s, fid=True),
-                     "cpu_seconds": time.process_time() - t0})
-    path = task.run.path / "artifacts" / "val_sweep.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rows, indent=1))
-    return rows
+def pick(rows: list[dict[str, float]], bar: float) -> int:
+    """Index of the row with the lowest ``fid`` among rows with ``class_match`` >= bar, else of the
+    highest ``class_match`` (ties: the earlier row)."""
+    if not rows:
+        raise ValueError("pick: no rows to choose from")
+    ok = [i for i, r in enumerate(rows) if r["class_match"] >= bar]
+    if ok:
+        return min(ok, key=lambda i: (rows[i]["fid"], i))
+    return max(range(len(rows)), key=lambda i: (rows[i]["class_match"], -i))
+
+
+def select_on_val(task: ArVsDiffusionTask) -> Sampler:
+    """The sampler the test uses: ``eval.sampler`` with each path's swept field chosen on val."""
+    e = task.eval_cfg
+    base = e.sampler
+    sweeps = {"ar": [base.model_copy(update={"ar_temperature": t}) for t in e.sweep_ar_temperature],
+              "diffusion": [base.model_copy(update=g.model_dump()) for g in e.sweep_guidance]}
+    log: dict[str, Any] = {"rule": f"lowest val FID with val class-match >= {e.select_min_class_match}, "
+                                   "else the highest class-match"}
+    chosen = base
+    for path, cands in sweeps.items():
+        if not cands:
+            continue
+        rows = []
+        for s in cands:
+            r = score_split(task, "val", s, fid=True, paths=(path,))
+            rows.append({"class_match": r[f"class_match_{path}"], "fid": r[f"fid_{path}"],
+                         "fid_floor": r["fid_floor"], "sampler": s.model_dump(mode="json")})
+        i = pick(rows, e.select_min_class_match)
+        log[path] = {"rows": rows, "chosen": i}
+        keys = ("ar_temperature",) if path == "ar" else ("guidance", "guidance_interval")
+        chosen = chosen.model_copy(update={k: getattr(cands[i], k) for k in keys})
+    log["sampler"] = chosen.model_dump(mode="json")
+    out = task.run.path / "artifacts" / "val_sweep.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(log, indent=1))
+    return chosen
 
 
 def _timed(fn) -> tuple[Any, float, float]:
@@ -88,13 +119,16 @@ def _timed(fn) -> tuple[Any, float, float]:
 
 def test_table(task: ArVsDiffusionTask) -> dict[str, Any]:
     e, seed = task.eval_cfg, task.recipe.run.seed
+    s = task.chosen = select_on_val(task)  # val only; the test below is scored once with it
     x, y, texts = task.tensors("test")
     n = min(e.generate_samples, len(texts))
+    lo, hi = s.guidance_interval or (-1, -1)
     res: dict[str, Any] = {"judge_test_accuracy": float((judge(task).predict(x) == y).float().mean()),
-                           "generate_samples": n}
+                           "generate_samples": n, "chosen_ar_temperature": s.ar_temperature,
+                           "chosen_guidance": s.guidance, "chosen_guidance_lo": lo, "chosen_guidance_hi": hi}
     gen: dict[str, Tensor] = {}
     for path in PATHS:
-        sample = lambda: task.sample(path, texts[:n], e.sampler, seed=seed)  # noqa: E731
+        sample = lambda: task.sample(path, texts[:n], s, seed=seed)  # noqa: E731
         if e.memory_probe:
             (gen[path], mib), cpu, wall = _timed(lambda: peak_rss_mib(sample))
             res[f"peak_mib_sample_{path}"] = mib
@@ -103,7 +137,7 @@ def test_table(task: ArVsDiffusionTask) -> dict[str, Any]:
         res[f"sample_cpu_s_per_batch_{path}"], res[f"sample_wall_s_per_batch_{path}"] = cpu, wall
         res[f"sample_cpu_s_per_image_batched_{path}"] = cpu / n
         k = min(e.latency_samples, n)
-        _, cpu1, wall1 = _timed(lambda: [task.sample(path, [t], e.sampler, seed=seed) for t in texts[:k]])
+        _, cpu1, wall1 = _timed(lambda: [task.sample(path, [t], s, seed=seed) for t in texts[:k]])
         res[f"sample_cpu_s_per_image_{path}"], res[f"sample_wall_s_per_image_{path}"] = cpu1 / k, wall1 / k
         res[f"class_match_{path}"] = judge(task).class_match(gen[path], y[:n])
     res["sample_batch_size"] = min(e.batch_size, n)
@@ -174,7 +208,7 @@ def edit_probe(task: ArVsDiffusionTask) -> dict[str, float]:
     text, pad = task.ids(new_texts)
     tok_mask, pix = edit_regions(task)
     out = pix.expand(k, 1, *pix.shape[2:])  # (k, 1, H, W)
-    jd, s, src = judge(task), e.sampler, x[:k]
+    jd, s, src = judge(task), getattr(task, "chosen", e.sampler), x[:k]
     res = {"edit_samples": float(k), "edit_class_match_source": jd.class_match(src, new_y)}
     codes = m.encode(src)  # (k, N)
     base = m.decode(codes)  # the AR path's own canvas before the edit
