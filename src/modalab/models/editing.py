@@ -28,7 +28,8 @@ def code_loglik(ar: UnifiedTransformer, text: Tensor, text_pad: Tensor | None, c
     ids = ar.generate_sequence(text, codes)  # (B, T + 2 + N)
     start = text.shape[1] + 2
     logits = ar.logits(ids, ar._prompt_pad(text_pad, ids.shape[1]))[:, start - 1 : -1, ar.V : ar.V + ar.K]
-    return F.log_softmax(logits.float(), -1).gather(-1, codes[..., None]).squeeze(-1)  # (B, N)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float64 stays float64
+    return F.log_softmax(logits, -1).gather(-1, codes[..., None]).squeeze(-1)  # (B, N)
 
 
 @torch.no_grad()
