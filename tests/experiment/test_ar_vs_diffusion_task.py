@@ -1,0 +1,53 @@
+"""Task ar_vs_diffusion end to end on a tiny budget: the val choice before the test, every table key,
+the editing invariants; the selection rule on its own."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from modalab.config import ConfigError, load
+from modalab.experiment.runner import run
+from modalab.tasks.ar_vs_diffusion_eval import pick
+
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "ar_vs_diffusion.yaml"
+TINY = [
+    "model.tokenizer.pretrain_steps=10", "model.ar.dim=32", "model.ar.depth=1", "model.diffusion_text.dim=32",
+    "model.diffusion_text.depth=1", "model.diffusion.channels=8", "train.steps=4", "train.batch_size=32",
+    "train.eval_every=2", "train.log_every=2", "optim.warmup_steps=0", "run.progress=false",
+    'train.stages=[{name: both, steps: 4, trainable: ["ar.*", "diffusion_text.*", "diffusion.*"]}]',
+    "eval.generate_samples=12", "eval.latency_samples=2", "eval.edit_samples=6", "eval.edit_sweeps=1",
+    "eval.sampler.ddim_steps=3", "eval.sweep_ar_temperature=[0.5, 1.0]",
+    "eval.sweep_guidance=[{guidance: 1.0}, {guidance: 2.0, guidance_interval: [0, 500]}]",
+    "eval.feature_net_steps=60", "eval.score_encoder_steps=20",
+]
+
+
+def test_ar_vs_diffusion_runs_end_to_end(tmp_path):
+    out = run(load(RECIPE, TINY), tmp_path / "run")
+    res = json.loads((out / "results.json").read_text())
+    for path in ("ar", "diffusion"):
+        for key in ("class_match", "generate_fid", "generate_kid", "generate_clip_score", "sample_cpu_s_per_image",
+                    "sample_cpu_s_per_batch", "peak_mib_sample", "peak_mib_train_step", "final_loss",
+                    "loss_spikes", "edit_class_match", "edit_outside_change", "val_class_match", "val_fid"):
+            assert math.isfinite(res[f"{key}_{path}"]), (key, path)
+    assert res["edit_outside_change_diffusion"] == 0.0  # RePaint pastes the known pixels back
+    assert res["edit_samples"] == 6 and res["generate_samples"] == 12 and res["num_test"] == 450
+    sweep = json.loads((out / "artifacts" / "val_sweep.json").read_text())
+    assert len(sweep["ar"]["rows"]) == 2 and len(sweep["diffusion"]["rows"]) == 2
+    assert sweep["sampler"]["ar_temperature"] == res["chosen_ar_temperature"]
+    assert sweep["sampler"]["guidance"] == res["chosen_guidance"]
+    assert res["params"]["ar"] > 0 and res["params"]["diffusion"] > 0
+
+
+def test_pick_rule_and_bad_keys():
+    rows = [{"class_match": 0.95, "fid": 30.0}, {"class_match": 0.92, "fid": 10.0}, {"class_match": 0.5, "fid": 5.0}]
+    assert pick(rows, 0.9) == 1  # lowest FID above the bar
+    assert pick(rows, 0.99) == 0  # none above: the highest class-match
+    with pytest.raises(ValueError, match="no rows"):
+        pick([], 0.9)
+    with pytest.raises(ConfigError, match="edit_rowz"):
+        load(RECIPE, ["eval.edit_rowz=[0, 8]"])
