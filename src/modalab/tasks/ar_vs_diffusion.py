@@ -120,7 +120,7 @@ class ArVsDiffusionTask:
                                                self.cfg.tokenizer, seed=recipe.run.seed)
         self.model.tokenizer.requires_grad_(False).eval()
         self.ema = copy.deepcopy(nn.ModuleDict({"text": self.model.diffusion_text,
-                                                "diffusion": self.model.diffusion})).requires_grad_(False)
+                                                "diffusion": self.model.diffusion})).requires_grad_(False).eval()
         self.history: dict[str, list[float]] = {"ar": [], "diffusion": []}
         self.global_step = 0
 
@@ -202,6 +202,7 @@ class ArVsDiffusionTask:
         if split not in ("test", "val"):
             raise ValueError(f"task ar_vs_diffusion: split='{split}'; expected 'test' or 'val'")
         self.model.eval()
+        self.ema.eval()  # no dropout in the EMA text encoder when sampling
         try:
             if split == "val":
                 return ev.score_split(self, "val", self.eval_cfg.sampler, fid=self.eval_cfg.val_fid)
