@@ -8,7 +8,9 @@ Prints Markdown: (1) the validation curve of both paths (class-match and FID at 
 (diffusion - AR) with how many seeds agree in sign, its minimum detectable effect at n seeds
 (paired t, two-sided alpha 0.05, power 0.8: (t_0.975 + t_0.8) * sd_diff / sqrt(n)), and the
 chapter's own words (5.2.2 table, verbatim). With n = 5 no exact sign test reaches p < 0.05
-(its smallest p is 2 / 2^5 = 0.0625), so the verdicts are descriptive.
+(its smallest p is 2 / 2^5 = 0.0625), so the verdicts are descriptive. Each seed trains its own FID
+feature CNN, so FIDs of different seeds are in different units: read them beside the floor (the
+FID / floor row).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from scipy import stats
 # (label, key without the path suffix, format, chapter words of 5.2.2's table: AR / DM)
 ROWS = [
     ("FID (test, in-house feature CNN)", "generate_fid", "{:.1f}", '5.2.2 生成质量: AR "中等", DM "高"'),
+    ("FID / floor (test; floor: real train vs test at n = 200, same feature CNN)", "fid_ratio", "{:.2f}", ""),
     ("KID / 1e3 (test; eval/generation.py units)", "generate_kid", "{:.0f}", ""),
     ("precision (test)", "generate_precision", "{:.3f}", ""),
     ("recall (test)", "generate_recall", "{:.3f}", ""),
@@ -55,6 +58,9 @@ def ms(v: np.ndarray, fmt: str) -> str:
 
 def main(runs: list[Path]) -> None:
     data = [load(r) for r in runs]
+    for res, _ in data:  # each seed trains its own feature CNN: FID in units of its own floor
+        for p in ("ar", "diffusion"):
+            res[f"fid_ratio_{p}"] = res[f"generate_fid_{p}"] / res["fid_real_train_same_n"]
     n = len(data)
     print(f"runs: {', '.join(str(r) for r in runs)} (n = {n} seeds)\n")
     # 1. validation curve
