@@ -64,7 +64,13 @@ def main(runs: list[Path]) -> None:
     n = len(data)
     print(f"runs: {', '.join(str(r) for r in runs)} (n = {n} seeds)\n")
     # 1. validation curve
-    keys = ("val_class_match_ar", "val_class_match_diffusion", "val_fid_ar", "val_fid_diffusion", "val_fid_floor")
+    for _, recs in data:
+        for r in recs:
+            if "val_fid_floor" in r:
+                for p in ("ar", "diffusion"):
+                    r[f"val_fid/floor_{p}"] = r[f"val_fid_{p}"] / r["val_fid_floor"]
+    keys = ("val_class_match_ar", "val_class_match_diffusion", "val_fid/floor_ar", "val_fid/floor_diffusion",
+            "val_fid_floor")
     steps = sorted({r["step"] for _, recs in data for r in recs if "val_class_match_ar" in r})
     print("| step (val, sampler: AR T = 1, guidance 1) | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 1) + "|")
@@ -73,7 +79,7 @@ def main(runs: list[Path]) -> None:
         for k in keys:
             v = np.array([next(r[k] for r in recs if r.get("step") == s and k in r) for _, recs in data
                           if any(r.get("step") == s and k in r for r in recs)])
-            cells.append(ms(v, "{:.3f}" if "match" in k else "{:.1f}") if len(v) else "-")
+            cells.append(ms(v, "{:.3f}" if "match" in k else "{:.2f}") if len(v) else "-")
         print(f"| {s} | " + " | ".join(cells) + " |")
     # 2. chosen samplers
     print("\n| seed run | chosen AR temperature | chosen guidance | interval |")
