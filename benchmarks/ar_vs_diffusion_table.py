@@ -105,6 +105,10 @@ def main(runs: list[Path]) -> None:
         mde = tq * diff.std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
         print(f"| {label} | {ms(a, fmt)} | {ms(b, fmt)} | {ms(diff, fmt)} | {int((diff > 0).sum())}/{n} | "
               f"{fmt.format(mde)} | {words} |")
+    if n > 1:  # the two losses have different units (cross-entropy, MSE): compare their spread relatively
+        cv = {p: np.array([d[0][f"final_loss_{p}"] for d in data]) for p in ("ar", "diffusion")}
+        print("\nfinal loss over seeds, std / mean: " + ", ".join(
+            f"{p} {v.std(ddof=1) / v.mean():.3f}" for p, v in cv.items()))
 
 
 if __name__ == "__main__":
