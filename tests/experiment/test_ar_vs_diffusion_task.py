@@ -51,3 +51,21 @@ def test_pick_rule_and_bad_keys():
         pick([], 0.9)
     with pytest.raises(ConfigError, match="edit_rowz"):
         load(RECIPE, ["eval.edit_rowz=[0, 8]"])
+
+
+def test_sampling_is_deterministic_in_training_mode_too(tmp_path):
+    """The EMA branch samples without dropout even after the runner put the model in train mode."""
+    import torch
+
+    from modalab import registry
+    from modalab.experiment.rundir import RunDir
+
+    recipe = load(RECIPE, TINY + ["model.diffusion_text.dropout=0.5", "model.ar.dropout=0.5"])
+    task = registry.build("task", "ar_vs_diffusion", recipe, RunDir(tmp_path / "r"))
+    task.model.train()
+    task.ema.train()
+    task.evaluate(final=False, split="test")  # what the runner may call mid-training
+    s = task.eval_cfg.sampler
+    a = task.sample("diffusion", ["a handwritten seven"] * 3, s, seed=0)
+    b = task.sample("diffusion", ["a handwritten seven"] * 3, s, seed=0)
+    assert torch.equal(a, b) and not task.ema.training
