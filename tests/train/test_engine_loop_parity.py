@@ -110,14 +110,14 @@ def test_unified_tokenizer_branch_through_the_engine_matches_the_old_loop(quanti
 def _old_train_tokenizer(steps, disc_start, seed=0, lr=2e-3, batch_size=8, log=None):
     """eval/tokenizer_sweep.train_tokenizer's old loop, for fsq, 8x8 digits, GAN + perceptual."""
     from modalab.eval.reconstruction import evaluate_tokenizer
-    from modalab.eval.tokenizer_sweep import NUM_TRAIN, digits_images
+    from modalab.eval.tokenizer_sweep import digits_splits
     from modalab.vision.quantizers import build_quantizer
     from modalab.vision.tokenizer import ImageTokenizer
     from modalab.vision.vqgan import PatchDiscriminator, StructuralLoss, VQGANLoss
 
     torch.manual_seed(seed)
-    images = digits_images(8)
-    train, held_out = images[:NUM_TRAIN], images[NUM_TRAIN:]
+    data = digits_splits(8, seed)
+    train, held_out = data["train"], data["val"]  # the harness trains on train, scores val by default
     tok = ImageTokenizer(build_quantizer("fsq", 4, 64, None), in_channels=1, channels=8, num_down=1, latent_dim=4)
     disc = PatchDiscriminator(1, 8, n_layers=1)
     objective = VQGANLoss(disc, StructuralLoss(), rec_loss="l1", perceptual_weight=0.5, disc_weight=0.5,

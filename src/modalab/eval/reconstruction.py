@@ -85,24 +85,44 @@ def reconstruction_metrics(
     return out
 
 
+def bits_per_image(num_tokens: int, codebook_size: int | None, latent_dim: int,
+                   kl_bits_per_token: float | None = None) -> float:
+    """Information per image: ``num_tokens * log2(K)`` for codes (``num_tokens``: index entries per
+    image, so residual levels count; one index space over two books, VQ-VAE-2, gives an upper
+    bound); for continuous tokens the VAE
+    rate ``num_tokens * kl_bits_per_token`` when there is a KL bottleneck, else the float32 storage
+    ``num_tokens * latent_dim * 32`` (nominal: an upper bound, not a rate)."""
+    if codebook_size is not None:
+        return num_tokens * math.log2(codebook_size)
+    if kl_bits_per_token is not None:
+        return num_tokens * kl_bits_per_token
+    return float(num_tokens * latent_dim * 32)
+
+
 @torch.no_grad()
 def evaluate_tokenizer(tok: nn.Module, images: Tensor, batch_size: int = 256) -> dict:
-    """Reconstruction metrics of ``tok`` on images (N, C, H, W) in [0, 1].
+    """Reconstruction metrics of ``tok`` on images (N, C, H, W) in [0, 1], plus ``bits_per_image``.
 
     SSIM uses the standard 11x11 window, shrunk to the largest odd size that fits smaller images.
     """
     was_training = tok.training
     tok.eval()
-    recons, indices = [], []
+    recons, indices, kl_bits = [], [], []
     for i in range(0, len(images), batch_size):
-        r, idx, _ = tok(images[i : i + batch_size])
+        r, idx, aux = tok(images[i : i + batch_size])
         recons.append(r)
         if idx is not None:
             indices.append(idx)
+        if "kl_bits" in aux:  # continuous tokens with a KL bottleneck: bits per token, batch mean
+            kl_bits.append(float(aux["kl_bits"]) * len(r))
     tok.train(was_training)
     idx_all = torch.cat(indices) if indices else None
     n_tok = tok.tokens_per_image(images.shape[-2], images.shape[-1])
     side = min(images.shape[-2:])
     window = min(11, side if side % 2 else side - 1)
-    return reconstruction_metrics(images, torch.cat(recons), idx_all, tok.codebook_size,
-                                  num_tokens=n_tok, ssim_window=window)
+    out = reconstruction_metrics(images, torch.cat(recons), idx_all, tok.codebook_size,
+                                 num_tokens=n_tok, ssim_window=window)
+    kl_tok = sum(kl_bits) / len(images) if kl_bits else None
+    entries = tokens_per_image(idx_all) if idx_all is not None else n_tok
+    out["bits_per_image"] = bits_per_image(entries, tok.codebook_size, getattr(tok, "latent_dim", 0), kl_tok)
+    return out

@@ -3,10 +3,14 @@
 ``train_tokenizer(...)`` is the function a recipe task calls: it builds the quantizer and the
 tokenizer, trains with the VQGAN objective (GAN and perceptual terms optional), evaluates on the
 held-out digits and returns ``psnr``, ``ssim``, ``codebook_usage``, ``perplexity`` and
-``tokens_per_image`` (plus a few extras: ``codebook_size``, ``final_rec_loss``, ``train_seconds``).
+``tokens_per_image`` (plus a few extras: ``bits_per_image``, ``codebook_size``, ``final_rec_loss``,
+``train_seconds``, ``split``).
 
 Data: ``sklearn.datasets.load_digits`` (1797 images of 8x8, values 0-16), scaled to [0, 1] and
-upsampled bilinearly to ``image_size``; the first 1500 images train, the last 297 evaluate.
+upsampled bilinearly to ``image_size``. Splits (``digits_splits``): the last 297 digits are TEST;
+``val_fraction`` of the first 1500 (stratified by label, chosen by the seed) is VAL; the rest
+trains. ``split="val"`` (the default) scores on val: use it for every choice. ``split="test"``
+scores the test digits: run it once, for the settings chosen on val.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from modalab.vision.quantizers import build_quantizer
 from modalab.vision.tokenizer import ImageTokenizer
 from modalab.vision.vqgan import PatchDiscriminator, StructuralLoss, VQGANLoss
 
-NUM_TRAIN = 1500
+NUM_TRAIN = 1500  # the first 1500 digits are train + val; the last 297 are test
+SPLITS = ("val", "test")
 
 
 def digits_images(image_size: int = 16) -> Tensor:
@@ -35,6 +40,20 @@ def digits_images(image_size: int = 16) -> Tensor:
     if image_size != 8:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
     return x.clamp(0, 1)
+
+
+def digits_splits(image_size: int = 16, seed: int = 0, val_fraction: float = 0.1) -> dict[str, Tensor]:
+    """``{"train", "val", "test"}`` digits (N, 1, S, S): test = the last 297, val = ``val_fraction``
+    of the first 1500 (stratified by label, by ``seed``), train = the rest of the first 1500."""
+    from sklearn.datasets import load_digits
+
+    from modalab.data.dataset import carve_val
+
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"digits_splits: val_fraction={val_fraction}; expected 0 < val_fraction < 1")
+    images, labels = digits_images(image_size), load_digits().target.tolist()
+    tr, va = carve_val(range(NUM_TRAIN), val_fraction, seed, labels=labels)
+    return {"train": images[tr], "val": images[va], "test": images[NUM_TRAIN:]}
 
 
 def train_tokenizer(
@@ -59,19 +78,24 @@ def train_tokenizer(
     disc_start: int = 250,
     disc_weight: float = 0.5,
     seed: int = 0,
+    split: str = "val",
+    val_fraction: float = 0.1,
     num_threads: int | None = None,
     log: Callable[[int, dict], None] | None = None,
     log_every: int = 50,
 ) -> dict[str, float]:
-    """Train a tokenizer on the digits for ``steps`` steps and return its evaluation metrics.
+    """Train a tokenizer on the training digits for ``steps`` steps; metrics on ``split``.
 
-    ``log(step, logs)`` is called every ``log_every`` steps with the loss terms.
+    ``split``: "val" (choices) or "test" (once, at the end). ``log(step, logs)`` is called every
+    ``log_every`` steps with the loss terms.
     """
+    if split not in SPLITS:
+        raise ValueError(f"train_tokenizer: split={split!r}; expected one of {SPLITS} (tune on val)")
     if num_threads:
         torch.set_num_threads(num_threads)
     torch.manual_seed(seed)
-    images = digits_images(image_size)
-    train, held_out = images[:NUM_TRAIN], images[NUM_TRAIN:]
+    data = digits_splits(image_size, seed, val_fraction)
+    train, held_out = data["train"], data[split]
     vq_kwargs = {}
     if quantizer == "vq":
         vq_kwargs = dict(code_dim=code_dim, l2_normalize=l2_normalize, use_ema=use_ema,
@@ -130,7 +154,7 @@ def train_tokenizer(
     seconds = time.perf_counter() - start
 
     metrics = evaluate_tokenizer(tok, held_out)
-    metrics.update(codebook_size=tok.codebook_size or 0,
+    metrics.update(codebook_size=tok.codebook_size or 0, split=split, num_eval=len(held_out),
                    final_rec_loss=logs.get("rec", float("nan")), train_seconds=seconds)
     return metrics
 
@@ -147,14 +171,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="val", choices=SPLITS,
+                   help="val for choices; test once, for the settings chosen on val")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
+    print(f"split: {a.split}")
     print("| quantizer | K | tokens/img | PSNR | SSIM | usage | perplexity | train s |")
     print("|---|---|---|---|---|---|---|---|")
     for k in a.codebook_sizes:
         m = train_tokenizer(quantizer=a.quantizer, codebook_size=k, image_size=a.image_size,
                             num_down=a.num_down, steps=a.steps, batch_size=a.batch_size,
-                            seed=a.seed, num_threads=a.threads)
+                            seed=a.seed, split=a.split, num_threads=a.threads)
         print(f"| {a.quantizer} | {m['codebook_size']} | {m['tokens_per_image']} | "
               f"{m['psnr']:.2f} | {m['ssim']:.4f} | {m['codebook_usage']:.3f} | "
               f"{m['perplexity']:.1f} | {m['train_seconds']:.0f} |", flush=True)

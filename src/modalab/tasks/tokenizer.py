@@ -9,7 +9,9 @@ split) + optional patch discriminator with the adaptive weight). ``step`` gives 
 tokenizer's loss on one batch; once the discriminator is switched on, the engine steps it with its
 own optimizer right after the tokenizer's step (``second_optimizer``, on the detached recons);
 ``evaluate`` reconstructs the held-out split and reports ``psnr``, ``ssim``, ``codebook_usage``,
-``perplexity`` and ``tokens_per_image`` (``eval/reconstruction.py``).
+``perplexity``, ``tokens_per_image`` and ``bits_per_image`` (``eval/reconstruction.py``); on
+digit scenes ``eval.cell_probe`` adds a per-cell digit probe on real vs reconstructed scenes
+(``eval/scene_probe.py``: does digit identity / count survive the tokens?).
 
 Sweep codebook sizes with ``modalab sweep recipes/tokenizer_codebook_sweep.yaml --grid
 model.codebook_size=64,256,1024,4096 --seeds 3``.
@@ -34,6 +36,7 @@ from modalab.registry import register
 from modalab.eval.feature_net import FeatureNetConfig, cached_feature_net, feature_net_path
 from modalab.eval.reconstruction import evaluate_tokenizer
 from modalab.eval.reconstruction_fid import reconstruction_fid
+from modalab.eval.scene_probe import cell_labels, probe_metrics, train_cell_probe
 from modalab.train.engine import SecondOptimizer
 from modalab.vision.lpips_features import load_feature_lpips
 
@@ -44,6 +47,9 @@ class TokenizerEval(EvalBase):
     fid: bool = Field(False, description="also report reconstruction FID, its real-vs-real floors and "
                       "lpips_feat on a feature CNN trained on the training split (eval/reconstruction_fid.py)")
     feature_net_steps: int = Field(300, gt=0, description="training steps of the FID feature CNN (seed 0)")
+    cell_probe: bool = Field(False, description="digit_scenes only: per-cell digit probe (eval/scene_probe.py) "
+                             "trained on real training scenes, scored on real and reconstructed held-out scenes")
+    probe_steps: int = Field(600, gt=0, description="training steps of the cell probe")
 
 
 class TokenizerTask:
@@ -75,6 +81,7 @@ class TokenizerTask:
         lr = getattr(recipe.loss, "disc_lr", recipe.optim.lr)
         self.disc_opt = torch.optim.AdamW(disc.parameters(), lr=lr, betas=(0.5, 0.9)) if disc else None
         self.global_step = 0
+        self._probe: torch.nn.Module | None = None  # the cell probe, trained at the first evaluation
         self._last: tuple[Tensor, Tensor] | None = None  # (images, detached recons) of the step
 
     # data ---------------------------------------------------------------------------------
@@ -134,8 +141,8 @@ class TokenizerTask:
 
     # evaluation ---------------------------------------------------------------------------
     def held_out_images(self, split: str = "test") -> Tensor:
-        """(N, C, H, W) held-out images in [0, 1]."""
-        dataset = self.data.val if split == "val" else self.data.test
+        """(N, C, H, W) images of ``split`` ("val" | "test", or "train" for the probe) in [0, 1]."""
+        dataset = {"train": self.data.train, "val": self.data.val}.get(split, self.data.test)
         loader = DataLoader(dataset, batch_size=self.eval_cfg.batch_size, collate_fn=collate)
         return torch.cat([self.to_unit(b.images) for b in loader])
 
@@ -149,6 +156,8 @@ class TokenizerTask:
             cfg = FeatureNetConfig(steps=self.eval_cfg.feature_net_steps, seed=0)
             res.update(reconstruction_fid(self.model, images, x.to(images.device), y, cfg, self.cache_dir,
                                           seed=self.recipe.run.seed, batch_size=self.eval_cfg.batch_size))
+        if self.eval_cfg.cell_probe:
+            res.update(self.cell_probe_metrics(split, images))
         if final and self.eval_cfg.samples:
             was = self.model.training
             self.model.eval()
@@ -158,6 +167,33 @@ class TokenizerTask:
             self.run.write_artifact("reconstructions", {
                 "images": images[:n, 0].cpu().tolist(), "recons": recon[:, 0].cpu().tolist()})
         return res
+
+    def scene_labels(self, split: str) -> Tensor:
+        """(N, 4) cell labels of the ``split`` scenes ("train" | "val" | "test"; digit_scenes only)."""
+        dataset = {"train": self.data.train, "val": self.data.val, "test": self.data.test}[split]
+        items = [dataset[i] for i in range(len(dataset))]
+        if any("scene" not in s.meta for s in items):
+            raise ValueError(f"eval.cell_probe needs data.source=digit_scenes (samples with meta['scene']); "
+                             f"got data.source={self.recipe.data.source}: set eval.cell_probe=false")
+        return torch.stack([cell_labels(s.meta["scene"]) for s in items])
+
+    def cell_probe_metrics(self, split: str, images: Tensor) -> dict[str, float]:
+        """Probe accuracies on the real ``images`` of ``split`` (``probe_*_real``, the ceiling) and on
+        their reconstructions (``probe_*``); the probe trains once, on the real training scenes."""
+        labels = self.scene_labels(split)
+        if self._probe is None:
+            with torch.random.fork_rng(devices=[]):  # reading training scenes draws from the global RNG
+                x, y = self.held_out_images("train"), self.scene_labels("train")
+            self._probe = train_cell_probe(x, y, steps=self.eval_cfg.probe_steps,
+                                           seed=self.recipe.run.seed).to(images.device)
+        was = self.model.training
+        self.model.eval()
+        bs = self.eval_cfg.batch_size
+        recon = torch.cat([self.model(images[i:i + bs])[0].clamp(0, 1) for i in range(0, len(images), bs)])
+        self.model.train(was)
+        real = probe_metrics(self._probe, images, labels.to(images.device), bs)
+        rec = probe_metrics(self._probe, recon, labels.to(images.device), bs)
+        return {**{f"probe_{k}": v for k, v in rec.items()}, **{f"probe_{k}_real": v for k, v in real.items()}}
 
     def counts(self) -> dict[str, Any]:
         return {

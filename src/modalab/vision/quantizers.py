@@ -273,18 +273,46 @@ class FSQ(nn.Module):
 
 
 class ContinuousQuantizer(nn.Module):
-    """No quantisation: continuous tokens (SEED / LaVIT / Emu style); indices are ``None``."""
+    """No quantisation: continuous tokens (SEED / LaVIT / Emu style); indices are ``None``.
+
+    ``kl_weight == 0``: the identity, the encoder latents go straight to the decoder.
+    ``kl_weight > 0``: a VAE bottleneck with a learned diagonal variance. ``z`` is the posterior
+    mean mu, a linear head gives log sigma^2 (initialised to -4: sigma ~ 0.14), training decodes
+    ``mu + sigma * eps`` (reparameterised) and evaluation decodes ``mu``. ``aux["loss"]`` is
+    ``kl_weight`` times KL(N(mu, sigma^2) || N(0, 1)) averaged over latent elements;
+    ``aux["kl_bits"]`` is that KL summed over the channels, in bits per token (the rate).
+    """
 
     codebook_size = None
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, kl_weight: float = 0.0) -> None:
         super().__init__()
-        self.dim = dim
+        if kl_weight < 0:
+            raise ValueError(f"ContinuousQuantizer: kl_weight={kl_weight}; expected >= 0")
+        self.dim, self.kl_weight = dim, kl_weight
+        self.to_logvar: nn.Linear | None = None
+        if kl_weight > 0:
+            self.to_logvar = nn.Linear(dim, dim)
+            nn.init.zeros_(self.to_logvar.weight)
+            nn.init.constant_(self.to_logvar.bias, -4.0)
+
+    def kl_nats(self, mu: Tensor, logvar: Tensor) -> Tensor:
+        """KL(N(mu, exp(logvar)) || N(0, I)) per element, (..., dim)."""
+        return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
 
     def forward(self, z: Tensor) -> tuple[Tensor, None, dict[str, Tensor]]:
-        """Identity on ``z`` (..., dim); aux losses are zero."""
+        """Continuous tokens from ``z`` (..., dim); see the class docstring for the KL option."""
+        if z.shape[-1] != self.dim:
+            raise ValueError(f"ContinuousQuantizer: input last dim {z.shape[-1]}, expected {self.dim}")
         zero = z.new_zeros(())
-        return z, None, {"loss": zero, "commitment": zero, "codebook": zero}
+        if self.to_logvar is None:
+            return z, None, {"loss": zero, "commitment": zero, "codebook": zero}
+        logvar = self.to_logvar(z).clamp(-30.0, 20.0)  # (..., dim)
+        kl = self.kl_nats(z, logvar)  # (..., dim)
+        out = z + torch.randn_like(z) * (0.5 * logvar).exp() if self.training else z
+        aux = {"loss": self.kl_weight * kl.mean(), "commitment": zero, "codebook": zero,
+               "kl_bits": (kl.sum(-1) / math.log(2)).mean().detach()}
+        return out, None, aux
 
     def indices_to_codes(self, indices: Tensor) -> Tensor:
         """Continuous tokens are their own codes: identity on (..., dim)."""
@@ -328,5 +356,5 @@ def build_quantizer(
             )
         return FSQ(levels, dim=latent_dim)
     if kind == "continuous":
-        return ContinuousQuantizer(latent_dim)
+        return ContinuousQuantizer(latent_dim, **vq_kwargs)  # kl_weight only
     raise ValueError(f"build_quantizer: kind='{kind}'; expected 'vq', 'rvq', 'fsq' or 'continuous'")

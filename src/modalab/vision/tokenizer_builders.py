@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from modalab.config import NamedBase
@@ -33,6 +33,15 @@ class ImageTokenizerConfig(NamedBase):
     decay: float = Field(0.99, ge=0, lt=1, description="vq: EMA decay")
     kmeans_init: bool = Field(True, description="vq: k-means on the first training batch")
     dead_code_threshold: float = Field(1.0, ge=0, description="vq: restart codes below this EMA usage")
+    kl_weight: float = Field(0.0, ge=0, description="continuous: 0 = no regulariser (identity); > 0 = "
+                             "VAE bottleneck, learned variance, this weight on the mean KL per element")
+
+    @model_validator(mode="after")
+    def _kl_only_continuous(self) -> "ImageTokenizerConfig":
+        if self.kl_weight > 0 and self.quantizer != "continuous":
+            raise ValueError(f"model.kl_weight={self.kl_weight} applies to model.quantizer=continuous only; "
+                             f"got model.quantizer={self.quantizer}: set kl_weight=0 or quantizer=continuous")
+        return self
 
 
 def num_down_for(image_size: int, token_grid: int) -> int:
@@ -54,6 +63,8 @@ def build_image_tokenizer(cfg: ImageTokenizerConfig, *, image_size: int, in_chan
     if cfg.quantizer == "vq":
         vq = dict(code_dim=cfg.code_dim, l2_normalize=cfg.l2_normalize, beta=cfg.beta, use_ema=cfg.use_ema,
                   decay=cfg.decay, kmeans_init=cfg.kmeans_init, dead_code_threshold=cfg.dead_code_threshold)
+    elif cfg.quantizer == "continuous":
+        vq = dict(kl_weight=cfg.kl_weight)
     q = build_quantizer(cfg.quantizer, cfg.latent_dim, cfg.codebook_size, cfg.fsq_levels, **vq)
     return ImageTokenizer(q, in_channels=in_channels, channels=cfg.channels,
                           num_down=num_down_for(image_size, cfg.token_grid), latent_dim=cfg.latent_dim)

@@ -1,0 +1,98 @@
+"""Does a tokenizer keep what a digit scene says? A per-cell digit probe (chapter 5.2.3, token count).
+
+A digit scene (``data/scenes.py``) places 1-4 digits in the cells of a 2x2 grid, at most one per
+cell. ``cell_labels`` turns a scene into 4 labels in reading order: 0 = empty cell, 1 + d = digit d.
+``CellProbe`` is a small CNN whose feature map is average-pooled onto the same 2x2 grid and
+classified per cell (11 classes). It is trained on REAL training-split images only
+(``train_cell_probe``, under ``fork_rng`` so a run's own randomness is untouched); then
+``probe_metrics`` scores real and reconstructed images of a held-out split with it:
+
+- ``cell_acc``: share of the 4 cells labelled right (empty or which digit);
+- ``digit_acc``: share of occupied cells whose digit identity is right (the detail that matters);
+- ``count_acc``: share of scenes whose number of occupied cells is right;
+- ``scene_acc``: share of scenes with all 4 cells right.
+
+The gap between the real-image score (the probe's ceiling) and the reconstruction score is what the
+tokenizer lost.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+CELLS = ((0, 0), (0, 1), (1, 0), (1, 1))  # reading order
+NUM_CLASSES = 11  # empty + digits 0-9
+
+
+def cell_labels(scene: object) -> Tensor:
+    """(4,) long: 0 for an empty cell, 1 + digit for an occupied one (cells in reading order)."""
+    out = torch.zeros(len(CELLS), dtype=torch.long)
+    for d in scene.digits:  # type: ignore[attr-defined]
+        if d.cell not in CELLS:
+            raise ValueError(f"cell_labels: digit {d.digit} in cell {d.cell}; expected one of {CELLS}")
+        out[CELLS.index(d.cell)] = 1 + d.digit
+    return out
+
+
+class CellProbe(nn.Module):
+    """(N, C, H, W) in [0, 1] -> logits (N, 4, 11): one classifier per 2x2 grid cell."""
+
+    def __init__(self, channels: int = 3, width: int = 16) -> None:
+        super().__init__()
+        w = width
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (N, w, H/2, W/2)
+            nn.Conv2d(w, 2 * w, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.ReLU(),
+        )
+        self.head = nn.Linear(2 * w, NUM_CLASSES)
+        self.channels = channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.channels or x.shape[-1] % 2 or x.shape[-2] % 2:
+            raise ValueError(f"CellProbe: images must be (N, {self.channels}, H, W) with H, W divisible "
+                             f"by 2; got {tuple(x.shape)}")
+        f = F.adaptive_avg_pool2d(self.body(x * 2 - 1), 2)  # (N, 2w, 2, 2)
+        f = f.flatten(2).transpose(1, 2)  # (N, 4, 2w), cells in reading order
+        return self.head(f)  # (N, 4, 11)
+
+
+def train_cell_probe(images: Tensor, labels: Tensor, steps: int = 400, batch_size: int = 64,
+                     lr: float = 3e-3, width: int = 16, seed: int = 0) -> CellProbe:
+    """Train a ``CellProbe`` on real images (N, C, H, W) in [0, 1] and labels (N, 4); eval mode."""
+    if images.shape[0] != labels.shape[0] or labels.shape[1:] != (len(CELLS),):
+        raise ValueError(f"train_cell_probe: images {tuple(images.shape)} and labels {tuple(labels.shape)}; "
+                         f"expected (N, C, H, W) and (N, {len(CELLS)})")
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():  # the caller may run under no_grad
+        torch.manual_seed(seed)
+        net = CellProbe(images.shape[1], width)
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+        for _ in range(steps):
+            idx = torch.randint(len(images), (min(batch_size, len(images)),), generator=g)
+            logits = net(images[idx].float())  # (B, 4, 11)
+            loss = F.cross_entropy(logits.reshape(-1, NUM_CLASSES), labels[idx].reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    return net.eval()
+
+
+@torch.no_grad()
+def probe_metrics(probe: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 256) -> dict[str, float]:
+    """``cell_acc``, ``digit_acc``, ``count_acc``, ``scene_acc`` of ``probe`` on images (N, C, H, W)
+    in [0, 1] with cell labels (N, 4) (see the module docstring)."""
+    pred = torch.cat([probe(images[i:i + batch_size]).argmax(-1)
+                      for i in range(0, len(images), batch_size)])  # (N, 4)
+    right = pred == labels  # (N, 4)
+    occupied = labels > 0
+    return {
+        "cell_acc": float(right.float().mean()),
+        "digit_acc": float(right[occupied].float().mean()) if occupied.any() else float("nan"),
+        "count_acc": float(((pred > 0).sum(1) == occupied.sum(1)).float().mean()),
+        "scene_acc": float(right.all(1).float().mean()),
+    }
