@@ -2,8 +2,8 @@
 
 A digit scene (``data/scenes.py``) places 1-4 digits in the cells of a 2x2 grid, at most one per
 cell. ``cell_labels`` turns a scene into 4 labels in reading order: 0 = empty cell, 1 + d = digit d.
-``CellProbe`` is a small CNN whose feature map is average-pooled onto the same 2x2 grid and
-classified per cell (11 classes). It is trained on REAL training-split images only
+``CellProbe`` cuts the image into the same 2x2 grid and classifies each cell with one shared small
+CNN (11 classes). It is trained on REAL training-split images only
 (``train_cell_probe``, under ``fork_rng`` so a run's own randomness is untouched); then
 ``probe_metrics`` scores real and reconstructed images of a held-out split with it:
 
@@ -37,26 +37,30 @@ def cell_labels(scene: object) -> Tensor:
 
 
 class CellProbe(nn.Module):
-    """(N, C, H, W) in [0, 1] -> logits (N, 4, 11): one classifier per 2x2 grid cell."""
+    """(N, C, H, W) in [0, 1] -> logits (N, 4, 11): one shared CNN classifies each 2x2 grid cell."""
 
     def __init__(self, channels: int = 3, width: int = 16) -> None:
         super().__init__()
         w = width
         self.body = nn.Sequential(
-            nn.Conv2d(channels, w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (N, w, H/2, W/2)
+            nn.Conv2d(channels, w, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(w, w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(w, 2 * w, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(4),
         )
-        self.head = nn.Linear(2 * w, NUM_CLASSES)
+        self.head = nn.Linear(2 * w * 16, NUM_CLASSES)
         self.channels = channels
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.channels or x.shape[-1] % 2 or x.shape[-2] % 2:
-            raise ValueError(f"CellProbe: images must be (N, {self.channels}, H, W) with H, W divisible "
-                             f"by 2; got {tuple(x.shape)}")
-        f = F.adaptive_avg_pool2d(self.body(x * 2 - 1), 2)  # (N, 2w, 2, 2)
-        f = f.flatten(2).transpose(1, 2)  # (N, 4, 2w), cells in reading order
-        return self.head(f)  # (N, 4, 11)
+            raise ValueError(f"CellProbe: images must be (N, {self.channels}, H, W) with H, W even; "
+                             f"got {tuple(x.shape)}")
+        n = x.shape[0]
+        c, h, w = x.shape[1], x.shape[2] // 2, x.shape[3] // 2
+        cells = (x * 2 - 1).reshape(n, c, 2, h, 2, w).permute(0, 2, 4, 1, 3, 5)  # (N, 2, 2, C, h, w)
+        cells = cells.reshape(n * 4, c, h, w)  # (4N, C, h, w), cells in reading order
+        f = self.body(cells).flatten(1)  # (4N, 2w * 16)
+        return self.head(f).reshape(n, len(CELLS), NUM_CLASSES)  # (N, 4, 11)
 
 
 def train_cell_probe(images: Tensor, labels: Tensor, steps: int = 400, batch_size: int = 64,

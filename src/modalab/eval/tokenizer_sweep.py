@@ -15,6 +15,7 @@ scores the test digits: run it once, for the settings chosen on val.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Callable
 
@@ -32,11 +33,18 @@ NUM_TRAIN = 1500  # the first 1500 digits are train + val; the last 297 are test
 SPLITS = ("val", "test")
 
 
-def digits_images(image_size: int = 16) -> Tensor:
-    """All 1797 digits as (N, 1, image_size, image_size) float32 in [0, 1]."""
+@functools.lru_cache(maxsize=1)
+def _digits_raw() -> tuple[Tensor, tuple[int, ...]]:
+    """sklearn's digits once per process: images (N, 1, 8, 8) in [0, 1] and labels."""
     from sklearn.datasets import load_digits
 
-    x = torch.tensor(load_digits().images, dtype=torch.float32)[:, None] / 16.0  # (N, 1, 8, 8)
+    d = load_digits()
+    return torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0, tuple(int(t) for t in d.target)
+
+
+def digits_images(image_size: int = 16) -> Tensor:
+    """All 1797 digits as (N, 1, image_size, image_size) float32 in [0, 1]."""
+    x = _digits_raw()[0].clone()  # (N, 1, 8, 8)
     if image_size != 8:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
     return x.clamp(0, 1)
@@ -45,13 +53,11 @@ def digits_images(image_size: int = 16) -> Tensor:
 def digits_splits(image_size: int = 16, seed: int = 0, val_fraction: float = 0.1) -> dict[str, Tensor]:
     """``{"train", "val", "test"}`` digits (N, 1, S, S): test = the last 297, val = ``val_fraction``
     of the first 1500 (stratified by label, by ``seed``), train = the rest of the first 1500."""
-    from sklearn.datasets import load_digits
-
     from modalab.data.dataset import carve_val
 
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"digits_splits: val_fraction={val_fraction}; expected 0 < val_fraction < 1")
-    images, labels = digits_images(image_size), load_digits().target.tolist()
+    images, labels = digits_images(image_size), _digits_raw()[1]
     tr, va = carve_val(range(NUM_TRAIN), val_fraction, seed, labels=labels)
     return {"train": images[tr], "val": images[va], "test": images[NUM_TRAIN:]}
 
