@@ -70,7 +70,7 @@ def test_reconstruction_improves_in_a_few_steps(kl_weight):
     for _ in range(20):
         recon, _, aux = tok(x)
         rec = (recon - x).abs().mean()
-        losses.append(float(rec))
+        losses.append(float(rec.detach()))
         opt.zero_grad()
         (rec + aux["loss"]).backward()
         opt.step()
