@@ -102,3 +102,18 @@ def test_cell_probe_equals_classifying_each_cropped_cell():
         crop = x[:, :, 6 * r:6 * r + 6, 8 * c:8 * c + 8]
         ref = probe.head(probe.body(crop * 2 - 1).flatten(1))
         assert torch.allclose(got[:, k], ref, atol=1e-12)
+
+
+def test_cached_probe_trains_once_and_reloads_the_same_weights(tmp_path):
+    from modalab.eval.scene_probe import cached_cell_probe
+
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(16, 3, 8, 8, generator=g), torch.randint(0, 11, (16, 4), generator=g)
+    a = cached_cell_probe(x, y, tmp_path, steps=3, seed=0, width=4)
+    assert len(list(tmp_path.iterdir())) == 1
+    b = cached_cell_probe(x, y, tmp_path, steps=3, seed=0, width=4)
+    ref = train_cell_probe(x, y, steps=3, seed=0, width=4)
+    for k, v in ref.state_dict().items():
+        assert torch.equal(a.state_dict()[k], v) and torch.equal(b.state_dict()[k], v), k
+    cached_cell_probe(x, y, tmp_path, steps=4, seed=0, width=4)  # other settings: another file
+    assert len(list(tmp_path.iterdir())) == 2

@@ -18,9 +18,15 @@ tokenizer lost.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
+
+from modalab.train.checkpoint import atomic_write_bytes
 
 CELLS = ((0, 0), (0, 1), (1, 0), (1, 1))  # reading order
 NUM_CLASSES = 11  # empty + digits 0-9
@@ -84,6 +90,25 @@ def train_cell_probe(images: Tensor, labels: Tensor, steps: int = 400, batch_siz
             opt.step()
             sched.step()
     return net.eval()
+
+
+def cached_cell_probe(images: Tensor, labels: Tensor, cache_dir: Path, steps: int = 400,
+                      seed: int = 0, width: int = 16) -> CellProbe:
+    """``train_cell_probe`` once per (training data, steps, seed, width): the weights are saved as
+    safetensors in ``cache_dir`` under a hash of all of them, so arms that share a data split share
+    one probe (its training is the same computation)."""
+    h = hashlib.sha256(images.float().contiguous().numpy().tobytes())
+    h.update(labels.long().contiguous().numpy().tobytes())
+    h.update(f"{tuple(images.shape)}/{steps}/{seed}/{width}".encode())
+    path = Path(cache_dir) / f"cell_probe-{h.hexdigest()[:16]}.safetensors"
+    if path.is_file():
+        net = CellProbe(images.shape[1], width)
+        net.load_state_dict(load_file(str(path)))
+        return net.eval()
+    net = train_cell_probe(images, labels, steps=steps, seed=seed, width=width)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, save({k: v.contiguous() for k, v in net.state_dict().items()}))
+    return net
 
 
 @torch.no_grad()

@@ -36,7 +36,7 @@ from modalab.registry import register
 from modalab.eval.feature_net import FeatureNetConfig, cached_feature_net, feature_net_path
 from modalab.eval.reconstruction import evaluate_tokenizer
 from modalab.eval.reconstruction_fid import reconstruction_fid
-from modalab.eval.scene_probe import cell_labels, probe_metrics, train_cell_probe
+from modalab.eval.scene_probe import cached_cell_probe, cell_labels, probe_metrics
 from modalab.train.engine import SecondOptimizer
 from modalab.vision.lpips_features import load_feature_lpips
 
@@ -50,6 +50,8 @@ class TokenizerEval(EvalBase):
     cell_probe: bool = Field(False, description="digit_scenes only: per-cell digit probe (eval/scene_probe.py) "
                              "trained on real training scenes, scored on real and reconstructed held-out scenes")
     probe_steps: int = Field(600, gt=0, description="training steps of the cell probe")
+    probe_cache_dir: str | None = Field(None, description="where trained cell probes are cached by a hash of "
+                                        "their training data and settings (None: the run's eval_nets)")
 
 
 class TokenizerTask:
@@ -184,8 +186,9 @@ class TokenizerTask:
         if self._probe is None:
             with torch.random.fork_rng(devices=[]):  # reading training scenes draws from the global RNG
                 x, y = self.held_out_images("train"), self.scene_labels("train")
-            self._probe = train_cell_probe(x, y, steps=self.eval_cfg.probe_steps,
-                                           seed=self.recipe.run.seed).to(images.device)
+            cache = Path(self.eval_cfg.probe_cache_dir) if self.eval_cfg.probe_cache_dir else self.cache_dir
+            self._probe = cached_cell_probe(x, y, cache, steps=self.eval_cfg.probe_steps,
+                                            seed=self.recipe.run.seed).to(images.device)
         was = self.model.training
         self.model.eval()
         bs = self.eval_cfg.batch_size
