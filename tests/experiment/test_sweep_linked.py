@@ -59,8 +59,8 @@ def test_batch_size_recipe_runs_equal_steps_and_equal_samples_from_one_baseline(
 
     args = header_args(BATCH)
     grid = parse_grid([args[i + 1] for i, a in enumerate(args) if a == "--grid"])
-    assert args[args.index("--seeds") + 1] == "6"
-    plan = make_plan(tmp_path / "sw", BATCH, grid, list(range(6)), [])
+    assert args[args.index("--seeds") + 1] == "7"  # 3 comparisons under Holm: the sign-flip test needs n >= 7
+    plan = make_plan(tmp_path / "sw", BATCH, grid, list(range(7)), [])
     recipes = [load(BATCH, list(a.overrides)) for a in plan.arms]
     assert [(r.train.batch_size, r.train.steps) for r in recipes] == [(128, 500), (64, 500), (64, 1000)]
     assert [r.train.batch_size * r.train.steps for r in recipes] == [64000, 32000, 64000]
@@ -80,7 +80,7 @@ def test_dry_run_lists_the_arms_and_runs_nothing(tmp_path, capsys):
     out = tmp_path / "sw"
     assert main(["sweep", str(BATCH), "--dry-run", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "3 arm(s) x 6 seed(s) = 18 runs" in text
+    assert "3 arm(s) x 7 seed(s) = 21 runs" in text
     assert "batch_size-64__steps-1000: train.batch_size=64 train.steps=1000 -> 1000 steps, batch 64" in text
     assert not out.exists()
     # a bad key in a linked axis fails before anything runs, naming the key
