@@ -211,7 +211,7 @@ def protocol(root: Path, comp: Comparison, metric: str) -> tuple[bool, str]:
 
     from modalab.experiment.budget import sweep_budget
     from modalab.experiment.doctor_sweep import MIN_SEEDS
-    from modalab.experiment.paired import min_sign_flip_p
+    from modalab.experiment.paired import min_sign_flip_p, seeds_needed
 
     check = sweep_budget(root, metric)
     n = min((d.n_pairs for d in comp.diffs), default=0)
@@ -225,9 +225,8 @@ def protocol(root: Path, comp: Comparison, metric: str) -> tuple[bool, str]:
         problems.append(f"baseline {'not converged' if check.converged is False else 'convergence undecided'}")
     if n < MIN_SEEDS:
         problems.append(f"n={n} < {MIN_SEEDS} seeds")
-    elif len(comp.diffs) * min_sign_flip_p(n) >= comp.alpha:  # Holm's first step multiplies by m
+    elif n < (need := seeds_needed(len(comp.diffs), comp.alpha)):
         m = len(comp.diffs)
-        need = next(k for k in range(n, 64) if m * min_sign_flip_p(k) < comp.alpha)
         problems.append(f"n={n} seeds cannot reach significance: the sign-flip p is at least "
                         f"{m * min_sign_flip_p(n):.3f} after Holm over {m}; needs n >= {need}")
     if len(commits) > 1:

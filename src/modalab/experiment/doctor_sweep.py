@@ -37,7 +37,7 @@ def check_budget(root: Path, metric: str) -> list[Finding]:
 
 
 def check_seeds(root: Path, metric: str) -> list[Finding]:
-    from modalab.experiment.paired import min_sign_flip_p
+    from modalab.experiment.paired import min_sign_flip_p, seeds_needed
     from modalab.experiment.stats import compare
 
     comp = compare([root], metric, n_boot=200)
@@ -56,7 +56,7 @@ def check_seeds(root: Path, metric: str) -> list[Finding]:
     if capped:
         n = min(d.n_pairs for d in capped)
         floor = min(1.0, m * min_sign_flip_p(n))
-        need = next(k for k in range(n, 64) if m * min_sign_flip_p(k) < comp.alpha)
+        need = seeds_needed(m, comp.alpha)
         holm_txt = f" after Holm over {m} comparisons" if m > 1 else ""
         out.append(Finding("seeds", "info", f"{len(capped)} comparison(s) at n={n}: the exact sign-flip test "
                            f"cannot go below p = {floor:.4f}{holm_txt}, so none can be significant",

@@ -66,6 +66,12 @@ def min_sign_flip_p(n: int) -> float:
     return 2.0 / 2**n if n > 0 else math.nan
 
 
+def seeds_needed(m: int, alpha: float = 0.05) -> int:
+    """The fewest pairs at which the exact sign-flip test can be significant after Holm over ``m``
+    comparisons (Holm's first step multiplies the smallest p, ``2 / 2^n``, by ``m``)."""
+    return next(n for n in range(1, 64) if m * min_sign_flip_p(n) < alpha)
+
+
 def paired_t(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     """``(t, p)`` of the two-sided paired t-test of ``b - a``; NaN below 2 pairs.
 
