@@ -32,8 +32,7 @@ def oversubscribed(threads: int, load: float | None = None, cores: int | None = 
         except (AttributeError, OSError):  # no load average on this platform
             return None
     cores = _cores() if cores is None else cores
-    free = cores - load
-    if free >= threads - 0.5:
+    if load < cores:  # the load average counts this process too (a notebook, a test): only a full machine
         return None
     return (f"train.num_threads={threads} on a busy machine (load average {load:.1f} on {cores} cores): "
             f"threads that wait for each other can run many times slower than one; "
