@@ -20,6 +20,7 @@ from modalab.align.distributed import (
     world_info,
 )
 from modalab.align.losses import info_nce, siglip
+from modalab.train.dist import shutdown
 
 B, D = 6, 5
 VARIANTS = {
@@ -49,6 +50,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
     torch.set_num_threads(1)
+    clean = False
     try:
         x, y, labels = _data(world)
         sl = slice(rank * B, (rank + 1) * B)
@@ -72,8 +74,9 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
                     loss.detach(), xi.grad, yi.grad, [a.grad for a in args]
                 )
         torch.save(results, f"{out_dir}/rank{rank}.pt")
+        clean = True
     finally:
-        dist.destroy_process_group()
+        shutdown(sync=clean)
 
 
 def _masked_reference(x, y, s, bias, labels, siglip_loss: bool) -> torch.Tensor:

@@ -20,6 +20,7 @@ import pytest
 from modalab.align.losses import info_nce, siglip
 from modalab.align.objectives_clip import TiledContrastive
 from modalab.align.replicated import REPLICATE_MAX_MACS, replicate_rows, should_replicate
+from modalab.train.dist import shutdown
 
 B, D = 6, 5
 CASES = [  # (kind, global_batch, mask_same_label, same_label)
@@ -52,6 +53,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         return plain(*a, **k)
 
     dist.all_gather = counted
+    clean = False
     try:
         x, y, labels = _data(world)
         sl = slice(rank * B, (rank + 1) * B)
@@ -73,9 +75,10 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         _, _, got = replicate_rows(e, e, big)
         res["bf16_labels"] = got
         torch.save(res, f"{out_dir}/rank{rank}.pt")
+        clean = True
     finally:
         dist.all_gather = plain
-        dist.destroy_process_group()
+        shutdown(sync=clean)
 
 
 def _reference(kind: str, mask: bool, same: str, x, y, s, bias, labels) -> torch.Tensor:

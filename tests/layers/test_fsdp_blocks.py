@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from modalab.layers import Block, block_types
+from modalab.train.dist import shutdown
 
 # the spawn test (~40 s under load: two processes import torch and build eight models) is slow
 
@@ -70,6 +71,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    clean = False
     try:
         res = {}
         for name, (model, xs) in _models().items():
@@ -87,8 +89,9 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
                 "loss": loss.detach(), "grads": _grads(model),
             }
         torch.save(res, os.path.join(out_dir, f"{rank}.pt"))
+        clean = True
     finally:
-        dist.destroy_process_group()
+        shutdown(sync=clean)
 
 
 def test_every_block_type_is_registered():

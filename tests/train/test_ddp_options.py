@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from modalab.train.ddp import PROBE_STEPS, DataParallelStep, LocalStep, reached_parameters
+from modalab.train.dist import shutdown
 from modalab.train.gradcache import gradcache_accumulate, split_batch
 
 STEPS = PROBE_STEPS + 2
@@ -72,48 +73,54 @@ CASES = {  # name -> (spare parameter, mode, DataParallelStep keyword arguments)
 }
 
 
+def _work(rank: int) -> dict:
+    x = _batch()[rank * 4:(rank + 1) * 4]
+    out = {}
+    for name, (spare, mode, kw) in CASES.items():
+        model = Net(spare)
+        step = DataParallelStep(model, **{"bucket_mb": 25.0, **kw})
+        got = {"grads": [], "means": [], "find_unused": [], "builds": 0}
+        for _ in range(STEPS):
+            loss = _step(model, step, x, mode)
+            got["grads"].append(_grads(model))
+            got["find_unused"].append(step.find_unused)
+            if step.loss is not None:
+                ref = torch.tensor([loss, 1.0], dtype=torch.float64)
+                dist.all_reduce(ref)
+                got["means"].append((step.loss_mean([loss, 1.0]), (ref / 2).tolist()))
+        got["builds"] = step.builds
+        got["decision"] = getattr(step, "decision", None)
+        out[name] = got
+    model = Net(False).to(torch.bfloat16)  # a 16-bit bucket has no exact float32 slot
+    step = DataParallelStep(model, find_unused="auto", loss_in_bucket=True)
+    loss = _step(model, step, x.to(torch.bfloat16), "plain")
+    ref = torch.tensor([loss, 1.0], dtype=torch.float64)
+    dist.all_reduce(ref)
+    in_bucket = step.loss.got is not None
+    out["bf16"] = (step.loss_mean([loss, 1.0]), (ref / 2).tolist(), in_bucket)
+    model = Net(True)  # find_unused off with a parameter left out: a clear error, not a hang
+    step = DataParallelStep(model, find_unused=False)
+    try:
+        _step(model, step, x, "plain")
+        out["error"] = None
+    except RuntimeError as e:
+        out["error"] = str(e)
+    return out
+
+
 def _worker(rank: int, port: int, q) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        x = _batch()[rank * 4:(rank + 1) * 4]
-        out = {}
-        for name, (spare, mode, kw) in CASES.items():
-            model = Net(spare)
-            step = DataParallelStep(model, **{"bucket_mb": 25.0, **kw})
-            got = {"grads": [], "means": [], "find_unused": [], "builds": 0}
-            for _ in range(STEPS):
-                loss = _step(model, step, x, mode)
-                got["grads"].append(_grads(model))
-                got["find_unused"].append(step.find_unused)
-                if step.loss is not None:
-                    ref = torch.tensor([loss, 1.0], dtype=torch.float64)
-                    dist.all_reduce(ref)
-                    got["means"].append((step.loss_mean([loss, 1.0]), (ref / 2).tolist()))
-            got["builds"] = step.builds
-            got["decision"] = getattr(step, "decision", None)
-            out[name] = got
-        model = Net(False).to(torch.bfloat16)  # a 16-bit bucket has no exact float32 slot
-        step = DataParallelStep(model, find_unused="auto", loss_in_bucket=True)
-        loss = _step(model, step, x.to(torch.bfloat16), "plain")
-        ref = torch.tensor([loss, 1.0], dtype=torch.float64)
-        dist.all_reduce(ref)
-        in_bucket = step.loss.got is not None
-        out["bf16"] = (step.loss_mean([loss, 1.0]), (ref / 2).tolist(), in_bucket)
-        model = Net(True)  # find_unused off with a parameter left out: a clear error, not a hang
-        step = DataParallelStep(model, find_unused=False)
-        try:
-            _step(model, step, x, "plain")
-            out["error"] = None
-        except RuntimeError as e:
-            out["error"] = str(e)
-        q.put((rank, out))
+    clean = False
+    try:  # the DDP wrappers live in _work only, so shutdown() finds nothing left holding the group
+        q.put((rank, _work(rank)))
+        clean = True
     except Exception as e:  # report instead of leaving the test waiting
         q.put((rank, repr(e)))
         raise
     finally:
-        dist.destroy_process_group()
+        shutdown(sync=clean)
 
 
 def _free_port() -> int:

@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from modalab.train.ddp import DataParallelStep, LocalStep
+from modalab.train.dist import shutdown
 from modalab.train.gradcache import gradcache_accumulate, naive_accumulate, split_batch
 
 
@@ -57,31 +58,36 @@ def _run(model: Tiny, sync, x: torch.Tensor, mode: str, full: int) -> None:
                              lambda t: t.backward(), amp, torch.device("cpu"), sync)
 
 
+def _work(rank: int) -> dict:
+    x = _batch()[rank * 4:(rank + 1) * 4]
+    model = Tiny()
+    step = DataParallelStep(model)
+    out = {}
+    for mode in ("plain", "naive", "gradcache"):
+        _run(model, step, x, mode, full=8)
+        out[mode] = _grads(model)
+    model.enc[0].weight.requires_grad_(False)  # a stage boundary
+    out["rebuilt"] = step.refresh() and not step.refresh()
+    out["uncovered"] = len(step.uncovered([p for p in model.parameters() if p.requires_grad]))
+    _run(model, step, x, "plain", full=8)
+    out["frozen"] = _grads(model)
+    return {k: {n: None if g is None else g.tolist() for n, g in v.items()} if isinstance(v, dict) else v
+            for k, v in out.items()}  # no shared-memory tensors through the queue
+
+
 def _worker(rank: int, port: int, q) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        x = _batch()[rank * 4:(rank + 1) * 4]
-        model = Tiny()
-        step = DataParallelStep(model)
-        out = {}
-        for mode in ("plain", "naive", "gradcache"):
-            _run(model, step, x, mode, full=8)
-            out[mode] = _grads(model)
-        model.enc[0].weight.requires_grad_(False)  # a stage boundary
-        out["rebuilt"] = step.refresh() and not step.refresh()
-        out["uncovered"] = len(step.uncovered([p for p in model.parameters() if p.requires_grad]))
-        _run(model, step, x, "plain", full=8)
-        out["frozen"] = _grads(model)
-        plain = {k: {n: None if g is None else g.tolist() for n, g in v.items()} if isinstance(v, dict) else v
-                 for k, v in out.items()}  # no shared-memory tensors through the queue
-        q.put((rank, plain))
+    clean = False
+    try:  # the DDP wrapper lives in _work only, so shutdown() finds nothing left holding the group
+        q.put((rank, _work(rank)))
+        clean = True
     except Exception as e:  # report instead of leaving the test waiting
         q.put((rank, repr(e)))
         raise
     finally:
-        dist.destroy_process_group()
+        shutdown(sync=clean)
 
 
 def _free_port() -> int:

@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from modalab.train.dist import shutdown
 from modalab.vision.quantizers import VectorQuantizer
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]  # ~40 s: spawns 2 processes
@@ -26,6 +27,7 @@ def _data(rank: int) -> torch.Tensor:
 def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    clean = False
     try:
         ema = _make(kmeans_init=False)
         ema(_data(rank))
@@ -35,8 +37,9 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         full(_data(rank) + 1)
         torch.save({"ema": ema.embed.clone(), "full": full.embed.clone()},
                    os.path.join(out_dir, f"{rank}.pt"))
+        clean = True
     finally:
-        dist.destroy_process_group()
+        shutdown(sync=clean)
 
 
 def test_distributed_codebooks_agree_and_match_single_process():

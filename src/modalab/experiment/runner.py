@@ -81,13 +81,16 @@ def run(
         torch.use_deterministic_algorithms(True)
     owns_group = not D.dist.is_initialized()
     env = D.init_distributed(tr.device)
+    clean = False
     try:
         with StopSignals() as stop:
-            return _run(recipe, env, out, recipe_path, overrides, resume, restart, stop)
+            path = _run(recipe, env, out, recipe_path, overrides, resume, restart, stop)
+        clean = True
+        return path
     finally:
         torch.set_num_threads(threads_before)  # a caller's (or a test's) thread setting outlives the run
         if owns_group:
-            D.shutdown()
+            D.shutdown(sync=clean)
 
 
 def _run(recipe: Recipe, env: D.DistEnv, out: Path | None, recipe_path: str | None,

@@ -16,6 +16,7 @@ them (gloo on CPU, NCCL on GPU) and keeps their gradients in step.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 import sys
 from dataclasses import dataclass
@@ -64,9 +65,21 @@ def init_distributed(device: str = "auto") -> DistEnv:
     return DistEnv(dist.get_rank(), dist.get_world_size(), local, dev)
 
 
-def shutdown() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(sync: bool = True) -> None:
+    """Leave the process group.
+
+    ``sync`` (on a clean exit) first waits for every rank and frees what still holds the group
+    (a DistributedDataParallel reducer, gloo work objects): a rank that tears gloo down while a
+    peer still uses its connections, or that leaves those objects to interpreter shutdown, can
+    abort the peer with "terminate called without an active exception". On an error path pass
+    ``sync=False``: a barrier there could wait on a rank that will never arrive.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if sync and dist.get_world_size() > 1:
+        dist.barrier()
+    gc.collect()
+    dist.destroy_process_group()
 
 
 def barrier(env: DistEnv) -> None:
