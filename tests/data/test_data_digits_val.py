@@ -35,3 +35,28 @@ def test_val_is_deterministic_and_unaugmented():
     assert _ids(a.val) == _ids(b.val)
     assert all((a.val[i].media == b.val[i].media).all() and a.val[i].text == b.val[i].text
                for i in range(len(a.val)))
+
+
+def _names_class(text: str, label: int) -> bool:
+    from modalab.data.sources.digits import NAMES
+
+    words = set(text.replace(",", " ").split())
+    return NAMES[label] in words or str(label) in words
+
+
+def test_noise_swaps_training_captions_only_and_is_recorded():
+    clean, noisy = _splits(augment=False), _splits(augment=False, noise={"swap": 0.2})
+    rec = noisy.extras["noise"]
+    n = len(clean.train)
+    assert rec["num_train"] == n and len(rec["swapped"]) == round(0.2 * n) and "noise" not in clean.extras
+    swapped = {int(i): d for i, d in rec["swapped"].items()}
+    labels = [clean.train[i].label for i in range(n)]
+    for i, d in swapped.items():
+        s = noisy.train[i]
+        assert s.meta["noise_swapped_from"] == d and s.label == labels[i]  # the image keeps its label
+        assert _names_class(s.text, labels[d])  # the caption is the donor's
+    other = sum(labels[i] != labels[d] for i, d in swapped.items())
+    assert 0.8 * len(swapped) <= other < len(swapped)  # ~1 donor in 10 shares the class
+    assert all(_names_class(noisy.train[i].text, labels[i]) for i in range(n) if i not in swapped)
+    assert _ids(noisy.val) == _ids(clean.val)  # val and test are never corrupted
+    assert [noisy.test[i].text for i in range(len(noisy.test))] == [clean.test[i].text for i in range(len(clean.test))]

@@ -1,6 +1,7 @@
 """Sweep reports (plots, compare table, configs), the chapter-5 table generator, and a Chromium render."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -162,3 +163,25 @@ def test_report_renders_in_headless_chromium(tmp_path):
 
     img = np.asarray(Image.open(shot).convert("L"))
     assert img.shape[1] == 1200 and img.std() > 10  # not a blank page
+
+
+def test_chapter5_noise_verdict_reads_the_cost_interval_against_the_margin(tmp_path):
+    recipe = ROOT / "recipes/chapter5/noisy_pairs.yaml"
+    ok = fake_sweep(tmp_path / "noisy_pairs", recipe, "data.noise.swap", ["0.0", "0.2", "0.4"],
+                    [0.0, -0.005, -0.06], seeds=range(7))
+    bad = fake_sweep(tmp_path / "noisy_bad", recipe, "data.noise.swap", ["0.0", "0.2", "0.4"],
+                     [0.0, -0.08, -0.2], seeds=range(7))
+    out = tmp_path / "docs" / "chapter5.md"
+    out.parent.mkdir()
+    rows = [line for line in generate([ok, bad], out).splitlines() if line.startswith("| ")][1:]
+    rows = sorted(rows, key=lambda r: "noisy_bad.html" in r)  # [the held sweep, the failing one]
+    assert "**held** (margin 2 points at swap 0.2" in rows[0]
+    def costs(row: str) -> dict[float, tuple[float, float, float]]:
+        pat = r"swap ([\d.]+): cost ([+-][\d.]+) points \[([+-][\d.]+), ([+-][\d.]+)\]"
+        return {float(m[0]): (float(m[1]), float(m[2]), float(m[3])) for m in re.findall(pat, row)}
+
+    cost = costs(rows[0])
+    assert set(cost) == {0.2, 0.4}  # clean - noisy in points, with its interval, at every noise level
+    assert abs(cost[0.2][0] - 0.5) < 0.3 and cost[0.2][2] < 2 and abs(cost[0.4][0] - 6.0) < 0.3 and cost[0.4][1] > 2
+    assert "**not held here** (margin 2 points" in rows[1] and abs(costs(rows[1])[0.2][0] - 8.0) < 0.3
+    assert "数据质量 vs 数量权衡：ALIGN 证明 1B 噪声数据可行" in rows[0]  # the verbatim claim from the recipe

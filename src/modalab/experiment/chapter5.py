@@ -127,9 +127,37 @@ def batch_size_verdict(comp: Comparison, root: Path) -> str:
     return "<br>".join(parts) if parts else verdict(comp, CLAIMED["batch_size"])
 
 
+NOISE_CLAIMED, NOISE_MARGIN = 0.2, 0.02  # ours: the share of mismatched pairs and the cost "feasible" allows
+
+
+def noise_verdict(comp: Comparison, root: Path) -> str:
+    """ALIGN's point read as a tolerance: with NOISE_CLAIMED of the training pairs given another pair's
+    caption, accuracy stays within NOISE_MARGIN of clean training. *held* when the whole interval of
+    (clean - noisy) lies below the margin, *not held here* when it lies above it, else inconclusive;
+    the cost at every noise level of the sweep is listed."""
+    by = {_f(a.params.get("data.noise.swap", "nan")): a for a in comp.arms}
+    if 0.0 not in by or NOISE_CLAIMED not in by:
+        return f"no verdict (needs data.noise.swap arms 0.0 and {NOISE_CLAIMED})"
+    clean, parts, word = by[0.0], [], "**inconclusive**"
+    for level in sorted(k for k in by if k > 0):
+        d = _diff(comp, clean.arm, by[level].arm)
+        if d is None:
+            continue
+        sign = -1.0 if d.a == clean.arm else 1.0  # d.diff is b - a; the cost is clean - noisy
+        cost, lo, hi = sign * d.diff, min(sign * d.lo, sign * d.hi), max(sign * d.lo, sign * d.hi)
+        parts.append(f"swap {level:g}: cost {cost * 100:+.1f} points [{lo * 100:+.1f}, {hi * 100:+.1f}]")
+        if level == NOISE_CLAIMED:
+            if hi <= NOISE_MARGIN:
+                word = "**held**"
+            elif lo > NOISE_MARGIN:
+                word = "**not held here**"
+    return (f"{word} (margin {NOISE_MARGIN * 100:.0f} points at swap {NOISE_CLAIMED:g}: held if the whole interval "
+            f"of the cost lies below it): " + "; ".join(parts))
+
+
 VERDICTS: dict[str, Callable[[Comparison, Path], str]] = {
     "flip_ratio": flip_verdict, "flip_scenes": flip_verdict, "res_curriculum": res_curriculum_verdict,
-    "batch_size": batch_size_verdict}
+    "batch_size": batch_size_verdict, "noisy_pairs": noise_verdict}
 
 
 def claim_text(recipe: Path) -> str:

@@ -4,7 +4,9 @@ Images are upsampled to ``image_size`` (bilinear) and normalised; the test split
 deterministic by the run seed, and ``data.val_fraction`` of the rest is the validation split
 (stratified, seen like test: no augmentation, fixed captions). Training captions are drawn at random from several phrasings per
 class ("a handwritten seven", "the digit 7 written by hand", ...); each test sample has one fixed
-phrasing, so evaluation is deterministic.
+phrasing, so evaluation is deterministic. ``data.noise`` corrupts a share of the training pairs
+(ALIGN's noisy pairs, ``data/noise.py``): a swapped caption comes from another training digit, which is
+of the same class about one time in ten, so ``swap: 0.2`` mislabels about 18% of the pairs.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pydantic import Field
 
 from modalab.config import DataBase
 from modalab.data.dataset import DataSplits, SampleDataset, carve_val, stratified_split
+from modalab.data.noise import NoiseConfig, apply_noise
 from modalab.data.sample import Sample
 from modalab.data.transforms import normalize, random_shift
 from modalab.registry import register
@@ -54,6 +57,7 @@ class DigitsConfig(DataBase):
     augment: bool = True
     max_shift: int = Field(2, ge=0, description="random translation in pixels (training only)")
     captions: Literal["templates", "name"] = "templates"
+    noise: NoiseConfig | None = Field(None, description="corrupt a share of training pairs (data/noise.py)")
 
 
 @register("source", "digits", schema=DigitsConfig)
@@ -82,12 +86,14 @@ def build_digits(cfg: DigitsConfig, *, seed: int) -> DataSplits:
         return make
 
     texts = [caption(y, t) for y in range(10) for t in range(n_templates)]
+    train, record = apply_noise(SampleDataset(len(train_idx), make_train), cfg.noise, seed)
     return DataSplits(
-        train=SampleDataset(len(train_idx), make_train),
+        train=train,
         test=SampleDataset(len(test_idx), make_eval(test_idx)),
         val=SampleDataset(len(val_idx), make_eval(val_idx)) if val_idx else None,
         classnames=list(NAMES),
         texts=texts,
         image_size=cfg.image_size,
         channels=cfg.channels,
+        extras={"noise": record} if record is not None else {},
     )
