@@ -68,11 +68,11 @@ def init_distributed(device: str = "auto") -> DistEnv:
 def shutdown(sync: bool = True) -> None:
     """Leave the process group.
 
-    ``sync`` (on a clean exit) first waits for every rank and frees what still holds the group
-    (a DistributedDataParallel reducer, gloo work objects): a rank that tears gloo down while a
-    peer still uses its connections, or that leaves those objects to interpreter shutdown, can
-    abort the peer with "terminate called without an active exception". On an error path pass
-    ``sync=False``: a barrier there could wait on a rank that will never arrive.
+    With ``sync`` (a clean exit) it first waits for every rank; then it frees what still holds the
+    group (a DistributedDataParallel reducer, gloo work objects) before destroying it. A rank that
+    tears gloo down while a peer still uses its connections, or that leaves those objects to
+    interpreter shutdown, can abort the peer with "terminate called without an active exception".
+    On an error path pass ``sync=False``: a barrier there could wait on a rank that never arrives.
     """
     if not (dist.is_available() and dist.is_initialized()):
         return
