@@ -1,12 +1,25 @@
 """modalab's dual encoder against open_clip's, built from one config, step for step.
 
 open_clip depends on torchvision, which modalab must not, so this runs in a separate,
-benchmark-only environment outside the repository (commands used on 2026-12-06)::
+benchmark-only environment outside the repository. Commands used on 2026-12-07 (torch 2.13.0,
+the CPU build modalab uses; PyPI's torchvision wheel is built against CUDA torch, so its C ops do
+not load on the CPU build and the two modules that register their fake/autograd kernels are
+skipped — open_clip's models call no torchvision op)::
 
     python3 -m venv /work/bench-venv
-    /work/bench-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 open_clip_torch
-    /work/bench-venv/bin/pip install -e /work/h24          # modalab (its torch requirement is met)
-    /work/bench-venv/bin/python benchmarks/vs_open_clip.py --sizes digits vits16 --rounds 3
+    /work/bench-venv/bin/pip install torch==2.13.0 regex ftfy tqdm huggingface-hub safetensors pyyaml
+    /work/bench-venv/bin/pip install --no-deps torchvision==0.28.0 open_clip_torch==3.3.0 timm
+    python3 - <<'PY'   # torchvision/__init__.py: import the op registrations only where the ops loaded
+    p = "/work/bench-venv/lib/python3.11/site-packages/torchvision/__init__.py"; s = open(p).read()
+    s = s.replace("from torchvision import (\n    _autograd_registrations,\n    _meta_registrations,\n",
+                  "if extension._has_ops():\n    from torchvision import _autograd_registrations, _meta_registrations\n"
+                  "from torchvision import (\n")
+    open(p, "w").write(s)
+    PY
+    /work/bench-venv/bin/pip install -e .                  # modalab (its torch requirement is met)
+    /work/bench-venv/bin/python benchmarks/vs_open_clip.py --sizes vits16 --compile --rounds 3
+
+(2026-12-06 used torch 2.14.1 and torchvision 0.29.1 from PyPI, the CUDA wheels.)
 
 Without open_clip the script says so and still times modalab's side.
 
@@ -20,8 +33,10 @@ thread count (1 / 2):
 - one training step each: forward of both towers, the symmetric InfoNCE loss (modalab's
   ``align.losses.info_nce``, open_clip's ``ClipLoss``), backward, AdamW step — on the same
   pre-made tensors, in alternating order (reversed every other round), medians over rounds;
-- ``--compile``: modalab's blocks compiled as ``train.compile: true`` does (open_clip stays eager,
-  as its users run it); the untimed warm-up step of each round absorbs the compilation;
+- ``--compile``: a second modalab model (same seed, same weights) with its blocks compiled as
+  ``train.compile: true`` does, timed beside the eager one (open_clip stays eager, as its users run
+  it); the compile happens before the first round (its time is printed) and each precision's first
+  warm-up step absorbs any recompilation;
 - ``modalab+data``: modalab's whole loop with its data pipeline (the digits source resized to
   the size's resolution, tokenizer, collate, epoch sampler), as a ratio to modalab's bare step
   on the same task model: the loader's share.
@@ -197,24 +212,36 @@ def main() -> None:
         print(f"open_clip is not installed here ({e}); timing modalab only. See the commands at the "
               f"top of this file for the benchmark environment.")
     print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")
-    print("| size | precision | threads | modalab samples/s | open_clip samples/s | modalab / open_clip "
-          "| modalab+data / modalab bare |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    head = ("| size | precision | threads | modalab samples/s | open_clip samples/s | modalab / open_clip "
+            "| modalab+data / modalab bare |")
+    rule = "|---|---|---:|---:|---:|---:|---:|"
+    if args.compile:
+        head += " modalab compiled samples/s | compiled / open_clip |"
+        rule += "---:|---:|"
+    print(head)
+    print(rule)
     for name in args.sizes:
         s = SIZES[name]
         steps = args.steps or (20 if name == "digits" else 3)
         torch.manual_seed(0)
         ml = build_modalab(s)
-        if args.compile:  # as train.compile=true does; the untimed warm-up step compiles
-            from modalab.layers import Block
-            from modalab.train.compile import block_modules, compile_blocks
-
-            compile_blocks(block_modules(ml, (Block,)))
         images, tokens = make_inputs(s)
         assert tokens.shape == (s.batch, s.context)
         impls: dict[str, tuple[Callable, list, Callable]] = {
             "modalab": (modalab_step(ml), list(ml.parameters()), lambda: (images, tokens)),
         }
+        if args.compile:  # a second copy, compiled as train.compile=true does; warm-up steps compile
+            from modalab.layers import Block
+            from modalab.train.compile import block_modules, compile_blocks
+
+            torch.manual_seed(0)
+            mc = build_modalab(s)
+            compile_blocks(block_modules(mc, (Block,)))
+            t0 = time.perf_counter()
+            timed(modalab_step(mc), list(mc.parameters()), lambda: (images, tokens), 1, "fp32", warmup=1)
+            print(f"<!-- {name}: first compiled fp32 steps (compile included) {time.perf_counter() - t0:.1f} s -->",
+                  flush=True)
+            impls["modalab compiled"] = (modalab_step(mc), list(mc.parameters()), lambda: (images, tokens))
         counts = f"modalab {n_params(ml):,} params"
         if have_oc:
             oc = build_open_clip(s)
@@ -247,8 +274,13 @@ def main() -> None:
                 share = (statistics.median(a / b for a, b in zip(res["modalab+data"],
                                                                   res["modalab bare (task model)"]))
                          if "modalab+data" in res else float("nan"))
+                comp = ""
+                if "modalab compiled" in res:
+                    c_ratio = (statistics.median(a / b for a, b in zip(res["modalab compiled"], res["open_clip"]))
+                               if "open_clip" in res else float("nan"))
+                    comp = f" {med['modalab compiled']:.1f} | {c_ratio:.2f}x |"
                 print(f"| {name} | {prec} | {th} | {med['modalab']:.1f} | "
-                      f"{med.get('open_clip', float('nan')):.1f} | {ratio:.2f}x | {share:.2f}x |", flush=True)
+                      f"{med.get('open_clip', float('nan')):.1f} | {ratio:.2f}x | {share:.2f}x |{comp}", flush=True)
 
 
 if __name__ == "__main__":

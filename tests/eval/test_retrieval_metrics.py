@@ -46,3 +46,30 @@ def test_zeroshot_topk_with_ties():
     acc = zeroshot_accuracy(img, cls, torch.tensor([0, 0, 1]), ks=(1, 2))
     # third image ties both classes -> pessimistic rank 2
     assert acc["zeroshot_top1"] == 1 / 3 and acc["zeroshot_top2"] == 1.0
+
+
+def test_pair_matching_counts_identical_captions():
+    # pairs 0 and 2 share a caption: the text encoder gives them one embedding, so image 0 ties
+    # between captions 0 and 2; without the tokens the tie is a miss, with them a hit
+    tokens = torch.tensor([[5, 6, 0], [7, 0, 0], [5, 6, 0]])
+    torch.manual_seed(0)
+    image = torch.nn.functional.normalize(torch.randn(3, 8), dim=1)
+    text = image.clone()
+    text[2] = text[0]  # identical captions embed identically
+    image[2] = image[0] + 0.05 * torch.randn(8)  # image 2: another instance of the same content
+    plain = retrieval_metrics(image, text, None, "pair", ks=(1,))
+    grouped = retrieval_metrics(image, text, None, "pair", ks=(1,), texts=tokens)
+    assert plain["image_to_text_R@1"] == 1 / 3  # images 0 and 2 tie with the twin caption: misses
+    assert grouped["image_to_text_R@1"] == 1.0
+    assert grouped["text_to_image_R@1"] == 1.0
+    m = match_matrix(None, 3, "pair", tokens)
+    assert m.tolist() == [[True, False, True], [False, True, False], [True, False, True]]
+    # distinct captions: the diagonal, as without tokens
+    assert torch.equal(match_matrix(None, 3, "pair", torch.arange(3)[:, None]), torch.eye(3, dtype=torch.bool))
+
+
+def test_pair_matching_rejects_token_rows_of_another_length():
+    import pytest
+
+    with pytest.raises(ValueError, match="2 token rows for 3 pairs"):
+        match_matrix(None, 3, "pair", torch.zeros(2, 4, dtype=torch.long))

@@ -40,7 +40,8 @@ from modalab.vision.masking import unmasking_ratio
 
 class ContrastiveEval(EvalBase):
     match: Literal["auto", "label", "pair"] = Field(
-        "auto", description="what counts as a correct retrieval; auto = label when labels exist"
+        "auto", description="what counts as a correct retrieval: label (same label), pair (own pair or an "
+        "identical caption); auto = label when labels exist"
     )
     prompts: list[str] = Field(
         default_factory=lambda: ["{label}", "a photo of a {label}", "an image of a {label}"],
@@ -225,17 +226,28 @@ class ContrastiveTask:
     # evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
     def embed(self, dataset: Any) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(N, E) image and text embeddings of ``dataset`` and its (N,) labels (None without)."""
+        image_emb, text_emb, labels, _ = self.embed_with_tokens(dataset)
+        return image_emb, text_emb, labels
+
+    @torch.no_grad()
+    def embed_with_tokens(self, dataset: Any) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+        """:meth:`embed` plus the captions' (N, L) token rows (``pair`` retrieval counts identical
+        captions as the same answer)."""
         self.model.eval()
         loader = DataLoader(dataset, batch_size=self.eval_cfg.batch_size, collate_fn=self.collate)
-        imgs, txts, labels = [], [], []
+        imgs, txts, labels, tokens = [], [], [], []
         dev = self.model.logit_scale.device
         for b in loader:
             imgs.append(self.model.encode_image(b.images.to(dev)).float().cpu())
             txts.append(self.model.encode_text(b.tokens.to(dev)).float().cpu())
+            tokens.append(b.tokens.cpu())
             if b.labels is not None:
                 labels.append(b.labels)
         lab = torch.cat(labels) if labels and len(labels) == len(imgs) else None
-        return torch.cat(imgs), torch.cat(txts), lab
+        width = max(t.shape[1] for t in tokens)  # batches may be trimmed to different lengths
+        tok = torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1])) for t in tokens])
+        return torch.cat(imgs), torch.cat(txts), lab, tok
 
     @torch.no_grad()
     def evaluate(self, final: bool = True, split: Literal["val", "test"] = "test") -> dict[str, Any]:
@@ -244,7 +256,7 @@ class ContrastiveTask:
             raise ValueError(f"data source '{self.recipe.data.source}' has no {split} split "
                              f"(data.val_fraction: {self.recipe.data.val_fraction})")
         final = final and split == "test"  # artifacts and warnings of record come from test only
-        image_emb, text_emb, labels = self.embed(dataset)
+        image_emb, text_emb, labels, tokens = self.embed_with_tokens(dataset)
         mode = self.eval_cfg.match
         if mode == "auto":
             mode = "label" if labels is not None else "pair"
@@ -254,9 +266,10 @@ class ContrastiveTask:
             res.update(zeroshot_accuracy(image_emb, cls, labels, ks=(1, min(5, len(self.data.classnames)))))
             if len(self.data.classnames) < 5:
                 res["zeroshot_top5"] = 1.0
-        res.update(retrieval_metrics(image_emb, text_emb, labels, mode, self.eval_cfg.ks))
+        res.update(retrieval_metrics(image_emb, text_emb, labels, mode, self.eval_cfg.ks, texts=tokens))
         if final:
-            per_item = {k: v.int().tolist() for k, v in retrieval_hits(image_emb, text_emb, labels, mode).items()}
+            per_item = {k: v.int().tolist()
+                        for k, v in retrieval_hits(image_emb, text_emb, labels, mode, texts=tokens).items()}
             if self.data.classnames and labels is not None:
                 per_item.update(self._zeroshot_hits(image_emb, labels))
             self._save_per_item(dataset, per_item)
