@@ -39,6 +39,8 @@ CONFIGS = {
     # gloo on the default interface): the same gradients, for a side-by-side comparison
     "fp32 x2 ddp-before": (2, ["train.precision=fp32", "train.ddp.find_unused_parameters=true",
                                "train.ddp.loss_in_bucket=false", "train.ddp.gloo_socket_ifname=null"]),
+    # torch's fused AdamW (optim.fused): ~2 ms less per rank and step than foreach, not bit-identical
+    "fp32 x2 fused": (2, ["train.precision=fp32", "optim.fused=true"]),
     "fp32 x1 exact accum 4x32": (1, ["train.precision=fp32", "train.accum_steps=4", "train.accum_mode=exact"]),
 }
 
