@@ -9,7 +9,7 @@ from torch import nn
 
 from modalab.layers import Block, Transformer
 from modalab.train.compile import (
-    AUTO_MIN_PARAMS, AUTO_MIN_STEPS, CompileReport, GuardedCompute, block_modules, compile_blocks,
+    CompileReport, GuardedCompute, block_modules, compile_blocks,
     decide, toolchain_problem,
 )
 from modalab.train.engine import LoopConfig, fit
@@ -18,18 +18,15 @@ CPU = torch.device("cpu")
 
 
 def test_decide_rule():
-    big, small = AUTO_MIN_PARAMS, AUTO_MIN_PARAMS - 1
-    assert not decide(False, block_params=big, steps=10_000, device=CPU, problem=None).used
-    assert decide(True, block_params=10, steps=1, device=CPU, problem=None).used
-    r = decide(True, block_params=big, steps=10_000, device=CPU, problem="no C++ compiler")
+    big = 50_000_000
+    assert not decide(False, block_params=big, device=CPU, problem=None).used
+    assert decide(True, block_params=10, device=CPU, problem=None).used
+    r = decide(True, block_params=big, device=CPU, problem="no C++ compiler")
     assert not r.used and "no C++ compiler" in r.reason and "eager" in r.reason
-    assert decide("auto", block_params=big, steps=AUTO_MIN_STEPS, device=CPU, problem=None).used
-    r = decide("auto", block_params=small, steps=10_000, device=CPU, problem=None)
-    assert not r.used and "block parameters" in r.reason
-    r = decide("auto", block_params=big, steps=AUTO_MIN_STEPS - 1, device=CPU, problem=None)
-    assert not r.used and "steps" in r.reason
-    assert decide("auto", block_params=10, steps=1, device=torch.device("cuda"), problem=None).used
-    assert not decide("auto", block_params=0, steps=10_000, device=CPU, problem=None).used
+    r = decide("auto", block_params=big, device=CPU, problem=None)  # measured: no gain on CPU
+    assert not r.used and "eager on CPU" in r.reason
+    assert decide("auto", block_params=10, device=torch.device("cuda"), problem=None).used
+    assert not decide("auto", block_params=0, device=CPU, problem=None).used
 
 
 def test_toolchain_problem_names_the_missing_compiler(monkeypatch):
@@ -141,7 +138,7 @@ def test_runner_records_compile_decision(tmp_path):
     assert main(["run", RECIPE, "--out", str(tmp_path / "r"), *TINY, "train.compile=auto"]) == 0
     info = json.loads((tmp_path / "r" / "run.json").read_text())
     assert info["compile"]["requested"] == "auto" and info["compile"]["used"] is False
-    assert "block parameters" in info["compile"]["reason"]
+    assert "eager on CPU" in info["compile"]["reason"]
 
 
 @pytest.mark.slow

@@ -58,7 +58,7 @@ def setup_speed(model: nn.Module, recipe: Recipe, env: D.DistEnv, rd: RunDir, fs
     precision, prec_info = choose_precision(tr.precision, env.device, probe, what)
     precision, prec_info = D.broadcast_object((precision, prec_info), env)  # type: ignore[misc]
     n_block = sum(p.numel() for b in blocks for p in b.parameters())
-    report = decide(tr.compile, block_params=n_block, steps=tr.steps, device=env.device,
+    report = decide(tr.compile, block_params=n_block, device=env.device,
                     problem=toolchain_problem(env.device))
     wrap = None
     if report.used:
