@@ -46,6 +46,12 @@ def retrieval_ranks(sim: Tensor, match: Tensor) -> Tensor:
     return wrong_above + 1
 
 
+def pad_cat(tokens: list[Tensor]) -> Tensor:
+    """Token batches (B_i, L_i) -> (sum B_i, max L_i), right-padded with 0 (the padding id)."""
+    width = max(t.shape[1] for t in tokens)
+    return torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1])) for t in tokens])
+
+
 def caption_groups(texts: Tensor) -> Tensor:
     """(N,) int64 ids, equal where two (N, L) token rows are identical."""
     return torch.unique(texts, dim=0, return_inverse=True)[1]

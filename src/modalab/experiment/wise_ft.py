@@ -43,7 +43,7 @@ def seen_unseen(task: Any, seen: set[int]) -> dict[str, float]:
     """Zero-shot top-1 on held-out items whose class is / is not among the training labels."""
     from modalab.eval.zeroshot import class_embeddings, predict
 
-    img, _, labels = task.embed(task.data.test)
+    img, _, labels, _ = task.embed(task.data.test)
     if labels is None:
         return {}
     dev = task.model.logit_scale.device

@@ -83,7 +83,7 @@ class ClapTask:
     @torch.no_grad()
     def per_speaker(self) -> dict[str, float]:
         """``zeroshot_top1/<speaker>`` for every held-out speaker."""
-        audio_emb, _, labels = self.inner.embed(self.data.test)
+        audio_emb, _, labels, _ = self.inner.embed(self.data.test)
         if labels is None or not self.data.classnames:
             return {}
         m, tok = self.inner.model, self.inner.tokenizer

@@ -26,7 +26,7 @@ from modalab.data.region_batch import collate_regions
 from modalab.data.sample import Batch, collate
 from modalab.eval.examples import retrieval_examples
 from modalab.eval.monitors import AlignmentMonitor
-from modalab.eval.retrieval import retrieval_hits, retrieval_metrics
+from modalab.eval.retrieval import pad_cat, retrieval_hits, retrieval_metrics
 from modalab.eval.zeroshot import class_embeddings, zeroshot_accuracy, zeroshot_hits
 from modalab.tasks.scene_eval import example_grid, negative_tokens, scene_results
 from modalab.tasks.scene_regions import embed_with_regions, region_loss_inputs, source_has_regions, wants_regions
@@ -225,15 +225,9 @@ class ContrastiveTask:
 
     # evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
-    def embed(self, dataset: Any) -> tuple[Tensor, Tensor, Tensor | None]:
-        """(N, E) image and text embeddings of ``dataset`` and its (N,) labels (None without)."""
-        image_emb, text_emb, labels, _ = self.embed_with_tokens(dataset)
-        return image_emb, text_emb, labels
-
-    @torch.no_grad()
-    def embed_with_tokens(self, dataset: Any) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
-        """:meth:`embed` plus the captions' (N, L) token rows (``pair`` retrieval counts identical
-        captions as the same answer)."""
+    def embed(self, dataset: Any) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+        """(N, E) image and text embeddings of ``dataset``, its (N,) labels (None without) and the
+        captions' (N, L) token rows (``pair`` retrieval counts identical captions as one answer)."""
         self.model.eval()
         loader = DataLoader(dataset, batch_size=self.eval_cfg.batch_size, collate_fn=self.collate)
         imgs, txts, labels, tokens = [], [], [], []
@@ -245,9 +239,7 @@ class ContrastiveTask:
             if b.labels is not None:
                 labels.append(b.labels)
         lab = torch.cat(labels) if labels and len(labels) == len(imgs) else None
-        width = max(t.shape[1] for t in tokens)  # batches may be trimmed to different lengths
-        tok = torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1])) for t in tokens])
-        return torch.cat(imgs), torch.cat(txts), lab, tok
+        return torch.cat(imgs), torch.cat(txts), lab, pad_cat(tokens)
 
     @torch.no_grad()
     def evaluate(self, final: bool = True, split: Literal["val", "test"] = "test") -> dict[str, Any]:
@@ -256,7 +248,7 @@ class ContrastiveTask:
             raise ValueError(f"data source '{self.recipe.data.source}' has no {split} split "
                              f"(data.val_fraction: {self.recipe.data.val_fraction})")
         final = final and split == "test"  # artifacts and warnings of record come from test only
-        image_emb, text_emb, labels, tokens = self.embed_with_tokens(dataset)
+        image_emb, text_emb, labels, tokens = self.embed(dataset)
         mode = self.eval_cfg.match
         if mode == "auto":
             mode = "label" if labels is not None else "pair"

@@ -53,7 +53,7 @@ def scene_results(task: Any, final: bool, split: str = "test") -> dict[str, Any]
     novel = task.data.extras.get("novel_test") if split == "test" else None
     if novel is not None:
         sets.append(("novel_", novel))
-        image_emb, text_emb, _, tokens = task.embed_with_tokens(novel)
+        image_emb, text_emb, _, tokens = task.embed(novel)
         res.update({f"novel/{k}": v
                     for k, v in retrieval_metrics(image_emb, text_emb, None, "pair", cfg.ks, texts=tokens).items()})
     if "composition" in cfg.probe:

@@ -32,6 +32,7 @@ from modalab.config import Recipe
 from modalab.data.batching import VarResBatchingSpec, bucket_batches, multiscale_size, random_batches
 from modalab.data.dataset import check_batch_fits
 from modalab.data.sample import Sample
+from modalab.eval.retrieval import pad_cat
 from modalab.tasks.contrastive import ContrastiveEval, ContrastiveTask
 from modalab.experiment.rundir import RunDir
 from modalab.registry import register
@@ -187,21 +188,23 @@ class VarResTask:
 
     # evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
-    def embed(self, dataset: Any) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Image and text embeddings (N, E) of ``dataset`` at the evaluation resolution, and labels."""
+    def embed(self, dataset: Any) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+        """Image and text embeddings (N, E) of ``dataset`` at the evaluation resolution, labels and
+        the captions' (N, L) token rows (as ``ContrastiveTask.embed``)."""
         self.model.eval()
         bs = self.clip.eval_cfg.batch_size
         dev = self.model.logit_scale.device
-        imgs, txts, labels = [], [], []
+        imgs, txts, labels, tokens = [], [], [], []
         for a in range(0, len(dataset), bs):
             batch = self.make_batch([dataset[i] for i in range(a, min(a + bs, len(dataset)))])
             moved = batch.to(dev) if dev.type != "cpu" else batch
             imgs.append(self.encode_images(moved).float().cpu())
             txts.append(self.model.encode_text(moved.tokens).float().cpu())
+            tokens.append(batch.tokens.cpu())
             if batch.labels is not None:
                 labels.append(batch.labels)
         lab = torch.cat(labels) if labels and len(labels) == len(imgs) else None
-        return torch.cat(imgs), torch.cat(txts), lab
+        return torch.cat(imgs), torch.cat(txts), lab, pad_cat(tokens)
 
     def evaluate(self, final: bool = True, split: str = "test") -> dict[str, Any]:
         return self.clip.evaluate(final, split)
