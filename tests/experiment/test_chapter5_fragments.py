@@ -88,8 +88,13 @@ def test_protocol_needs_seeds_enough_for_the_sign_flip_test_under_holm(tmp_path)
     # 6 seeds and one comparison: 2/64 = 0.031 < 0.05, the design can decide
     one = fake_sweep(tmp_path / "negative_mix", ROOT / "recipes/chapter5/negative_mix.yaml",
                      "loss.negatives.hard_fraction", ["0.0", "0.2"], [0.0, 0.05], seeds=range(6))
-    row = [r for r in _rows(generate([one], out)) if "negative_mix.html" in r][0]
+    text = generate([one], out)
+    row = [r for r in _rows(text) if "negative_mix.html" in r][0]
     assert "| meets the protocol<br>" in row
+    # the verdict table holds the sweep that meets the protocol; the other follows in a table of its own
+    head, short = text.split("## Not verdicts yet: sweeps short of the protocol")
+    assert "negative_mix.html" in head.split("## Budget")[0] and "temperature.html" not in head.split("## Budget")[0]
+    assert "temperature.html" in short.split("## Budget")[0] and "negative_mix.html" not in short.split("## Budget")[0]
 
 
 def test_compare_and_doctor_default_to_the_recipes_metric_header(tmp_path, capsys):

@@ -318,7 +318,7 @@ def generate(sweeps: list[Path], out: Path, metric: str = "zeroshot_top1", keep_
     """Write the fragments of ``sweeps`` (``<out stem>/<sweep>.json``), then assemble ``out`` from every
     fragment there; with ``keep_old``, the rows of an existing ``out``'s old (pre-protocol) section for
     claims with no fragment are kept in that section, marked as not meeting the protocol."""
-    from modalab.experiment.chapter5_sections import kept_old_claims, old_section
+    from modalab.experiment.chapter5_sections import TABLE_HEAD, kept_old_claims, old_section, short_section
 
     old_text = out.read_text(encoding="utf-8") if keep_old and out.is_file() else ""
     folder = out.parent / out.stem
@@ -342,12 +342,13 @@ needs both below 0.05. Interval from the two-level bootstrap (seeds, then test i
 arms); MDE = the smallest difference the paired t-test detects with 80% power at that n and spread (see
 `docs/experiments.md`). Verdicts: **held** (the claimed arm best, every difference significant), **not
 held here** (another arm significantly better), **inconclusive** (not significant; the MDE says what the
-design could have seen). Train seconds were measured on a shared, loaded CPU.
+design could have seen). Train seconds were measured on a shared, loaded CPU. This table holds the
+sweeps that meet the protocol; the others follow it, as measurements that are not verdicts yet.
 
-| claim (chapter 5) | our setting | measured (test) | held here? | protocol | report |
-|---|---|---|---|---|---|
-{chr(10).join(f.row for f in frags)}
+{TABLE_HEAD}
+{chr(10).join(f.row for f in frags if f.meets_protocol)}
 
+{short_section([f.row for f in frags if not f.meets_protocol])}
 ## Budget: the validation curves
 
 The budget rule: the baseline arm's mean val curve (of the claim's metric) is within 1 point of its plateau at the budget and

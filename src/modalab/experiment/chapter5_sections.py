@@ -116,3 +116,22 @@ Old pairwise differences (paired t p, not Holm-adjusted; bootstrap over seeds on
 
 {chr(10).join(bullets)}
 """
+
+
+TABLE_HEAD = ("| claim (chapter 5) | our setting | measured (test) | held here? | protocol | report |\n"
+              "|---|---|---|---|---|---|")
+
+
+def short_section(rows: list[str]) -> str:
+    """The rows whose sweep fails the protocol, in a table of their own: measured, but not verdicts."""
+    if not rows:
+        return ""
+    return f"""## Not verdicts yet: sweeps short of the protocol
+
+Measured and reported the same way as the table above, but each fails the protocol for the reason in
+its protocol column (a baseline not converged at the budget, or too few seeds): its "held here?" cell
+says what the runs showed at that budget, not a verdict on the claim.
+
+{TABLE_HEAD}
+{chr(10).join(rows)}
+"""
