@@ -11,6 +11,11 @@ one pass at the end and not timed.
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --only "fp32 x1" "fp32 x2" --rounds 3
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --only "fp32 x1" "fp32 x2" "fp32 x2 ddp-before" --rounds 5 --steps 60
 
+``fp32 2 independent x64`` is the machine's ceiling for two processes: two unrelated single-process
+runs at the per-rank batch (64) started together, with no communication; their summed samples/s
+over ``fp32 x1`` is what two cores give here before DDP costs anything (shared caches, memory
+bandwidth and the hypervisor's scheduling included).
+
 ``--rounds`` alternates the configurations (reversing the order every other round) and reports
 medians and the median of the per-round ratios, which is what survives a loaded machine.
 
@@ -42,20 +47,36 @@ CONFIGS = {
     # torch's fused AdamW (optim.fused): ~2 ms less per rank and step than foreach, not bit-identical
     "fp32 x2 fused": (2, ["train.precision=fp32", "optim.fused=true"]),
     "fp32 x1 exact accum 4x32": (1, ["train.precision=fp32", "train.accum_steps=4", "train.accum_mode=exact"]),
+    # the machine's ceiling for 2 processes: two independent single-process runs at DDP's per-rank
+    # batch of 64, started together, no communication at all (samples/s summed; not one training run)
+    "fp32 2 independent x64": (-2, ["train.precision=fp32", "train.batch_size=64"]),
 }
 
 
-def measure(nproc: int, overrides: list[str], steps: int, threads: int, out: Path) -> float:
-    cmd = [sys.executable, "-m", "modalab", "run", str(RECIPE), "--out", str(out), "--nproc", str(nproc),
-           f"train.steps={steps}", "train.log_every=10", "train.eval_every=0", f"train.num_threads={threads}",
-           "run.progress=false", *overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{p.stderr[-3000:]}")
+def _command(nproc: int, overrides: list[str], steps: int, threads: int, out: Path) -> list[str]:
+    return [sys.executable, "-m", "modalab", "run", str(RECIPE), "--out", str(out), "--nproc", str(nproc),
+            f"train.steps={steps}", "train.log_every=10", "train.eval_every=0", f"train.num_threads={threads}",
+            "run.progress=false", *overrides]
+
+
+def _samples_per_s(out: Path) -> float:
     recs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     sps = [r["samples_per_s"] for r in recs if "samples_per_s" in r and "event" not in r]
     return sum(sps[1:]) / max(1, len(sps[1:]))
+
+
+def measure(nproc: int, overrides: list[str], steps: int, threads: int, out: Path) -> float:
+    """Samples/s of one run with ``nproc`` processes; ``nproc < 0``: ``-nproc`` independent
+    single-process runs started together, their rates summed."""
+    outs = [out] if nproc > 0 else [out / f"job{i}" for i in range(-nproc)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    procs = [(subprocess.Popen(_command(max(nproc, 1), overrides, steps, threads, o), env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE), o) for o in outs]
+    for p, o in procs:
+        _, err = p.communicate()
+        if p.returncode != 0:
+            raise RuntimeError(f"{' '.join(map(str, p.args))} failed:\n{err[-3000:]}")
+    return sum(_samples_per_s(o) for _, o in procs)
 
 
 def main() -> None:
