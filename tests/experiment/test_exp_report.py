@@ -17,6 +17,11 @@ from modalab.experiment.rundir import RunDir
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def claim_rows(text: str) -> list[str]:
+    """The claim rows of a generated docs/chapter5.md, verdicts first, in both of its tables."""
+    return [line for line in text.splitlines() if line.startswith("| (")]
+
+
 def fake_sweep(root: Path, recipe: Path, key: str, values: list[str], effect: list[float], seeds=(0, 1, 2),
                seconds: list[float] | None = None, extra: list[dict] | None = None, converged: bool = True):
     """A finished sweep directory whose arms differ by ``effect`` in zeroshot_top1; each run logs a
@@ -68,7 +73,7 @@ def test_chapter5_table_is_generated_from_runs(tmp_path):
     out.parent.mkdir()
     text = generate([t, b], out)
     assert "τ ∈ [0.01, 0.1]，过小导致梯度爆炸" in claim_text(ROOT / "recipes/chapter5/temperature.yaml")
-    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    rows = claim_rows(text)
     assert len(rows) == 2
     assert "**held**" in rows[0] and "temperature-0.07: 0.70" in rows[0]
     assert "not significant at n=3" in rows[1]  # +0.001 is within the seed noise (sd 0.005)
@@ -87,7 +92,7 @@ def test_chapter5_flip_verdict_weighs_accuracy_against_speed(tmp_path):
                       "model.vision.patch_dropout", ["0.0", "0.5"], [0.0, -0.08], seconds=[60.0, 45.0], seeds=range(6))
     out = tmp_path / "docs" / "chapter5.md"
     out.parent.mkdir()
-    rows = [line for line in generate([f, slow], out).splitlines() if line.startswith("| ")][1:]
+    rows = claim_rows(generate([f, slow], out))
     assert "**held**: accuracy -" in rows[0] and "2.27x faster" in rows[0]  # seconds 62.5 / 27.5 (seed s adds s)
     assert "train 62 s" in rows[0]  # mean train seconds per arm beside the metric
     assert "**not held here**: accuracy -7." in rows[1] and "(significant)" in rows[1]
@@ -101,7 +106,7 @@ def test_chapter5_flip_speed_reads_cpu_seconds_without_the_evaluations(tmp_path)
                    ["0.0", "0.5"], [0.0, -0.01], seconds=[60.0, 60.0], seeds=range(6), extra=cpu)
     out = tmp_path / "docs" / "chapter5.md"
     out.parent.mkdir()
-    row = [line for line in generate([f], out).splitlines() if line.startswith("| ")][1]
+    row = claim_rows(generate([f], out))[0]
     # (50 - 10) / (26 - 10) = 2.5x on the CPU clock; the equal wall seconds (a loaded machine) are not used
     assert "training 2.50x faster (CPU seconds, evaluations excluded;" in row and "**held**" in row
 
@@ -112,7 +117,7 @@ def test_chapter5_res_curriculum_verdict_counts_tokens(tmp_path):
                     extra=[{"train_tokens_per_image": 30.0}, {"train_tokens_per_image": 18.0}])
     out = tmp_path / "docs" / "chapter5.md"
     out.parent.mkdir()
-    row = [line for line in generate([rc], out).splitlines() if line.startswith("| ")][1]
+    row = claim_rows(generate([rc], out))[0]
     assert "**held**: accuracy -0." in row and "40% fewer training tokens per image" in row
 
 
@@ -124,7 +129,7 @@ def test_chapter5_row_uses_the_metric_named_in_the_recipe_header(tmp_path):
                    [0.0, 0.2], seeds=range(5))
     out = tmp_path / "docs" / "chapter5.md"
     out.parent.mkdir()
-    row = [line for line in generate([s], out).splitlines() if line.startswith("| ")][1]
+    row = claim_rows(generate([s], out))[0]
     assert "`image_to_text_R@1`:" in row
     assert "patch_dropout-0.5: 0.700" in row and "patch_dropout-0.0: 0.500" in row  # 0.5 + effect, no noise
 
@@ -139,7 +144,7 @@ def test_chapter5_batch_size_verdict_reads_equal_steps_and_equal_samples(tmp_pat
     (root / "sweep.json").write_text(json.dumps(plan))
     out = tmp_path / "docs" / "chapter5.md"
     out.parent.mkdir()
-    row = [line for line in generate([root], out).splitlines() if line.startswith("| ")][1]
+    row = claim_rows(generate([root], out))[0]
     assert "equal steps (batch_size-128 vs batch_size-64): **inconclusive**" in row
     assert "equal samples (batch_size-128 vs batch_size-32): **not held here**, -3.1 points" in row  # 0.03 + seed noise
 
@@ -173,7 +178,7 @@ def test_chapter5_noise_verdict_reads_the_cost_interval_against_the_margin(tmp_p
                      [0.0, -0.08, -0.2], seeds=range(7))
     out = tmp_path / "docs" / "chapter5.md"
     out.parent.mkdir()
-    rows = [line for line in generate([ok, bad], out).splitlines() if line.startswith("| ")][1:]
+    rows = claim_rows(generate([ok, bad], out))
     rows = sorted(rows, key=lambda r: "noisy_bad.html" in r)  # [the held sweep, the failing one]
     assert "**held** (margin 2 points at swap 0.2" in rows[0]
     def costs(row: str) -> dict[float, tuple[float, float, float]]:
