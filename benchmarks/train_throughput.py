@@ -47,8 +47,7 @@ CONFIGS = {
     # torch's fused AdamW (optim.fused): ~2 ms less per rank and step than foreach, not bit-identical
     "fp32 x2 fused": (2, ["train.precision=fp32", "optim.fused=true"]),
     "fp32 x1 exact accum 4x32": (1, ["train.precision=fp32", "train.accum_steps=4", "train.accum_mode=exact"]),
-    # the machine's ceiling for 2 processes: two independent single-process runs at DDP's per-rank
-    # batch of 64, started together, no communication at all (samples/s summed; not one training run)
+    # the machine's two-process ceiling (module docstring): nproc -2 = two unrelated runs, rates summed
     "fp32 2 independent x64": (-2, ["train.precision=fp32", "train.batch_size=64"]),
 }
 

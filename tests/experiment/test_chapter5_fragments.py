@@ -7,13 +7,10 @@ import pytest
 
 from modalab.experiment.chapter5 import claim_text, generate, main
 from modalab.experiment.chapter5_fragments import load_fragments, read_fragment
+from tests.experiment.test_exp_report import claim_rows as _rows
 from tests.experiment.test_exp_report import fake_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _rows(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("| (")]
 
 
 def test_one_sweep_at_a_time_keeps_the_other_claims(tmp_path):
