@@ -14,9 +14,9 @@ When (``decide``):
 - ``auto``: compile when the toolchain is there and the device is CUDA; eager on CPU. Measured on
   CPU (docs/benchmarks.md, 2026-12-07: 2 idle AVX2 cores, torch 2.13, forward + backward + AdamW,
   compiled blocks beside eager ones): ViT-S/16 1.08x, ViT-B/16 0.92x, a ViT-S block at batch 8
-  0.91x and the digits model 0.87x (these two under load) — the GEMMs, which inductor leaves to the BLAS, take ~70% of a
-  step and the fusable GELU / norm / add ops ~12%, so nothing measurable is won for a compile of
-  1-2 minutes. ``true`` still compiles on CPU for those who measure otherwise.
+  0.91x and the digits model 0.87x (these two under load). The GEMMs, which inductor leaves to the
+  BLAS, take ~70% of a step and the fusable GELU / norm / add ops ~12%, so nothing measurable is
+  won for a compile of 1-2 minutes. ``true`` still compiles on CPU for those who measure otherwise.
 
 Compilation is lazy: errors surface at the first step. :class:`GuardedCompute` times that step
 (the compile time report), and if it fails inside Dynamo / inductor it undoes the compile, restores
