@@ -104,6 +104,12 @@ def test_liveness_of_a_recorded_pid(tmp_path):
 
     py = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     other = subprocess.Popen(["sleep", "60"])  # a pid reused by a program that is no modalab run
+    # Popen returns after fork; until the child has exec'd, its /proc cmdline is still this
+    # Python's. Wait for the exec, or the "reused pid" looks like a Python process (a CI flake).
+    cmdline = Path(f"/proc/{other.pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while cmdline.exists() and b"sleep" not in cmdline.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)
     try:
         assert run_process_state({"pid": py.pid}) == "alive"
         assert run_process_state({"pid": other.pid}) == "dead"
