@@ -208,6 +208,10 @@ class Attention(nn.Module):
     ``attn_mask`` is SDPA's: boolean (True = may attend) or float, added to the logits (an
     additive bias, e.g. ToMe's log token sizes), broadcastable to (B, H, N, N). ``rope(q, k)``
     rotates queries and keys (B, H, N, Dh) before the product.
+
+    With a ``cache`` (:class:`KVCache`, incremental decoding) the new keys and values are appended
+    to the cached ones; ``attn_mask`` then covers every key (past + new, S = ``cache.length``
+    after the update) and ``is_causal`` means causal at absolute positions.
     """
 
     def __init__(self, dim: int, heads: int, qkv_bias: bool = True, dropout: float = 0.0,
@@ -226,6 +230,7 @@ class Attention(nn.Module):
         attn_mask: Tensor | None = None,
         is_causal: bool = False,
         rope: RopeFn | None = None,
+        cache: KVCache | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Like ``forward`` but also returns the keys (B, H, N, Dh) (token merging uses them)."""
         b, n, d = x.shape
@@ -233,15 +238,24 @@ class Attention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, Dh)
         if rope is not None:
             q, k = rope(q, k)
+        keys, values = (k, v) if cache is None else cache.update(k, v)  # (B, H, S, Dh)
+        offset = keys.shape[2] - n  # absolute position of the first query
         if attn_mask is not None and attn_mask.is_floating_point():
             attn_mask = attn_mask.to(q.dtype)
+        causal = is_causal and n > 1  # one query at the last position sees every key
+        if causal and (attn_mask is not None or offset):  # SDPA's flag assumes offset 0
+            cm = causal_mask(n, keys.shape[2], offset, x.device)  # (N, S)
+            attn_mask = cm if attn_mask is None else (
+                attn_mask & cm if attn_mask.dtype == torch.bool
+                else attn_mask.masked_fill(~cm, float("-inf")))
+            causal = False
         out = F.scaled_dot_product_attention(
             q,
-            k,
-            v,
+            keys,
+            values,
             attn_mask=attn_mask,
             dropout_p=self.dropout if self.training else 0.0,
-            is_causal=is_causal and attn_mask is None,
+            is_causal=causal,
         )  # (B, H, N, Dh)
         out = self.proj(out.transpose(1, 2).reshape(b, n, d))  # (B, N, D)
         if self.out_dropout:
@@ -254,5 +268,6 @@ class Attention(nn.Module):
         attn_mask: Tensor | None = None,
         is_causal: bool = False,
         rope: RopeFn | None = None,
+        cache: KVCache | None = None,
     ) -> Tensor:
-        return self.attend(x, attn_mask, is_causal, rope)[0]
+        return self.attend(x, attn_mask, is_causal, rope, cache)[0]

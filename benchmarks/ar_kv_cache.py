@@ -1,0 +1,77 @@
+"""AR image-code sampling with and without the key/value cache (``UnifiedTransformer.generate_codes``).
+
+baseline: ``use_cache=False`` re-encodes the whole prefix [GEN, text, BOI, codes so far] at every
+    step: N steps of a forward over up to T + 2 + N positions (O(N^2) token passes).
+ours: ``use_cache=True`` (the default) runs the prompt once, then one position per step against
+    the cached keys and values of every block (O(N) token passes).
+The model has the AR branch's size in ``recipes/ar_vs_diffusion.yaml`` (dim 96, depth 3, 4 heads,
+text of 10 ids, 64 codes), random weights: speed does not depend on what was learned. Both paths
+draw the same codes from the same generator (checked here; tested in
+tests/models/test_kv_cache_decoding.py). Time: median over repeats; peak memory: extra resident
+memory of one call (benchmarks/_memory.py); both in this process.
+
+Run: python benchmarks/ar_kv_cache.py [--quick] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from _memory import fix_malloc, peak_mib  # benchmarks/_memory.py
+
+from modalab.models.unified import UnifiedTransformer
+
+TEXT, CODEBOOK, VOCAB = 10, 64, 32
+
+
+def _timeit(fn, reps: int) -> float:
+    fn()  # warm-up
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def run(tokens: list[int], batches: list[int], reps: int) -> None:
+    print(f"{'tokens':>6} {'batch':>5} | {'no cache s':>10} {'cache s':>9} {'speed-up':>8} | "
+          f"{'no cache MiB':>12} {'cache MiB':>9}")
+    for n in tokens:
+        torch.manual_seed(0)
+        m = UnifiedTransformer(VOCAB, CODEBOOK, n, dim=96, depth=3, heads=4, max_text=TEXT).eval()
+        for b in batches:
+            text = torch.randint(0, VOCAB, (b, TEXT), generator=torch.Generator().manual_seed(1))
+
+            def sample(use_cache: bool) -> torch.Tensor:
+                g = torch.Generator().manual_seed(2)
+                return m.generate_codes(text, temperature=1.0, generator=g, use_cache=use_cache)
+
+            same = torch.equal(sample(True), sample(False))
+            t_ref, t_new = _timeit(lambda: sample(False), reps), _timeit(lambda: sample(True), reps)
+            m_ref, m_new = peak_mib(lambda: sample(False)), peak_mib(lambda: sample(True))
+            flag = "" if same else "  (codes differ!)"
+            print(f"{n:>6} {b:>5} | {t_ref:>10.4f} {t_new:>9.4f} {t_ref / t_new:>7.2f}x | "
+                  f"{m_ref:>12.1f} {m_new:>9.1f}{flag}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="16 and 64 tokens, 2 repeats")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    fix_malloc()
+    torch.set_grad_enabled(False)
+    tokens = [16, 64] if args.quick else [16, 64, 256]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    run(tokens, [1, 32], reps=2 if args.quick else 5)
+
+
+if __name__ == "__main__":
+    main()
