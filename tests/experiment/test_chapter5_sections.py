@@ -106,3 +106,16 @@ def test_doctor_says_when_holm_keeps_the_sign_flip_test_from_significance(tmp_pa
     assert f.severity == "info" and "0.0938 after Holm over 3 comparisons" in f.message and "use >= 7" in f.fix
     seven = fake_sweep(tmp_path / "seven", recipe, TAU, ["0.01", "0.07", "0.3"], [0.0, 0.05, 0.1], seeds=range(7))
     assert diagnose_sweep(seven) == []  # 3 x 2/128 = 0.047 < 0.05
+
+
+def test_scene_negative_claims_pick_the_hard_negative_and_curriculum_arms():
+    """The claimed arms of negclip_scenes and levels_scenes, with params as their sweeps record them
+    (the grid values as written in the recipes' `# sweep:` lines)."""
+    negclip = CLAIMED["negclip_scenes"]
+    assert negclip({"data.negative_levels": "[L1, L2, L3, swap]",
+                    "loss": "{name: info_nce_text_negatives, schedule: all}"})
+    assert not negclip({"data.negative_levels": "[]", "loss": "{name: info_nce}"})
+    levels = CLAIMED["levels_scenes"]
+    assert levels({"loss.schedule": "curriculum"}) and not levels({"loss.schedule": "all"})
+    for stem in ("negclip_scenes", "levels_scenes"):  # each rule belongs to a recipe that exists
+        assert (ROOT / "recipes/chapter5" / f"{stem}.yaml").exists()

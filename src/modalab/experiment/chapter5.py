@@ -47,6 +47,8 @@ CLAIMED: dict[str, Callable[[dict[str, str]], bool]] = {
     "freezing": lambda p: p.get("train.stages", "[]") not in ("[]", ""),
     "per_module_lr": lambda p: p.get("optim.param_groups", "[]") not in ("[]", ""),
     "spec_augment": lambda p: p.get("model.spec_augment", "none") != "none",
+    "negclip_scenes": lambda p: "text_negatives" in p.get("loss", ""),
+    "levels_scenes": lambda p: p.get("loss.schedule", "") == "curriculum",
 }
 
 
