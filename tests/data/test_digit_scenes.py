@@ -119,3 +119,28 @@ def test_noise_reproducible_and_recorded(scenes):
     assert noisy[clean].text == scenes.train[clean].text
     assert record["swapped"][str(i)] == donor and record["num_train"] == 270
     assert apply_noise(scenes.train, None, 0) == (scenes.train, None)
+
+
+def test_render_cache_changes_nothing_and_stays_within_its_budget():
+    from modalab.data.sources.digit_scenes import SceneMaker
+
+    kw = dict(image_size=32, train_scenes=300, test_scenes=60, captions="mixed")
+    on = SceneMaker(source_cfg("digit_scenes", **kw), seed=0)
+    off = SceneMaker(source_cfg("digit_scenes", render_cache_mb=0, **kw), seed=0)
+    for split, i in [("train", 3), ("val", 7), ("test", 5), ("novel", 2), ("train", 3)]:
+        torch.manual_seed(i)  # the per-read draws (mixed captions, training negatives) come from torch
+        a = on.sample(split, i)
+        torch.manual_seed(i)
+        b = off.sample(split, i)
+        assert torch.equal(a.media, b.media) and a.text == b.text
+        assert a.meta["negatives"] == b.meta["negatives"] and a.meta["boxes"] == b.meta["boxes"]
+    assert len(on._renders) == 4 and not off._renders  # the repeated read was a hit
+    first = on.sample("train", 3).media
+    first.zero_()  # a caller's in-place change never reaches the cache
+    assert on.sample("train", 3).media.abs().sum() > 0
+    one = 3 * 32 * 32 * 4  # bytes of one rendered scene
+    small = SceneMaker(source_cfg("digit_scenes", **kw), seed=0)
+    small._cache_left = 2 * one  # room for two scenes only
+    for i in range(5):
+        small.sample("test", i)
+    assert sorted(small._renders) == [("test", 0), ("test", 1)] and small._cache_left == 0

@@ -57,6 +57,9 @@ class DigitScenesConfig(DataBase):
         default_factory=lambda: list(LEVELS),
         description="one hard-negative caption per entry: L1 / L2 / L3 levels, swap (NegCLIP-style swaps)")
     noise: NoiseConfig | None = None
+    render_cache_mb: int = Field(
+        512, ge=0, description="keep rendered scenes in memory up to this many MiB per process (a scene "
+        "is drawn the same on every read; its negatives and mixed captions are still drawn afresh); 0: off")
 
     @model_validator(mode="after")
     def _range(self) -> "DigitScenesConfig":
@@ -90,6 +93,22 @@ class SceneMaker:
         self.pool = {s: {d: [j for j in idx if int(labels[j]) == d] for d in range(10)}
                      for s, idx in (("train", tr), ("test", te), ("novel", te))}
         self.held = held_out_pairs(seed) if cfg.holdout_compositions else set()
+        self._renders: dict[tuple[str, int], tuple[Scene, torch.Tensor]] = {}
+        self._cache_left = cfg.render_cache_mb * 2**20  # bytes
+
+    def rendered(self, split: str, i: int) -> tuple[Scene, torch.Tensor]:
+        """Scene ``i`` of ``split`` and its normalised image (3, S, S), from the render cache when
+        it holds them; the caller gets its own copy of the image."""
+        hit = self._renders.get((split, i))
+        if hit is not None:
+            return hit[0], hit[1].clone()
+        sc = self.scene(split, i)
+        img = normalize(render(sc, self.scans, self.cfg.image_size))  # (3, S, S)
+        size = img.numel() * img.element_size()
+        if size <= self._cache_left:
+            self._renders[(split, i)] = (sc, img.clone())
+            self._cache_left -= size
+        return sc, img
 
     def scene(self, split: str, i: int) -> Scene:
         rng = random.Random(f"digit_scenes/{self.seed}/{split}/{i}")
@@ -105,8 +124,7 @@ class SceneMaker:
 
     def sample(self, split: str, i: int) -> Sample:
         """Sample ``i`` of ``split``; ``val`` sample ``i`` shows training scene ``i`` (a held-out one)."""
-        sc = self.scene("train" if split == "val" else split, i)
-        img = normalize(render(sc, self.scans, self.cfg.image_size))  # (3, S, S)
+        sc, img = self.rendered("train" if split == "val" else split, i)  # img (3, S, S)
         gran = "full"
         if split == "train" and self.cfg.captions == "mixed":
             gran = GRANULARITIES[int(torch.randint(len(GRANULARITIES), ()))]
