@@ -101,3 +101,24 @@ def test_repaint_with_the_true_noise_predictor_fills_the_region_with_the_data():
     torch.testing.assert_close(out, target, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="4-d bool mask"):
         repaint_ddim(d, known, keep.float(), torch.zeros(2, 3, 4))
+
+
+@pytest.mark.parametrize("chunk", [4096, 8, 3])
+def test_cached_region_conditional_and_edit_equal_the_uncached_reference(chunk):
+    """Prefix caching (keys and values of the shared prefix repeated for the K candidates) gives
+    the same conditionals, at every position, padded prompts and chunking included (float64)."""
+    torch.manual_seed(5)
+    ar = UnifiedTransformer(text_vocab=9, codebook_size=5, image_tokens=6, dim=24, depth=2, heads=4,
+                            max_text=4).double().eval()
+    text, codes = torch.randint(0, 9, (4, 4)), torch.randint(0, 5, (4, 6))
+    pad = torch.zeros(4, 4, dtype=torch.bool)
+    pad[1, 2:] = True
+    pad[3, 3:] = True
+    for i in range(6):
+        got = region_conditional(ar, text, pad, codes, i, chunk=chunk, use_cache=True)
+        ref = region_conditional(ar, text, pad, codes, i, chunk=chunk, use_cache=False)
+        torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+    region = torch.tensor([False, True, False, True, True, False])
+    edits = [ar_edit_region(ar, text, pad, codes, region, temperature=1.0, sweeps=2, use_cache=c,
+                            generator=torch.Generator().manual_seed(3)) for c in (True, False)]
+    assert torch.equal(edits[0], edits[1]) and torch.equal(edits[0][:, ~region], codes[:, ~region])

@@ -34,12 +34,21 @@ def code_loglik(ar: UnifiedTransformer, text: Tensor, text_pad: Tensor | None, c
 
 @torch.no_grad()
 def region_conditional(ar: UnifiedTransformer, text: Tensor, text_pad: Tensor | None, codes: Tensor,
-                       i: int, chunk: int = 4096) -> Tensor:
+                       i: int, chunk: int = 4096, use_cache: bool = True) -> Tensor:
     """log p(x_i = k | text, x_-i) for all k: (B, K), rows normalised; the B * K candidate
-    sequences are scored ``chunk`` at a time."""
+    sequences are scored ``chunk`` at a time. With ``use_cache`` the prefix shared by the K
+    candidates (text and codes before i) runs once per image and its keys and values are repeated
+    K times; only positions i.. run per candidate. ``use_cache=False`` scores every candidate
+    sequence whole (the reference)."""
     B, N, K = codes.shape[0], codes.shape[1], ar.K
     if not 0 <= i < N:
         raise ValueError(f"region_conditional: position {i} outside the {N} codes")
+    if use_cache:
+        rows = max(1, chunk // K)  # images per chunk of ~chunk candidate sequences
+        parts = [_cached_joint(ar, text[b : b + rows], None if text_pad is None else text_pad[b : b + rows],
+                               codes[b : b + rows], i) for b in range(0, B, rows)]
+        joint = torch.cat(parts)  # (B, K)
+        return joint - joint.logsumexp(-1, keepdim=True)
     cand = codes[:, None].repeat(1, K, 1)  # (B, K, N)
     cand[:, :, i] = torch.arange(K, device=codes.device)
     flat = cand.reshape(B * K, N)
@@ -54,6 +63,33 @@ def region_conditional(ar: UnifiedTransformer, text: Tensor, text_pad: Tensor | 
     return joint - joint.logsumexp(-1, keepdim=True)
 
 
+def _log_probs(ar: UnifiedTransformer, h: Tensor) -> Tensor:
+    """Hidden states (..., D) -> log-probabilities over the K codes (..., K), at least float32."""
+    logits = ar.head(h)[..., ar.V : ar.V + ar.K]
+    return F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
+
+
+def _cached_joint(ar: UnifiedTransformer, text: Tensor, text_pad: Tensor | None, codes: Tensor,
+                  i: int) -> Tensor:
+    """Unnormalised log p(x_i = k, x_>i | text, x_<i) for all k: (B, K); the prefix runs once."""
+    B, N, K = codes.shape[0], codes.shape[1], ar.K
+    ids = ar.generate_sequence(text, codes)  # (B, L)
+    p = text.shape[1] + 2 + i  # position of code i
+    pad = ar._prompt_pad(text_pad, ids.shape[1])  # (B, L) or None
+    caches = ar.new_caches()
+    h = ar.hidden(ids[:, :p], None if pad is None else pad[:, :p], caches=caches)[:, -1]  # (B, D)
+    joint = _log_probs(ar, h)  # (B, K): log p(x_i = k | text, x_<i)
+    if i == N - 1:
+        return joint
+    for c in caches:  # every candidate continues the same prefix
+        c.k, c.v = c.k.repeat_interleave(K, 0), c.v.repeat_interleave(K, 0)
+    cand = codes[:, i:].repeat_interleave(K, 0)  # (B * K, N - i)
+    cand[:, 0] = torch.arange(K, device=codes.device).repeat(B)
+    hs = ar.hidden(cand + ar.V, None if pad is None else pad.repeat_interleave(K, 0), caches=caches)
+    rest = _log_probs(ar, hs[:, :-1]).gather(-1, cand[:, 1:, None]).squeeze(-1)  # (B * K, N - i - 1)
+    return joint + rest.sum(1).view(B, K)
+
+
 def _draw(logp: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
     """One index per row of log-probabilities (B, K) -> (B,); temperature 0 is the argmax."""
     if temperature == 0:
@@ -64,9 +100,10 @@ def _draw(logp: Tensor, temperature: float, generator: torch.Generator | None) -
 @torch.no_grad()
 def ar_edit_region(ar: UnifiedTransformer, text: Tensor, text_pad: Tensor | None, codes: Tensor,
                    region: Tensor, temperature: float = 1.0, sweeps: int = 2,
-                   generator: torch.Generator | None = None) -> Tensor:
+                   generator: torch.Generator | None = None, use_cache: bool = True) -> Tensor:
     """Resample the codes at ``region`` (N,) bool under ``text``; codes (B, N) -> edited (B, N),
-    identical to ``codes`` outside the region."""
+    identical to ``codes`` outside the region. ``use_cache``: key/value caches for the shared
+    prefixes (the same draws as ``use_cache=False``, which re-encodes whole sequences)."""
     if region.dtype != torch.bool or region.shape != codes.shape[1:]:
         raise ValueError(f"ar_edit_region: region must be a bool mask of shape ({codes.shape[1]},); "
                          f"got {region.dtype} {tuple(region.shape)}")
@@ -76,12 +113,19 @@ def ar_edit_region(ar: UnifiedTransformer, text: Tensor, text_pad: Tensor | None
     pos = region.nonzero().flatten().tolist()
     pad = None if text_pad is None else ar._prompt_pad(text_pad, text.shape[1] + 2 + codes.shape[1])
     start = text.shape[1] + 2
+    caches, done = (ar.new_caches(), 0) if use_cache else (None, 0)
     for i in pos:  # ancestral start: x_i ~ p(. | text, x_<i), left to right
-        logits = ar.logits(ar.generate_sequence(text, out), pad)[:, start - 1 + i, ar.V : ar.V + ar.K]
+        if caches is None:
+            logits = ar.logits(ar.generate_sequence(text, out), pad)[:, start - 1 + i, ar.V : ar.V + ar.K]
+        else:  # run only the positions not cached yet, up to code i - 1
+            ids = ar.generate_sequence(text, out)[:, : start + i]
+            h = ar.hidden(ids[:, done:], None if pad is None else pad[:, : start + i], caches=caches)
+            logits, done = ar.head(h[:, -1])[:, ar.V : ar.V + ar.K], start + i
         out[:, i] = _draw(F.log_softmax(logits.float(), -1), temperature, generator)
     for _ in range(sweeps):  # Gibbs: x_i ~ p(. | text, x_-i)
         for i in pos:
-            out[:, i] = _draw(region_conditional(ar, text, text_pad, out, i), temperature, generator)
+            logp = region_conditional(ar, text, text_pad, out, i, use_cache=use_cache)
+            out[:, i] = _draw(logp, temperature, generator)
     return out
 
 
