@@ -122,3 +122,14 @@ def test_lower_is_better_metrics_plateau_at_their_minimum_with_a_relative_tolera
     assert c.converged is False and "fell from its plateau" in c.reason
     psnr = [(s, 29.0 + (0.1 if s >= 80 else 0.0)) for s in range(10, 110, 10)]  # +0.1 dB < 1% of 29 dB
     assert plateau_check([psnr], "base", "val_psnr").converged is True
+
+
+def test_the_gain_carries_its_standard_error_over_runs():
+    a = [(100, 0.5), (200, 0.6), (300, 0.70), (400, 0.74)]  # gains over the last quarter: 0.04
+    b = [(100, 0.5), (200, 0.6), (300, 0.72), (400, 0.74)]  # 0.02
+    c = plateau_check([a, b], "base", "val_x")
+    assert c.final - c.late == pytest.approx(0.03)
+    assert c.gain_se == pytest.approx(0.01)  # stdev(0.04, 0.02) / sqrt(2)
+    assert "+0.0300 ± 0.0100 (SE over runs)" in c.line()
+    one = plateau_check([a], "base", "val_x")
+    assert one.gain_se != one.gain_se and "SE over runs" not in one.line()  # one run: no SE

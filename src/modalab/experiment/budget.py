@@ -9,6 +9,10 @@ point of accuracy) of its own plateau at the budget, and flat over the last quar
 - converged when ``plateau - final <= tol`` and ``final - late <= tol``;
 - undecided (None) with fewer than 3 validation points (set ``train.eval_every``).
 
+``gain_se`` (shown, not part of the rule): the standard error over runs of each run's own
+last-quarter gain. A gain within about two of them of zero is one the seeds cannot tell from noise;
+more seeds or a larger validation set make the rule decidable.
+
 For a metric where lower is better (FID, KID, a loss, an error rate: :func:`lower_is_better`) the
 rule runs on the negated curve, so the plateau is the curve's minimum. For a metric outside [0, 1]
 (FID, PSNR in dB) ``tol`` is relative: 1% of the plateau's magnitude.
@@ -21,7 +25,9 @@ The baseline arm is the arm whose swept values equal the recipe's own (else the 
 from __future__ import annotations
 
 import json
+import math
 import re
+import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -45,14 +51,16 @@ class BudgetCheck:
     late: float
     converged: bool | None
     reason: str
+    gain_se: float = float("nan")  # standard error over runs of the last-quarter gain (>= 2 runs)
 
     def line(self) -> str:
         verdict = {True: "converged", False: "NOT converged", None: "undecided"}[self.converged]
         if not self.steps:
             return f"budget check ({self.arm}, {self.metric}): {verdict}: {self.reason}"
+        se = f" ± {self.gain_se:.4f} (SE over runs)" if self.gain_se == self.gain_se else ""
         return (f"budget check (baseline arm {self.arm}, {self.metric}, mean of {self.n_runs} run(s)): "
                 f"{verdict} at {self.steps[-1]} steps: final {self.final:.4f}, plateau {self.plateau:.4f}, "
-                f"gain over the last {TAIL:.0%} {self.final - self.late:+.4f} (tolerance {TOL}); {self.reason}")
+                f"gain over the last {TAIL:.0%} {self.final - self.late:+.4f}{se} (tolerance {TOL}); {self.reason}")
 
 
 _LOWER = re.compile(r"(^|[^a-z])(fid|kid|loss|lpips\w*|mse|mae|error|err|wer|cer|distance|dist|perplexity|ppl)($|[^a-z])")
@@ -76,13 +84,16 @@ def plateau_check(curves: Sequence[Sequence[tuple[int, float]]], arm: str = "", 
     sign = -1.0 if lower_is_better(metric) else 1.0  # the rule reads "better" as "larger"
     final, plateau = mean[-1], sign * max(sign * v for v in mean)
     cut = (1 - TAIL) * shared[-1]
-    late = [v for s, v in zip(shared, mean) if s <= cut][-1]
+    late_step = [s for s in shared if s <= cut][-1]
+    late = mean[shared.index(late_step)]
+    gains = [r[shared[-1]] - r[late_step] for r in by_run]  # each run's own last-quarter gain
+    gain_se = (statistics.stdev(gains) / math.sqrt(len(gains))) if len(gains) >= 2 else float("nan")
     if any(not 0.0 <= v <= 1.0 for v in mean):
         tol = tol * max(1.0, abs(plateau))  # FID, dB: 1% of the plateau
     ok = sign * (plateau - final) <= tol and sign * (final - late) <= tol
     why = ("within tolerance of its plateau and flat" if ok else
            ("still rising" if sign > 0 else "still falling") + ": train longer" if sign * (final - late) > tol else "fell from its plateau: stop earlier")
-    return BudgetCheck(arm, metric, len(curves), shared, mean, plateau, final, late, ok, why)
+    return BudgetCheck(arm, metric, len(curves), shared, mean, plateau, final, late, ok, why, gain_se)
 
 
 def run_curve(run_dir: Path, metric: str) -> list[tuple[int, float]]:
