@@ -27,9 +27,8 @@ def code_loglik(ar: UnifiedTransformer, text: Tensor, text_pad: Tensor | None, c
     """log p(code_j | text, codes_<j) for every position: text (B, T), codes (B, N) -> (B, N)."""
     ids = ar.generate_sequence(text, codes)  # (B, T + 2 + N)
     start = text.shape[1] + 2
-    logits = ar.logits(ids, ar._prompt_pad(text_pad, ids.shape[1]))[:, start - 1 : -1, ar.V : ar.V + ar.K]
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float64 stays float64
-    return F.log_softmax(logits, -1).gather(-1, codes[..., None]).squeeze(-1)  # (B, N)
+    h = ar.hidden(ids, ar._prompt_pad(text_pad, ids.shape[1]))[:, start - 1 : -1]  # (B, N, D)
+    return _log_probs(ar, h).gather(-1, codes[..., None]).squeeze(-1)  # (B, N)
 
 
 @torch.no_grad()
@@ -64,7 +63,8 @@ def region_conditional(ar: UnifiedTransformer, text: Tensor, text_pad: Tensor | 
 
 
 def _log_probs(ar: UnifiedTransformer, h: Tensor) -> Tensor:
-    """Hidden states (..., D) -> log-probabilities over the K codes (..., K), at least float32."""
+    """Hidden states (..., D) -> log-probabilities over the K codes (..., K), at least float32
+    (float64 stays float64)."""
     logits = ar.head(h)[..., ar.V : ar.V + ar.K]
     return F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
 
@@ -81,8 +81,9 @@ def _cached_joint(ar: UnifiedTransformer, text: Tensor, text_pad: Tensor | None,
     joint = _log_probs(ar, h)  # (B, K): log p(x_i = k | text, x_<i)
     if i == N - 1:
         return joint
-    for c in caches:  # every candidate continues the same prefix
-        c.k, c.v = c.k.repeat_interleave(K, 0), c.v.repeat_interleave(K, 0)
+    rows = torch.arange(B, device=codes.device).repeat_interleave(K)  # (B * K,) image of each candidate
+    for c in caches:  # every candidate continues its image's prefix
+        c.reorder(rows)
     cand = codes[:, i:].repeat_interleave(K, 0)  # (B * K, N - i)
     cand[:, 0] = torch.arange(K, device=codes.device).repeat(B)
     hs = ar.hidden(cand + ar.V, None if pad is None else pad.repeat_interleave(K, 0), caches=caches)
