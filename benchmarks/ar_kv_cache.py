@@ -49,50 +49,47 @@ def _timeit(fn, reps: int) -> float:
     return statistics.median(ts)
 
 
-def run(tokens: list[int], batches: list[int], reps: int) -> None:
-    print(f"{'tokens':>6} {'batch':>5} | {'no cache s':>10} {'cache s':>9} {'speed-up':>8} | "
+HEADER = (f"{'tokens':>6} {'batch':>5} | {'no cache s':>10} {'cache s':>9} {'speed-up':>8} | "
           f"{'no cache MiB':>12} {'cache MiB':>9}")
+
+
+def _model(n: int) -> UnifiedTransformer:
+    torch.manual_seed(0)
+    return UnifiedTransformer(VOCAB, CODEBOOK, n, dim=96, depth=3, heads=4, max_text=TEXT).eval()
+
+
+def _row(n: int, b: int, call, reps: int) -> None:
+    """One table row: ``call(use_cache)`` without and with the cache (same draws checked)."""
+    same = torch.equal(call(True), call(False))
+    t_ref, t_new = _timeit(lambda: call(False), reps), _timeit(lambda: call(True), reps)
+    m_ref, m_new = peak_mib(lambda: call(False)), peak_mib(lambda: call(True))
+    flag = "" if same else "  (codes differ!)"
+    print(f"{n:>6} {b:>5} | {t_ref:>10.4f} {t_new:>9.4f} {t_ref / t_new:>7.2f}x | "
+          f"{m_ref:>12.1f} {m_new:>9.1f}{flag}")
+
+
+def run(tokens: list[int], batches: list[int], reps: int) -> None:
+    print(HEADER)
     for n in tokens:
-        torch.manual_seed(0)
-        m = UnifiedTransformer(VOCAB, CODEBOOK, n, dim=96, depth=3, heads=4, max_text=TEXT).eval()
+        m = _model(n)
         for b in batches:
             text = torch.randint(0, VOCAB, (b, TEXT), generator=torch.Generator().manual_seed(1))
-
-            def sample(use_cache: bool) -> torch.Tensor:
-                g = torch.Generator().manual_seed(2)
-                return m.generate_codes(text, temperature=1.0, generator=g, use_cache=use_cache)
-
-            same = torch.equal(sample(True), sample(False))
-            t_ref, t_new = _timeit(lambda: sample(False), reps), _timeit(lambda: sample(True), reps)
-            m_ref, m_new = peak_mib(lambda: sample(False)), peak_mib(lambda: sample(True))
-            flag = "" if same else "  (codes differ!)"
-            print(f"{n:>6} {b:>5} | {t_ref:>10.4f} {t_new:>9.4f} {t_ref / t_new:>7.2f}x | "
-                  f"{m_ref:>12.1f} {m_new:>9.1f}{flag}")
+            _row(n, b, lambda c: m.generate_codes(text, temperature=1.0, use_cache=c,
+                                                  generator=torch.Generator().manual_seed(2)), reps)
 
 
 def run_editing(tokens: list[int], batches: list[int], reps: int) -> None:
     print("\nregion editing (bottom half of the codes, 2 Gibbs sweeps)")
-    print(f"{'tokens':>6} {'batch':>5} | {'no cache s':>10} {'cache s':>9} {'speed-up':>8} | "
-          f"{'no cache MiB':>12} {'cache MiB':>9}")
+    print(HEADER)
     for n in tokens:
-        torch.manual_seed(0)
-        m = UnifiedTransformer(VOCAB, CODEBOOK, n, dim=96, depth=3, heads=4, max_text=TEXT).eval()
+        m = _model(n)
         region = torch.arange(n) >= n // 2  # (N,) the bottom half in raster order
         for b in batches:
             g0 = torch.Generator().manual_seed(1)
             text = torch.randint(0, VOCAB, (b, TEXT), generator=g0)
             codes = torch.randint(0, CODEBOOK, (b, n), generator=g0)
-
-            def edit(use_cache: bool) -> torch.Tensor:
-                g = torch.Generator().manual_seed(2)
-                return ar_edit_region(m, text, None, codes, region, sweeps=2, generator=g, use_cache=use_cache)
-
-            same = torch.equal(edit(True), edit(False))
-            t_ref, t_new = _timeit(lambda: edit(False), reps), _timeit(lambda: edit(True), reps)
-            m_ref, m_new = peak_mib(lambda: edit(False)), peak_mib(lambda: edit(True))
-            flag = "" if same else "  (codes differ!)"
-            print(f"{n:>6} {b:>5} | {t_ref:>10.4f} {t_new:>9.4f} {t_ref / t_new:>7.2f}x | "
-                  f"{m_ref:>12.1f} {m_new:>9.1f}{flag}")
+            _row(n, b, lambda c: ar_edit_region(m, text, None, codes, region, sweeps=2, use_cache=c,
+                                                generator=torch.Generator().manual_seed(2)), reps)
 
 
 def main() -> None:
