@@ -59,7 +59,7 @@ def main() -> None:
         peak = peak_mib(lambda: times.extend(epochs(maker, n, args.epochs)))
         rest = sum(times[1:]) / max(1, len(times) - 1)
         later[mb] = rest
-        cache = (cfg.render_cache_mb * 2**20 - maker._cache_left) / 2**20
+        cache = maker.cache_bytes / 2**20
         print(f"{name:<22} {times[0]:>9.2f} {rest:>14.2f} {1e3 * rest / n:>11.3f} {cache:>9.1f} {peak:>8.1f}")
     print(f"later epochs: {later[0] / later[512]:.2f}x faster with the cache")
     torch.manual_seed(0)

@@ -135,6 +135,7 @@ def test_render_cache_changes_nothing_and_stays_within_its_budget():
         assert torch.equal(a.media, b.media) and a.text == b.text
         assert a.meta["negatives"] == b.meta["negatives"] and a.meta["boxes"] == b.meta["boxes"]
     assert len(on._renders) == 4 and not off._renders  # the repeated read was a hit
+    assert on.cache_bytes == 4 * 3 * 32 * 32 * 4 and off.cache_bytes == 0
     first = on.sample("train", 3).media
     first.zero_()  # a caller's in-place change never reaches the cache
     assert on.sample("train", 3).media.abs().sum() > 0

@@ -96,6 +96,11 @@ class SceneMaker:
         self._renders: dict[tuple[str, int], tuple[Scene, torch.Tensor]] = {}
         self._cache_left = cfg.render_cache_mb * 2**20  # bytes
 
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes of rendered images held by the render cache."""
+        return self.cfg.render_cache_mb * 2**20 - self._cache_left
+
     def rendered(self, split: str, i: int) -> tuple[Scene, torch.Tensor]:
         """Scene ``i`` of ``split`` and its normalised image (3, S, S), from the render cache when
         it holds them; the caller gets its own copy of the image."""
