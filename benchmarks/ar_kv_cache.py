@@ -26,27 +26,16 @@ Run: python benchmarks/ar_kv_cache.py [--quick] [--threads 1]
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
+from _timing import median_seconds  # benchmarks/_timing.py
 from _memory import fix_malloc, peak_mib  # benchmarks/_memory.py
 
 from modalab.models.editing import ar_edit_region
 from modalab.models.unified import UnifiedTransformer
 
 TEXT, CODEBOOK, VOCAB = 10, 64, 32
-
-
-def _timeit(fn, reps: int) -> float:
-    fn()  # warm-up
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 HEADER = (f"{'tokens':>6} {'batch':>5} | {'no cache s':>10} {'cache s':>9} {'speed-up':>8} | "
@@ -61,7 +50,7 @@ def _model(n: int) -> UnifiedTransformer:
 def _row(n: int, b: int, call, reps: int) -> None:
     """One table row: ``call(use_cache)`` without and with the cache (same draws checked)."""
     same = torch.equal(call(True), call(False))
-    t_ref, t_new = _timeit(lambda: call(False), reps), _timeit(lambda: call(True), reps)
+    t_ref, t_new = median_seconds(lambda: call(False), reps), median_seconds(lambda: call(True), reps)
     m_ref, m_new = peak_mib(lambda: call(False)), peak_mib(lambda: call(True))
     flag = "" if same else "  (codes differ!)"
     print(f"{n:>6} {b:>5} | {t_ref:>10.4f} {t_new:>9.4f} {t_ref / t_new:>7.2f}x | "

@@ -14,11 +14,10 @@ Run: python benchmarks/cross_attention.py [--quick]
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
+from _timing import median_seconds  # benchmarks/_timing.py
 from _memory import fix_malloc, peak_mib  # benchmarks/_memory.py
 
 from modalab.layers.attention import naive_attention
@@ -47,23 +46,13 @@ def _run_attn(impl: str, q, k, v, mask) -> None:
     out.sum().backward()
 
 
-def _timeit(fn, reps: int) -> float:
-    fn()  # warm-up
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
-
-
 def part1(lengths: list[int], reps: int) -> None:
     print(f"\n## SDPA vs naive cross-attention, fwd+bwd, B={B} H={H} T={T} Dh={DH}, float32, 1 thread")
     print(f"{'S':>7} {'naive ms':>9} {'sdpa ms':>8} {'speedup':>8} {'naive MiB':>10} {'sdpa MiB':>9} {'mem ratio':>9}")
     for s in lengths:
         args = _attn_inputs(s)
-        t_naive = _timeit(lambda: _run_attn("naive", *args), reps) * 1e3
-        t_sdpa = _timeit(lambda: _run_attn("sdpa", *args), reps) * 1e3
+        t_naive = median_seconds(lambda: _run_attn("naive", *args), reps) * 1e3
+        t_sdpa = median_seconds(lambda: _run_attn("sdpa", *args), reps) * 1e3
         m_naive = peak_mib(lambda: _run_attn("naive", *args))
         m_sdpa = peak_mib(lambda: _run_attn("sdpa", *args))
         print(
@@ -92,7 +81,7 @@ def part2(media_lengths: list[int], reps: int) -> None:
             prefix, _ = res(media)
             dec(tokens, prefix=prefix).sum().backward()
 
-        t_all, t_res = _timeit(run_all, reps) * 1e3, _timeit(run_res, reps) * 1e3
+        t_all, t_res = median_seconds(run_all, reps) * 1e3, median_seconds(run_res, reps) * 1e3
         print(f"{n:>8} {n + text_len:>11} {t_all:>8.1f} {latents + text_len:>17} {t_res:>8.1f} {t_all / t_res:>7.2f}x")
 
 

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 
 import torch
 
+from _timing import median_seconds  # benchmarks/_timing.py
 from _memory import fix_malloc, peak_mib  # benchmarks/_memory.py
 
 from modalab.align.losses import info_nce
@@ -31,16 +30,6 @@ from modalab.vision.packing import greedy_pack, pack_images
 from modalab.vision.vit import VisionTransformer
 
 PATCH = 8  # digits canvases are 8..64 x 8..160 pixels: 1..160 patches each
-
-
-def _timeit(fn, reps: int) -> float:
-    fn()  # warm-up
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 def _layouts(images, sizes, batch_size: int, max_seq_len: int):
@@ -86,7 +75,7 @@ def part1(n: int, batch_size: int, max_seq_len: int, reps: int) -> None:
                     model.forward_packed(p)
 
         mem = peak_mib(run)  # the first pass, also the warm-up
-        t = _timeit(run, reps)
+        t = median_seconds(run, reps)
         if name == "pad-to-max":
             base = t
         slots = sum(p.image_ids.numel() for p in packed)
@@ -116,7 +105,7 @@ def part2(image_size: int, batch_size: int, ratios: list[float], reps: int, patc
             opt.step()
 
         mem = peak_mib(step)
-        t = _timeit(step, reps)
+        t = median_seconds(step, reps)
         base = base or t
         n = (image_size // patch) ** 2
         tokens = 1 + (n if r == 0 else max(1, int(n * (1 - r))))
