@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modalab.layers import Attention, Block, KVCache, Mlp, rename_on_load
+from modalab.layers import Attention, Block, KVCache, Mlp, causal_mask, rename_on_load
 from modalab.models.diffusion import Denoiser, GaussianDiffusion, timestep_embedding
 
 __all__ = ["Denoiser", "GaussianDiffusion", "UnifiedModel", "UnifiedTransformer", "timestep_embedding",
@@ -102,8 +102,10 @@ class UnifiedTransformer(nn.Module):
         h = h + self.pos_emb[:, start:L]
         kw: dict = {"is_causal": True}
         if pad is not None:
-            # position 0 (a task token) is never padding, so no query has all keys masked
-            kw["attn_mask"] = ~pad[:, None, None, :]  # (B, 1, 1, L) True = a real key
+            # one mask for every block; position 0 (a task token) is never padding, so no query
+            # has all keys masked
+            see = causal_mask(ids.shape[1], L, start, ids.device)  # (l, L) True = may see
+            kw = {"attn_mask": see[None, None] & ~pad[:, None, None, :]}  # (B, 1, l, L)
         for i, blk in enumerate(self.blocks):
             h = blk(h, **kw, **({"cache": caches[i]} if caches is not None else {}))
         return self.norm(h)
