@@ -44,15 +44,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1,000 scenes instead of 5,400")
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--size", type=int, default=32, help="canvas px (recipes/clip_scenes.yaml: 32)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     fix_malloc()
     n = 1000 if args.quick else 5400
-    print(f"torch {torch.__version__}, 1 thread, {n} training scenes of 64 px, {args.epochs} epochs")
+    print(f"torch {torch.__version__}, 1 thread, {n} training scenes of {args.size} px, {args.epochs} epochs")
     print(f"{'arm':<22} {'epoch 1 s':>9} {'later epochs s':>14} {'per read ms':>11} {'cache MiB':>9} {'peak MiB':>8}")
     later = {}
     for name, mb in (("no cache (baseline)", 0), ("render cache (ours)", 512)):
-        cfg = DigitScenesConfig(source="digit_scenes", image_size=64, render_cache_mb=mb,
+        cfg = DigitScenesConfig(source="digit_scenes", image_size=args.size, render_cache_mb=mb,
                                 negative_levels=["L1", "L2", "L3", "swap"])
         maker = SceneMaker(cfg, 0)
         times: list[float] = []
@@ -63,9 +64,9 @@ def main() -> None:
         print(f"{name:<22} {times[0]:>9.2f} {rest:>14.2f} {1e3 * rest / n:>11.3f} {cache:>9.1f} {peak:>8.1f}")
     print(f"later epochs: {later[0] / later[512]:.2f}x faster with the cache")
     torch.manual_seed(0)
-    a = SceneMaker(DigitScenesConfig(source="digit_scenes", image_size=64), 0).sample("train", 1)
+    a = SceneMaker(DigitScenesConfig(source="digit_scenes", image_size=args.size), 0).sample("train", 1)
     torch.manual_seed(0)
-    b = SceneMaker(DigitScenesConfig(source="digit_scenes", image_size=64, render_cache_mb=0), 0).sample("train", 1)
+    b = SceneMaker(DigitScenesConfig(source="digit_scenes", image_size=args.size, render_cache_mb=0), 0).sample("train", 1)
     assert torch.equal(a.media, b.media) and a.meta["negatives"] == b.meta["negatives"]
 
 
