@@ -114,15 +114,13 @@ def ar_edit_region(ar: UnifiedTransformer, text: Tensor, text_pad: Tensor | None
     pos = region.nonzero().flatten().tolist()
     pad = None if text_pad is None else ar._prompt_pad(text_pad, text.shape[1] + 2 + codes.shape[1])
     start = text.shape[1] + 2
-    caches, done = (ar.new_caches(), 0) if use_cache else (None, 0)
+    caches, done = ar.new_caches() if use_cache else None, 0  # done: positions already cached
     for i in pos:  # ancestral start: x_i ~ p(. | text, x_<i), left to right
-        if caches is None:
-            logits = ar.logits(ar.generate_sequence(text, out), pad)[:, start - 1 + i, ar.V : ar.V + ar.K]
-        else:  # run only the positions not cached yet, up to code i - 1
-            ids = ar.generate_sequence(text, out)[:, : start + i]
-            h = ar.hidden(ids[:, done:], None if pad is None else pad[:, : start + i], caches=caches)
-            logits, done = ar.head(h[:, -1])[:, ar.V : ar.V + ar.K], start + i
-        out[:, i] = _draw(F.log_softmax(logits.float(), -1), temperature, generator)
+        ids = ar.generate_sequence(text, out)[:, : start + i]  # up to code i - 1
+        step = ids[:, done:] if caches is not None else ids
+        logits = ar.logits_step(step, ids, None if pad is None else pad[:, : start + i], None, caches)
+        done = start + i
+        out[:, i] = _draw(F.log_softmax(logits[:, ar.V : ar.V + ar.K].float(), -1), temperature, generator)
     for _ in range(sweeps):  # Gibbs: x_i ~ p(. | text, x_-i)
         for i in pos:
             logp = region_conditional(ar, text, text_pad, out, i, use_cache=use_cache)
