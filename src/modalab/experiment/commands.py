@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import signal
 import sys
 from pathlib import Path
@@ -79,7 +80,11 @@ def _sweep(args, header_args, make_plan, parse_grid, run_sweep) -> int:  # type:
     if args.early_stop and args.backend != "ray":
         raise SweepError("--early-stop asha runs through Ray Tune: add --backend ray")
     if args.backend == "ray":
+        if args.reuse:
+            raise SweepError("--reuse copies runs on this machine: use it with --backend local")
         run_sweep = _ray_runner(args, load(recipe, overrides))
+    elif args.reuse:
+        run_sweep = functools.partial(run_sweep, reuse=[Path(d) for d in args.reuse])
     try:
         summary = run_sweep(plan, jobs=jobs, retry_failed=args.retry_failed, progress=not args.no_progress)
     except KeyboardInterrupt:
@@ -222,6 +227,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--budget", help="'converged' (pilot runs of the baseline arm pick the step count at which "
                    "its val curve is within 1 point of its plateau) or an explicit step count")
     s.add_argument("--retry-failed", action="store_true", help="rerun runs that failed before")
+    s.add_argument("--reuse", action="append", default=[], metavar="DIR",
+                   help="copy a job's run from this sweep (or run) directory instead of training it when that "
+                        "finished run has the same resolved recipe, seed, src/ commit and machine (repeatable)")
     s.add_argument("--dry-run", action="store_true", help="print the arms (with their steps and batch) and "
                    "seeds, check every arm loads, run nothing")
     s.add_argument("--no-progress", action="store_true")

@@ -33,7 +33,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
@@ -188,12 +188,15 @@ def run_status(path: Path) -> str:
     return "incomplete"  # still running, killed, or interrupted by Ctrl-C
 
 
+def job_overrides(plan: Plan, job: Job) -> list[str]:
+    """The overrides a job's run gets on top of the sweep's recipe snapshot."""
+    return [*plan.overrides, *job.arm.overrides, f"run.seed={job.seed}", "run.progress=false", "train.num_threads=1"]
+
+
 def job_command(plan: Plan, job: Job) -> list[str]:
     return [
         sys.executable, "-m", "modalab", "run", str(plan.snapshot), "--out", str(job.path),
-        *plan.overrides, *job.arm.overrides,
-        f"run.seed={job.seed}", "run.progress=false", "train.num_threads=1",
-        *(["--resume", "--restart"] if job.resume else []),
+        *job_overrides(plan, job), *(["--resume", "--restart"] if job.resume else []),
     ]
 
 
@@ -235,12 +238,14 @@ class SweepSummary:
     ran: list[str] = field(default_factory=list)  # finished in this call
     failed: list[str] = field(default_factory=list)  # failed (this call or before, not retried)
     busy: list[str] = field(default_factory=list)  # still running in another process: left alone
+    reused: list[str] = field(default_factory=list)  # copied from another sweep (experiment/reuse.py)
 
     def line(self) -> str:
         busy = f", {len(self.busy)} still running elsewhere (left alone)" if self.busy else ""
+        reused = f", {len(self.reused)} reused from --reuse" if self.reused else ""
         return (
-            f"{len(self.finished) + len(self.ran)} finished ({len(self.ran)} run now, "
-            f"{len(self.finished)} already done), {len(self.failed)} failed{busy}"
+            f"{len(self.finished) + len(self.ran) + len(self.reused)} finished ({len(self.ran)} run now, "
+            f"{len(self.finished)} already done{reused}), {len(self.failed)} failed{busy}"
         )
 
 
@@ -250,10 +255,12 @@ def run_sweep(
     retry_failed: bool = False,
     launch: Callable[[Plan, Job], int] = launch_subprocess,
     progress: bool = True,
+    reuse: Sequence[Path] = (),
 ) -> SweepSummary:
-    """Run every job of ``plan`` not finished yet, ``jobs`` at a time (at most the core count)."""
+    """Run every job of ``plan`` not finished yet, ``jobs`` at a time (at most the core count); a job
+    that a finished run under ``reuse`` reproduces exactly is copied instead (experiment/reuse.py)."""
     with sweep_lock(plan.root):
-        return _run_locked(plan, jobs, retry_failed, launch, progress)
+        return _run_locked(plan, jobs, retry_failed, launch, progress, reuse)
 
 
 @contextlib.contextmanager
@@ -287,14 +294,19 @@ def pending_jobs(plan: Plan, retry_failed: bool, summary: SweepSummary) -> list[
 
 
 def _run_locked(
-    plan: Plan, jobs: int, retry_failed: bool, launch: Callable[[Plan, Job], int], progress: bool
+    plan: Plan, jobs: int, retry_failed: bool, launch: Callable[[Plan, Job], int], progress: bool,
+    reuse: Sequence[Path] = (),
 ) -> SweepSummary:
     plan.save()
     _STOPPING.clear()
     summary = SweepSummary()
     todo = pending_jobs(plan, retry_failed, summary)
+    if reuse:
+        from modalab.experiment.reuse import take_reusable
+
+        todo = take_reusable(plan, todo, reuse, summary)
     workers = max(1, min(jobs, os.cpu_count() or 1, len(todo) or 1))
-    bar = tqdm(total=len(plan.jobs), initial=len(summary.finished), desc="sweep", unit="run",
+    bar = tqdm(total=len(plan.jobs), initial=len(summary.finished) + len(summary.reused), desc="sweep", unit="run",
                disable=not progress)
 
     def one(job: Job) -> None:
