@@ -8,13 +8,13 @@ the same run:
 - its ``run.json`` says ``finished``, with ``results.json``, and the same seed;
 - its ``config.yaml`` equals the job's resolved recipe, except for keys that cannot change a result
   (:data:`RESULT_NEUTRAL`: the run's name, logging, checkpoint cadence, a render cache's size);
-- it was trained from a clean checkout whose ``src/`` is identical to this one's (``git diff`` of the
-  two commits over ``src/``; this checkout clean there too), with the same Python, torch, host and
-  thread count (``run.json``'s ``machine``).
+- every modalab module it had loaded is byte-identical in the modalab that would train it again, with
+  the same numeric packages (its ``code.json``, experiment/code_record.py), and it ran on the same
+  host, Python, torch and thread count (``run.json``'s ``machine``).
 
 The run directory is copied whole (atomically: a temporary folder, then a rename) and gets
 ``reused.json`` naming where it came from and why it qualified, so a reader of the sweep can see it.
-Any doubt (no git, a dirty tree, a missing file) means no reuse: the job trains as usual.
+Any doubt (a missing or unreadable file) means no reuse: the job trains as usual.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
-from modalab.experiment.rundir import git_commit, machine_info, now_iso
+from modalab.experiment.code_record import CODE_FILE, code_differs
+from modalab.experiment.rundir import machine_info, now_iso
 from modalab.train.checkpoint import atomic_write_text
 
 REUSED_FILE = "reused.json"
@@ -51,57 +51,34 @@ def comparable(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def same_source(commit_a: str, commit_b: str, repo: Path) -> bool:
-    """Whether ``src/`` is identical at the two commits (False when git cannot tell)."""
-    if commit_a == commit_b:
-        return True
-    try:
-        out = subprocess.run(["git", "diff", "--quiet", commit_a, commit_b, "--", ":(top)src"], cwd=repo,
-                             capture_output=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return out.returncode == 0
-
-
-def source_clean(repo: Path) -> bool:
-    """Whether this checkout's ``src/`` matches its commit (no edits a reused run could not have seen)."""
-    try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)src"], cwd=repo,
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return out.returncode == 0 and not out.stdout.strip()
-
-
 @dataclass(frozen=True)
 class Candidate:
     path: Path
     seed: int
     config: dict[str, Any]  # comparable(config.yaml)
     info: dict[str, Any]  # run.json
+    code: dict[str, Any]  # code.json
 
 
 def _candidate(run: Path) -> Candidate | None:
     try:
         info = json.loads((run / "run.json").read_text(encoding="utf-8"))
         config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+        code = json.loads((run / CODE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError, yaml.YAMLError):
         return None
     if info.get("status") != "finished" or not (run / "results.json").is_file() or not isinstance(config, dict):
         return None
-    if info.get("git_dirty") is not False or not info.get("git_commit") or (run / REUSED_FILE).is_file():
-        return None  # only runs trained here, from a clean commit (a copy of a copy is not reused again)
+    if (run / REUSED_FILE).is_file():
+        return None  # only runs trained where they are (a copy of a copy is not reused again)
     seed = config.get("run", {}).get("seed")
-    return Candidate(run, seed, comparable(config), info) if isinstance(seed, int) else None
+    return Candidate(run, seed, comparable(config), info, code) if isinstance(seed, int) else None
 
 
 class Reuser:
     """Finished runs under ``roots`` (sweep directories or run directories) that a job may take."""
 
-    def __init__(self, roots: Iterable[Path], repo: Path) -> None:
-        self.repo = Path(repo)  # where the jobs' runs read their commit: the sweep directory's checkout
-        self.commit = git_commit(self.repo)
-        self.clean = self.commit is not None and source_clean(self.repo)
+    def __init__(self, roots: Iterable[Path]) -> None:
         self.candidates: list[Candidate] = []
         for root in roots:
             root = Path(root)
@@ -112,8 +89,6 @@ class Reuser:
 
     def find(self, config: dict[str, Any], machine: dict[str, Any]) -> tuple[Candidate | None, str]:
         """The first candidate that ``config`` (a resolved recipe dict) would reproduce, and why or why not."""
-        if not self.clean:
-            return None, "this checkout's src/ is not a clean git commit"
         want, seed = comparable(config), config.get("run", {}).get("seed")
         why = f"no finished run with seed {seed} and this resolved recipe"
         for c in self.candidates:
@@ -123,10 +98,11 @@ class Reuser:
             if any(theirs.get(k) != machine.get(k) for k in _MACHINE_KEYS):
                 why = f"{c.path}: trained on another machine or software ({_machine_diff(theirs, machine)})"
                 continue
-            if not same_source(c.info["git_commit"], self.commit, self.repo):
-                why = f"{c.path}: src/ differs between {c.info['git_commit'][:10]} and {self.commit[:10]}"
+            changed = code_differs(c.code)
+            if changed:
+                why = f"{c.path}: its code differs from this modalab's ({changed})"
                 continue
-            return c, f"same resolved recipe, seed, src/ and machine as {c.path}"
+            return c, f"same resolved recipe, seed, code and machine as {c.path}"
         return None, why
 
     def adopt(self, cand: Candidate, dest: Path, reason: str) -> None:
@@ -136,7 +112,7 @@ class Reuser:
         shutil.copytree(cand.path, tmp, ignore=shutil.ignore_patterns("checkpoints"))
         atomic_write_text(tmp / REUSED_FILE, json.dumps({
             "reused_from": str(cand.path.resolve()), "source_commit": cand.info.get("git_commit"),
-            "this_commit": self.commit, "reason": reason, "copied": now_iso()}, indent=2))
+            "reason": reason, "copied": now_iso()}, indent=2))
         tmp.rename(dest)
 
 
@@ -147,7 +123,7 @@ def take_reusable(plan: Any, todo: list[Any], roots: Iterable[Path], summary: An
     from modalab.experiment.store import Store, store_path
     from modalab.experiment.sweep import job_overrides
 
-    reuser, left = Reuser(roots, repo=plan.root), []
+    reuser, left = Reuser(roots), []
     machine = {**machine_info(), "threads": 1}  # every job runs at one thread (job_command)
     for job in todo:
         if job.path.exists():  # a started run is resumed or redone, never replaced by a copy

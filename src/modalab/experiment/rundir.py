@@ -8,6 +8,8 @@ runs/<name>-<timestamp>/
   checkpoints/       safetensors weights + trainer state (see train/checkpoint.py)
   artifacts/         data the report draws (similarity matrices, histograms), as JSON
   results.json       final metrics, sample counts, skipped inputs
+  code.json          the modalab modules the run loaded, by hash, and package versions (code_record.py)
+  reused.json        only in a run copied by ``sweep --reuse``: where from, and why (reuse.py)
   report.html        self-contained report with plots
 ```
 """

@@ -10,6 +10,7 @@ evaluation -> results.json -> report.html. Only rank 0 writes files or shows pro
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import sys
@@ -23,6 +24,7 @@ import torch
 from modalab import registry
 from modalab.config import ConfigError, Recipe
 from modalab.errors import clip
+from modalab.experiment.code_record import CODE_FILE, code_record
 from modalab.experiment.eval_splits import eval_split, split_keys
 from modalab.experiment.loggers import Loggers
 from modalab.experiment.prerequisites import resolve as resolve_prerequisites
@@ -36,7 +38,7 @@ from modalab.experiment.threads import oversubscribed, threads_per_process
 from modalab.tasks.base import Task, TwoOptimizers, implements, missing_members
 from modalab.train import dist as D
 from modalab.train.checkpoint import (
-    latest_valid, load_trainer_state, rng_state, save_checkpoint,
+    atomic_write_text, latest_valid, load_trainer_state, rng_state, save_checkpoint,
 )
 from modalab.train.engine import LoopConfig, LoopState, fit
 from modalab.train.gradcache import gradcache_accumulate, naive_accumulate, split_batch, supports_exact
@@ -153,6 +155,8 @@ def _run(recipe: Recipe, env: D.DistEnv, out: Path | None, recipe_path: str | No
         rd.update_run_info(status="failed", ended=now_iso(), error=f"{type(e).__name__}: {clip(str(e), 2000)}")
         sinks.finish("FAILED")
         raise
+    if env.main:  # which code computed this run (experiment/code_record.py; read by sweep --reuse)
+        atomic_write_text(rd.path / CODE_FILE, json.dumps(code_record(), indent=1))
     rd.update_run_info(status="finished", ended=now_iso())
     rd.drop_run_info("error")  # a resumed run that finishes carries no error of its earlier attempt
     if env.main:

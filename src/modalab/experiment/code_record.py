@@ -1,0 +1,68 @@
+"""Which code a run executed: every ``modalab`` module it had loaded, by content hash (``code.json``).
+
+Written when a run finishes. ``modalab sweep --reuse`` (experiment/reuse.py) compares it with the files
+of the modalab that would train the run again: a run whose loaded modules are byte-identical, with the
+same versions of the numeric packages it used, computes the same thing. Modules the run never loaded
+(reports, the chapter-5 generator, other tasks) cannot have changed its result and are not compared.
+The record describes the attempt that finished; a run resumed after its code changed is not detected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import sys
+from pathlib import Path
+from typing import Any
+
+CODE_FILE = "code.json"
+# loaded by every run but only after its results are written, or only to present them
+NEUTRAL = ("experiment/report.py", "experiment/report_panels.py", "experiment/code_record.py",
+           "experiment/reuse.py")
+PACKAGES = ("numpy", "scikit-learn", "scipy", "pillow", "pyyaml", "pydantic", "soundfile", "librosa", "av")
+
+
+def package_root() -> Path:
+    import modalab
+
+    return Path(modalab.__file__).resolve().parent
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def code_record() -> dict[str, Any]:
+    """{"modules": {path relative to the package: sha256}, "packages": {distribution: version}} of now."""
+    root, modules = package_root(), {}
+    for name, mod in list(sys.modules.items()):
+        f = getattr(mod, "__file__", None)
+        if (name == "modalab" or name.startswith("modalab.")) and f and f.endswith(".py"):
+            p = Path(f).resolve()
+            if p.is_relative_to(root) and p.relative_to(root).as_posix() not in NEUTRAL:
+                modules[p.relative_to(root).as_posix()] = _sha(p)
+    return {"modules": dict(sorted(modules.items())), "packages": {d: _version(d) for d in PACKAGES}}
+
+
+def code_differs(record: dict[str, Any]) -> str | None:
+    """Why the installed modalab would not run ``record``'s code again (None: it would, byte for byte)."""
+    root, modules = package_root(), record.get("modules")
+    if not isinstance(modules, dict) or not modules:
+        return "no module record"
+    for rel, digest in modules.items():
+        p = root / rel
+        if not p.is_file():
+            return f"modalab/{rel} no longer exists"
+        if _sha(p) != digest:
+            return f"modalab/{rel} changed"
+    for dist, version in (record.get("packages") or {}).items():
+        if _version(dist) != version:
+            return f"{dist} {version} then, {_version(dist)} now"
+    return None
