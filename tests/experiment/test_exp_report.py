@@ -190,3 +190,16 @@ def test_chapter5_noise_verdict_reads_the_cost_interval_against_the_margin(tmp_p
     assert abs(cost[0.2][0] - 0.5) < 0.3 and cost[0.2][2] < 2 and abs(cost[0.4][0] - 6.0) < 0.3 and cost[0.4][1] > 2
     assert "**not held here** (margin 2 points" in rows[1] and abs(costs(rows[1])[0.2][0] - 8.0) < 0.3
     assert "数据质量 vs 数量权衡：ALIGN 证明 1B 噪声数据可行" in rows[0]  # the verbatim claim from the recipe
+
+
+def test_chapter5_noise_verdict_reads_a_swept_noise_section(tmp_path):
+    """noise_scenes sweeps the whole data.noise section: null (the default recipe, clean) and {swap: p}."""
+    recipe = ROOT / "recipes/chapter5/noise_scenes.yaml"
+    root = fake_sweep(tmp_path / "noise_scenes", recipe, "data.noise", ["null", "{swap: 0.2}", "{swap: 0.4}"],
+                      [0.0, -0.06, -0.15], seeds=range(6))
+    out = tmp_path / "docs" / "chapter5.md"
+    out.parent.mkdir()
+    (row,) = claim_rows(generate([root], out))
+    assert "**not held here** (margin 2 points at swap 0.2" in row
+    assert re.search(r"swap 0\.2: cost \+6\.\d points", row) and re.search(r"swap 0\.4: cost \+15\.\d points", row)
+    assert "数据质量 vs 数量权衡：ALIGN 证明 1B 噪声数据可行" in row

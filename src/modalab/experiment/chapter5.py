@@ -137,9 +137,9 @@ def noise_verdict(comp: Comparison, root: Path) -> str:
     caption, accuracy stays within NOISE_MARGIN of clean training. *held* when the whole interval of
     (clean - noisy) lies below the margin, *not held here* when it lies above it, else inconclusive;
     the cost at every noise level of the sweep is listed."""
-    by = {_f(a.params.get("data.noise.swap", "nan")): a for a in comp.arms}
+    by = {_swap_level(a.params): a for a in comp.arms}
     if 0.0 not in by or NOISE_CLAIMED not in by:
-        return f"no verdict (needs data.noise.swap arms 0.0 and {NOISE_CLAIMED})"
+        return f"no verdict (needs arms with data.noise.swap 0.0 (or no noise) and {NOISE_CLAIMED})"
     clean, parts, word = by[0.0], [], "**inconclusive**"
     for level in sorted(k for k in by if k > 0):
         d = _diff(comp, clean.arm, by[level].arm)
@@ -157,9 +157,23 @@ def noise_verdict(comp: Comparison, root: Path) -> str:
             f"of the cost lies below it): " + "; ".join(parts))
 
 
+def _swap_level(params: dict[str, str]) -> float:
+    """The share of swapped captions an arm trained with: swept as ``data.noise.swap``, or as the whole
+    ``data.noise`` section (``null`` -- clean, the default recipe itself -- or ``{swap: 0.2}``)."""
+    if "data.noise.swap" in params:
+        return _f(params["data.noise.swap"])
+    try:
+        noise = yaml.safe_load(params.get("data.noise", "nan"))
+    except yaml.YAMLError:
+        return float("nan")
+    if noise is None:
+        return 0.0
+    return _f(str(noise.get("swap", 0.0))) if isinstance(noise, dict) else float("nan")
+
+
 VERDICTS: dict[str, Callable[[Comparison, Path], str]] = {
     "flip_ratio": flip_verdict, "flip_scenes": flip_verdict, "res_curriculum": res_curriculum_verdict,
-    "batch_size": batch_size_verdict, "noisy_pairs": noise_verdict}
+    "batch_size": batch_size_verdict, "noisy_pairs": noise_verdict, "noise_scenes": noise_verdict}
 
 
 def claim_text(recipe: Path) -> str:

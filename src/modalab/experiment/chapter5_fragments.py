@@ -19,7 +19,7 @@ from modalab.train.checkpoint import atomic_write_text
 # document order of the claims (chapter order); other names follow alphabetically
 ORDER = ("temperature", "negative_mix", "curriculum", "negclip_scenes", "levels_scenes", "batch_size",
          "flip_ratio", "flip_scenes", "res_curriculum", "freezing", "per_module_lr", "spec_augment",
-         "noisy_pairs")
+         "noisy_pairs", "noise_scenes")
 VERSION = 1
 
 
