@@ -203,3 +203,24 @@ def test_chapter5_noise_verdict_reads_a_swept_noise_section(tmp_path):
     assert "**not held here** (margin 2 points at swap 0.2" in row
     assert re.search(r"swap 0\.2: cost \+6\.\d points", row) and re.search(r"swap 0\.4: cost \+15\.\d points", row)
     assert "数据质量 vs 数量权衡：ALIGN 证明 1B 噪声数据可行" in row
+
+
+def test_chapter5_protocol_accepts_two_commits_with_the_same_code(tmp_path):
+    """A baseline copied by sweep --reuse carries its own commit; code.json shows it is one computation."""
+    recipe = ROOT / "recipes/chapter5/noise_scenes.yaml"
+    root = fake_sweep(tmp_path / "noise_scenes", recipe, "data.noise", ["null", "{swap: 0.2}"], [0.0, -0.01],
+                      seeds=range(6))
+    runs = sorted(p.parent for p in root.glob("*/seed*/run.json"))
+    for i, run in enumerate(runs):
+        (run / "code.json").write_text(json.dumps({"modules": {"config.py": "ab"}, "packages": {"numpy": "2"}}))
+        if i < 6:
+            info = json.loads((run / "run.json").read_text())
+            (run / "run.json").write_text(json.dumps({**info, "git_commit": "beef"}))
+    out = tmp_path / "docs" / "chapter5.md"
+    out.parent.mkdir()
+    generate([root], out)
+    text = out.read_text()
+    assert "the same code: every run's code.json agrees" in text and "2 commits" not in text
+    (runs[0] / "code.json").write_text(json.dumps({"modules": {"config.py": "cd"}, "packages": {"numpy": "2"}}))
+    generate([root], out)
+    assert "2 commits" in out.read_text()

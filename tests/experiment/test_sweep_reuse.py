@@ -113,3 +113,24 @@ def test_a_reused_run_equals_a_rerun(tmp_path):
     a, c = (measured(out / d / "temperature-0.05" / "seed0") for d in ("a", "c"))
     assert a == c and "zeroshot_top1" in a
     assert main(["compare", str(out / "b")]) == 0
+
+
+def test_runs_from_two_commits_with_the_same_code_are_one_computation(tmp_path):
+    from modalab.experiment.code_record import code_conflict
+    from modalab.experiment.doctor_sweep import check_provenance
+
+    sweep(tmp_path, "a", "0.05,0.1", [0])
+    root = tmp_path / "runs" / "a"
+    runs = sorted(p.parent for p in root.glob("*/seed0/run.json"))
+    for i, run in enumerate(runs):  # e.g. a baseline copied from a sweep made at an earlier commit
+        info = json.loads((run / "run.json").read_text())
+        (run / "run.json").write_text(json.dumps({**info, "git_commit": f"c{i}"}))
+    assert code_conflict(runs) is None
+    (finding,) = check_provenance(root)
+    assert finding.severity == "info" and "same code" in finding.message
+    rec = json.loads((runs[1] / CODE_FILE).read_text())
+    (runs[1] / CODE_FILE).write_text(json.dumps({**rec, "modules": {**rec["modules"], "config.py": "0" * 64}}))
+    assert "modalab/config.py differs" in code_conflict(runs)
+    assert [f.severity for f in check_provenance(root)] == ["warning"]
+    (runs[1] / CODE_FILE).unlink()
+    assert "no readable code.json" in code_conflict(runs)

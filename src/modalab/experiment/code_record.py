@@ -66,3 +66,24 @@ def code_differs(record: dict[str, Any]) -> str | None:
         if _version(dist) != version:
             return f"{dist} {version} then, {_version(dist)} now"
     return None
+
+
+def code_conflict(runs: list[Path]) -> str | None:
+    """Whether the runs computed with the same code: None when every run has a ``code.json`` and no
+    module or package differs between any two of them (a module only some runs loaded is not a
+    conflict); else what differs or is missing. Runs from different commits may agree."""
+    import json
+
+    seen: dict[str, tuple[str, str]] = {}  # "module" or "pkg:dist" -> (value, first run having it)
+    for run in runs:
+        try:
+            rec = json.loads((run / CODE_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return f"{run} has no readable {CODE_FILE}"
+        items = [*(rec.get("modules") or {}).items(), *((f"pkg:{k}", str(v)) for k, v in (rec.get("packages") or {}).items())]
+        for key, value in items:
+            first = seen.setdefault(key, (value, str(run)))
+            if first[0] != value:
+                what = f"{key[4:]} version" if key.startswith("pkg:") else f"modalab/{key}"
+                return f"{what} differs between {first[1]} and {run}"
+    return None

@@ -68,18 +68,25 @@ def check_seeds(root: Path, metric: str) -> list[Finding]:
 def check_provenance(root: Path) -> list[Finding]:
     from modalab.experiment.sweep import load_plan
 
-    commits, machines, dirty = set(), set(), 0
+    from modalab.experiment.code_record import code_conflict
+
+    commits, machines, dirty, runs = set(), set(), 0, []
     for j in load_plan(root).jobs:
         f = j.path / "run.json"
         if not f.is_file():
             continue
+        runs.append(j.path)
         info = json.loads(f.read_text())
         commits.add(info.get("git_commit"))
         m = info.get("machine") or {}
         machines.add((m.get("host"), m.get("platform"), m.get("threads")))
         dirty += bool(info.get("git_dirty"))
     out = []
-    if len(commits) > 1 or len(machines) > 1:
+    if len(commits) > 1 and len(machines) == 1 and code_conflict(runs) is None:
+        out.append(Finding("provenance", "info", "the sweep's runs come from different commits with the same code",
+                           f"commits {sorted(map(str, commits))}; every run's code.json agrees",
+                           "nothing to do: the modules they ran and the package versions are identical"))
+    elif len(commits) > 1 or len(machines) > 1:
         out.append(Finding("provenance", "warning", "the sweep's runs come from different commits or machines",
                            f"commits {sorted(map(str, commits))}; machines {sorted(map(str, machines))}",
                            "rerun the sweep from one commit on one machine"))
