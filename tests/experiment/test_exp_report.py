@@ -224,3 +224,17 @@ def test_chapter5_protocol_accepts_two_commits_with_the_same_code(tmp_path):
     (runs[0] / "code.json").write_text(json.dumps({"modules": {"config.py": "cd"}, "packages": {"numpy": "2"}}))
     generate([root], out)
     assert "2 commits" in out.read_text()
+
+
+def test_chapter5_protocol_flags_runs_on_another_cpu(tmp_path):
+    recipe = ROOT / "recipes/chapter5/noise_scenes.yaml"
+    root = fake_sweep(tmp_path / "noise_scenes", recipe, "data.noise", ["null", "{swap: 0.2}"], [0.0, -0.01],
+                      seeds=range(6))
+    for i, run in enumerate(sorted(p.parent for p in root.glob("*/seed*/run.json"))):
+        cpu = {"model": "EPYC", "capability": "AVX512" if i == 7 else "AVX2"}
+        (run / "code.json").write_text(json.dumps({"modules": {"config.py": "ab"}, "cpu": cpu}))
+    out = tmp_path / "docs" / "chapter5.md"
+    out.parent.mkdir()
+    generate([root], out)
+    cell = next(c for c in out.read_text().split(" | ") if "does not meet the protocol" in c)
+    assert "CPU capability differs between" in cell

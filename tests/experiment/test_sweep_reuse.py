@@ -134,3 +134,24 @@ def test_runs_from_two_commits_with_the_same_code_are_one_computation(tmp_path):
     assert [f.severity for f in check_provenance(root)] == ["warning"]
     (runs[1] / CODE_FILE).unlink()
     assert "no readable code.json" in code_conflict(runs)
+
+
+def test_another_cpu_is_another_machine(tmp_path):
+    """Cloud hosts often share one host name; the CPU model and torch's kernel set tell them apart."""
+    from modalab.experiment.code_record import code_conflict, code_differs, cpu_info
+    from modalab.experiment.doctor_sweep import check_provenance
+
+    assert cpu_info()["capability"] and cpu_info()["model"]
+    sweep(tmp_path, "a", "0.05,0.1", [0])
+    root = tmp_path / "runs" / "a"
+    runs = sorted(p.parent for p in root.glob("*/seed0/run.json"))
+    rec = json.loads((runs[1] / CODE_FILE).read_text())
+    assert rec["cpu"] == cpu_info() and code_differs(rec) is None
+    other = {**rec, "cpu": {**rec["cpu"], "capability": "AVX512"}}
+    (runs[1] / CODE_FILE).write_text(json.dumps(other))
+    assert "CPU " in code_differs(other) and code_conflict(runs).startswith("CPU capability differs")
+    assert [f.severity for f in check_provenance(root)] == ["warning"]
+    cfg = load(RECIPE, ["train.steps=3", "loss.temperature=0.1", "run.seed=0", "run.progress=false",
+                        "train.num_threads=1"]).to_dict()
+    cand, why = Reuser([root]).find(cfg, {**machine_info(), "threads": 1})
+    assert cand is None and "CPU" in why

@@ -161,7 +161,8 @@ def protocol(root: Path, comp: Comparison, metric: str) -> tuple[bool, str]:
             commits.add(json.loads(f.read_text()).get("git_commit") or "unknown")
             runs.append(j.path)
     # several commits are one computation when every run's code.json agrees (e.g. a baseline reused)
-    same_code = len(commits) > 1 and code_conflict(runs) is None
+    conflict = code_conflict(runs)
+    same_code = len(commits) > 1 and conflict is None
     problems = []
     if not check.converged:
         problems.append(f"baseline {'not converged' if check.converged is False else 'convergence undecided'}")
@@ -173,6 +174,8 @@ def protocol(root: Path, comp: Comparison, metric: str) -> tuple[bool, str]:
                         f"{m * min_sign_flip_p(n):.3f} after Holm over {m}; needs n >= {need}")
     if len(commits) > 1 and not same_code:
         problems.append(f"{len(commits)} commits")
+    if conflict and conflict.startswith("CPU "):  # one host name can hide several CPU models
+        problems.append(conflict)
     budget = (f"budget: baseline {check.arm} at {check.steps[-1]} steps, val {check.final:.3f} vs plateau "
               f"{check.plateau:.3f}, last-quarter gain {check.final - check.late:+.3f}" if check.steps
               else "budget: no val curve")

@@ -1,6 +1,7 @@
 """Which code a run executed: every ``modalab`` module it had loaded, by content hash (``code.json``).
 
-Written when a run finishes. ``modalab sweep --reuse`` (experiment/reuse.py) compares it with the files
+Written when a run finishes, with the CPU it ran on (its model name and the kernel set torch chose:
+hosts of a cloud pool often share one host name, and AVX2 and AVX-512 kernels round differently). ``modalab sweep --reuse`` (experiment/reuse.py) compares it with the files
 of the modalab that would train the run again: a run whose loaded modules are byte-identical, with the
 same versions of the numeric packages it used, computes the same thing. Modules the run never loaded
 (reports, the chapter-5 generator, other tasks) cannot have changed its result and are not compared.
@@ -48,7 +49,25 @@ def code_record() -> dict[str, Any]:
             p = Path(f).resolve()
             if p.is_relative_to(root) and p.relative_to(root).as_posix() not in NEUTRAL:
                 modules[p.relative_to(root).as_posix()] = _sha(p)
-    return {"modules": dict(sorted(modules.items())), "packages": {d: _version(d) for d in PACKAGES}}
+    return {"modules": dict(sorted(modules.items())), "packages": {d: _version(d) for d in PACKAGES},
+            "cpu": cpu_info()}
+
+
+def cpu_info() -> dict[str, str]:
+    """The CPU's model name (/proc/cpuinfo, else platform) and torch's kernel set (e.g. AVX2, AVX512)."""
+    import platform
+
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"model": model, "capability": str(torch.backends.cpu.get_cpu_capability())}
 
 
 def code_differs(record: dict[str, Any]) -> str | None:
@@ -65,6 +84,9 @@ def code_differs(record: dict[str, Any]) -> str | None:
     for dist, version in (record.get("packages") or {}).items():
         if _version(dist) != version:
             return f"{dist} {version} then, {_version(dist)} now"
+    cpu = record.get("cpu")
+    if cpu and cpu != cpu_info():
+        return f"CPU {cpu} then, {cpu_info()} now"
     return None
 
 
@@ -80,10 +102,12 @@ def code_conflict(runs: list[Path]) -> str | None:
             rec = json.loads((run / CODE_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return f"{run} has no readable {CODE_FILE}"
-        items = [*(rec.get("modules") or {}).items(), *((f"pkg:{k}", str(v)) for k, v in (rec.get("packages") or {}).items())]
+        items = [*(rec.get("modules") or {}).items(), *((f"pkg:{k}", str(v)) for k, v in (rec.get("packages") or {}).items()),
+                 *((f"cpu:{k}", str(v)) for k, v in (rec.get("cpu") or {}).items())]
         for key, value in items:
             first = seen.setdefault(key, (value, str(run)))
             if first[0] != value:
-                what = f"{key[4:]} version" if key.startswith("pkg:") else f"modalab/{key}"
+                what = (f"{key[4:]} version" if key.startswith("pkg:") else f"CPU {key[4:]}" if key.startswith("cpu:")
+                        else f"modalab/{key}")
                 return f"{what} differs between {first[1]} and {run}"
     return None

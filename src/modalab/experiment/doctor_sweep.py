@@ -82,7 +82,10 @@ def check_provenance(root: Path) -> list[Finding]:
         machines.add((m.get("host"), m.get("platform"), m.get("threads")))
         dirty += bool(info.get("git_dirty"))
     out = []
-    if len(commits) > 1 and len(machines) == 1 and code_conflict(runs) is None:
+    conflict = code_conflict(runs)
+    if conflict and conflict.startswith("CPU "):  # one host name can hide several CPU models
+        machines.add(conflict)
+    if len(commits) > 1 and len(machines) == 1 and conflict is None:
         out.append(Finding("provenance", "info", "the sweep's runs come from different commits with the same code",
                            f"commits {sorted(map(str, commits))}; every run's code.json agrees",
                            "nothing to do: the modules they ran and the package versions are identical"))
