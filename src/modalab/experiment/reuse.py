@@ -35,7 +35,7 @@ from modalab.train.checkpoint import atomic_write_text
 REUSED_FILE = "reused.json"
 # (section, key) pairs that name, log or checkpoint a run without changing what it trains or measures
 RESULT_NEUTRAL: tuple[tuple[str, str], ...] = (
-    ("run", "name"), ("run", "progress"), ("run", "loggers"), ("train", "log_every"),
+    ("run", "name"), ("run", "out_dir"), ("run", "progress"), ("run", "loggers"), ("train", "log_every"),
     ("train", "checkpoint_every"), ("train", "keep_checkpoints"), ("train", "tensorboard"),
     ("data", "render_cache_mb"),
 )
