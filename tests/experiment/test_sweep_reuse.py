@@ -51,6 +51,11 @@ def test_only_an_identical_run_is_reused(tmp_path):
     assert note["reused_from"] == str((repo / "runs" / "a" / "temperature-0.05" / "seed0").resolve())
     assert json.loads((got / "results.json").read_text())["zeroshot_top1"] == pytest.approx(0.55)
     assert "4 finished" in s.line() and "1 reused" in s.line()
+    from modalab.experiment.report import write_sweep_report
+
+    page = write_sweep_report(repo / "runs" / "b").read_text()
+    assert "copied by <code>sweep --reuse</code>" in page and f"1 run(s): {repo / 'runs' / 'a'}" in page
+    assert "every run&#x27;s code.json agrees" in page or "every run's code.json agrees" in page
     # a setting that changes training (the batch) is never reused
     s, calls = sweep(repo, "c", "0.05", [0], extra=["train.batch_size=16"], reuse=[repo / "runs" / "a"])
     assert not s.reused and calls == ["temperature-0.05/seed0"]

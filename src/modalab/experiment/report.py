@@ -330,12 +330,18 @@ def _provenance_html(plan: Any) -> str:
 
     from modalab.experiment.rundir import text_hash
 
+    from modalab.experiment.code_record import code_conflict
+    from modalab.experiment.reuse import REUSED_FILE
+
     commits: Counter = Counter()
     machines: Counter = Counter()
-    hashes = set()
+    hashes, runs, reused = set(), [], Counter()
     for j in plan.jobs:
         f = j.path / "run.json"
         if f.is_file():
+            runs.append(j.path)
+            if (j.path / REUSED_FILE).is_file():
+                reused[str(Path(json.loads((j.path / REUSED_FILE).read_text()).get("reused_from", "?")).parent.parent)] += 1
             info = json.loads(f.read_text())
             m = info.get("machine") or {}
             dirty = " +uncommitted changes" if info.get("git_dirty") else ""
@@ -345,10 +351,18 @@ def _provenance_html(plan: Any) -> str:
             hashes.add(info.get("recipe_hash"))
     snap = text_hash(plan.snapshot.read_text()) if plan.snapshot.is_file() else "?"
     li = lambda c: "".join(f"<li>{n} run(s): {html.escape(k)}</li>" for k, n in c.most_common())  # noqa: E731
-    warn = "<p class='warn'>runs differ in commit or machine</p>" if len(commits) > 1 or len(machines) > 1 else ""
+    conflict = code_conflict(runs) if runs else "no run yet"
+    code = ("<p>code: every run's code.json agrees (the modalab modules each run loaded, the numeric packages "
+            "and the CPU)</p>" if conflict is None else f"<p>code: {html.escape(conflict)}</p>")
+    copied = (f"<p>copied by <code>sweep --reuse</code> (reused.json), not trained here:</p><ul>{li(reused)}</ul>"
+              if reused else "")
+    same = conflict is None and len(machines) == 1
+    warn = ("<p class='warn'>runs differ in commit or machine</p>" if (len(commits) > 1 and not same) or len(machines) > 1
+            else "")
     return (f"{warn}<p>sweep recipe snapshot hash {snap}; {len(hashes)} distinct resolved-recipe hashes "
             f"(one per arm x seed: run.json's recipe_hash covers the overrides and the seed)</p>"
-            f"<p>commits:</p><ul>{li(commits) or '<li>no run yet</li>'}</ul><p>machines:</p><ul>{li(machines)}</ul>")
+            f"<p>commits:</p><ul>{li(commits) or '<li>no run yet</li>'}</ul><p>machines:</p><ul>{li(machines)}</ul>"
+            f"{code}{copied}")
 
 
 def write_sweep_report(root: Path, metric: str = "zeroshot_top1") -> Path:
