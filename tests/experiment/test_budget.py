@@ -121,7 +121,10 @@ def test_lower_is_better_metrics_plateau_at_their_minimum_with_a_relative_tolera
     c = plateau_check([worse], "base", "val_fid")
     assert c.converged is False and "fell from its plateau" in c.reason
     psnr = [(s, 29.0 + (0.1 if s >= 80 else 0.0)) for s in range(10, 110, 10)]  # +0.1 dB < 1% of 29 dB
-    assert plateau_check([psnr], "base", "val_psnr").converged is True
+    c = plateau_check([psnr], "base", "val_psnr")
+    assert c.converged is True and c.tol == 0.01 * 29.1 and "(tolerance 0.291)" in c.line()  # the dB applied
+    acc = [(s, 0.5) for s in range(10, 110, 10)]
+    assert "(tolerance 0.01)" in plateau_check([acc], "b", "val_acc").line()
 
 
 def test_the_gain_carries_its_standard_error_over_runs():

@@ -52,6 +52,7 @@ class BudgetCheck:
     converged: bool | None
     reason: str
     gain_se: float = float("nan")  # standard error over runs of the last-quarter gain (>= 2 runs)
+    tol: float = TOL  # the tolerance applied, in the metric's units (relative for FID, dB: see above)
 
     def line(self) -> str:
         verdict = {True: "converged", False: "NOT converged", None: "undecided"}[self.converged]
@@ -60,7 +61,7 @@ class BudgetCheck:
         se = f" ± {self.gain_se:.4f} (SE over runs)" if self.gain_se == self.gain_se else ""
         return (f"budget check (baseline arm {self.arm}, {self.metric}, mean of {self.n_runs} run(s)): "
                 f"{verdict} at {self.steps[-1]} steps: final {self.final:.4f}, plateau {self.plateau:.4f}, "
-                f"gain over the last {TAIL:.0%} {self.final - self.late:+.4f}{se} (tolerance {TOL}); {self.reason}")
+                f"gain over the last {TAIL:.0%} {self.final - self.late:+.4f}{se} (tolerance {self.tol:.4g}); {self.reason}")
 
 
 _LOWER = re.compile(r"(^|[^a-z])(fid|kid|loss|lpips\w*|mse|mae|error|err|wer|cer|distance|dist|perplexity|ppl)($|[^a-z])")
@@ -93,7 +94,7 @@ def plateau_check(curves: Sequence[Sequence[tuple[int, float]]], arm: str = "", 
     ok = sign * (plateau - final) <= tol and sign * (final - late) <= tol
     why = ("within tolerance of its plateau and flat" if ok else
            ("still rising" if sign > 0 else "still falling") + ": train longer" if sign * (final - late) > tol else "fell from its plateau: stop earlier")
-    return BudgetCheck(arm, metric, len(curves), shared, mean, plateau, final, late, ok, why, gain_se)
+    return BudgetCheck(arm, metric, len(curves), shared, mean, plateau, final, late, ok, why, gain_se, tol)
 
 
 def run_curve(run_dir: Path, metric: str) -> list[tuple[int, float]]:
