@@ -24,7 +24,9 @@ import yaml
 
 from modalab.constants import TAU_RANGE
 from modalab.experiment.chapter5_fragments import Fragment, load_fragments, write_fragment
-from modalab.experiment.chapter5_verdicts import _diff, _f, flip_verdict, noise_verdict, res_curriculum_verdict
+from modalab.experiment.chapter5_verdicts import as_float as _f
+from modalab.experiment.chapter5_verdicts import find_diff as _diff
+from modalab.experiment.chapter5_verdicts import flip_verdict, noise_verdict, res_curriculum_verdict
 from modalab.experiment.report import write_sweep_report
 from modalab.experiment.stats import Comparison, compare, fmt_diff, fmt_p
 from modalab.experiment.sweep import base_config_text, header_metric, load_plan

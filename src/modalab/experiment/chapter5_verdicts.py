@@ -10,14 +10,15 @@ import yaml
 from modalab.experiment.stats import Comparison, compare
 
 
-def _f(v: str) -> float:
+def as_float(v: str) -> float:
+    """A swept value as a number (nan when it is not one)."""
     try:
         return float(v)
     except ValueError:
         return float("nan")
 
 
-def _diff(comp: Comparison, a: str, b: str):  # type: ignore[no-untyped-def]
+def find_diff(comp: Comparison, a: str, b: str):  # type: ignore[no-untyped-def]
     for d in comp.diffs:
         if {d.a, d.b} == {a, b}:
             return d
@@ -26,15 +27,15 @@ def _diff(comp: Comparison, a: str, b: str):  # type: ignore[no-untyped-def]
 
 def flip_verdict(comp: Comparison, root: Path) -> str:
     """FLIP's claim is a trade: about 1% accuracy lost for about 2.5x training speed."""
-    by_r = {_f(a.params.get("model.vision.patch_dropout", "nan")): a for a in comp.arms}
+    by_r = {as_float(a.params.get("model.vision.patch_dropout", "nan")): a for a in comp.arms}
     if 0.0 not in by_r or 0.5 not in by_r:
         return "no verdict (needs patch_dropout 0.0 and 0.5 arms)"
     full, masked = by_r[0.0], by_r[0.5]
-    d = _diff(comp, full.arm, masked.arm)
+    d = find_diff(comp, full.arm, masked.arm)
     sig = "significant" if d and d.significant else "not significant"
     drop = (full.mean - masked.mean) * 100
     t, clock = _step_seconds(root)
-    r = {_f(a.params.get("model.vision.patch_dropout", "nan")): t.get(a.arm, float("nan")) for a in comp.arms}
+    r = {as_float(a.params.get("model.vision.patch_dropout", "nan")): t.get(a.arm, float("nan")) for a in comp.arms}
     speed = r.get(0.0, float("nan")) / r.get(0.5, float("nan"))
     held = drop <= 2.0 and speed >= 2.0
     return (f"{'**held**' if held else '**not held here**'}: accuracy {-drop:+.1f} points ({sig}), "
@@ -63,7 +64,7 @@ def res_curriculum_verdict(comp: Comparison, root: Path) -> str:
     if not flat or not sched:
         return "no verdict (needs a schedule arm and a schedule=null arm)"
     full, cur = flat[0], sched[0]
-    d = _diff(comp, full.arm, cur.arm)
+    d = find_diff(comp, full.arm, cur.arm)
     sig = "significant" if d and d.significant else "not significant"
     drop = (full.mean - cur.mean) * 100
     try:
@@ -89,7 +90,7 @@ def noise_verdict(comp: Comparison, root: Path) -> str:
         return f"no verdict (needs arms with data.noise.swap 0.0 (or no noise) and {NOISE_CLAIMED})"
     clean, parts, word = by[0.0], [], "**inconclusive**"
     for level in sorted(k for k in by if k > 0):
-        d = _diff(comp, clean.arm, by[level].arm)
+        d = find_diff(comp, clean.arm, by[level].arm)
         if d is None:
             continue
         sign = -1.0 if d.a == clean.arm else 1.0  # d.diff is b - a; the cost is clean - noisy
@@ -108,11 +109,11 @@ def _swap_level(params: dict[str, str]) -> float:
     """The share of swapped captions an arm trained with: swept as ``data.noise.swap``, or as the whole
     ``data.noise`` section (``null`` -- clean, the default recipe itself -- or ``{swap: 0.2}``)."""
     if "data.noise.swap" in params:
-        return _f(params["data.noise.swap"])
+        return as_float(params["data.noise.swap"])
     try:
         noise = yaml.safe_load(params.get("data.noise", "nan"))
     except yaml.YAMLError:
         return float("nan")
     if noise is None:
         return 0.0
-    return _f(str(noise.get("swap", 0.0))) if isinstance(noise, dict) else float("nan")
+    return as_float(str(noise.get("swap", 0.0))) if isinstance(noise, dict) else float("nan")

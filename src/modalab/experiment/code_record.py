@@ -1,8 +1,9 @@
 """Which code a run executed: every ``modalab`` module it had loaded, by content hash (``code.json``).
 
 Written when a run finishes, with the CPU it ran on (its model name and the kernel set torch chose:
-hosts of a cloud pool often share one host name, and AVX2 and AVX-512 kernels round differently). ``modalab sweep --reuse`` (experiment/reuse.py) compares it with the files
-of the modalab that would train the run again: a run whose loaded modules are byte-identical, with the
+hosts of a cloud pool often share one host name, and AVX2 and AVX-512 kernels round differently).
+``modalab sweep --reuse`` (experiment/reuse.py) compares it with the files of the modalab that would
+train the run again: a run whose loaded modules are byte-identical, with the
 same versions of the numeric packages it used, computes the same thing. Modules the run never loaded
 (reports, the chapter-5 generator, other tasks) cannot have changed its result and are not compared.
 The record describes the attempt that finished; a run resumed after its code changed is not detected.
@@ -41,7 +42,8 @@ def _version(dist: str) -> str | None:
 
 
 def code_record() -> dict[str, Any]:
-    """{"modules": {path relative to the package: sha256}, "packages": {distribution: version}} of now."""
+    """{"modules": {path relative to the package: sha256}, "packages": {distribution: version},
+    "cpu": cpu_info()} of this process, now."""
     root, modules = package_root(), {}
     for name, mod in list(sys.modules.items()):
         f = getattr(mod, "__file__", None)
@@ -102,7 +104,8 @@ def code_conflict(runs: list[Path]) -> str | None:
             rec = json.loads((run / CODE_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return f"{run} has no readable {CODE_FILE}"
-        items = [*(rec.get("modules") or {}).items(), *((f"pkg:{k}", str(v)) for k, v in (rec.get("packages") or {}).items()),
+        items = [*(rec.get("modules") or {}).items(),
+                 *((f"pkg:{k}", str(v)) for k, v in (rec.get("packages") or {}).items()),
                  *((f"cpu:{k}", str(v)) for k, v in (rec.get("cpu") or {}).items())]
         for key, value in items:
             first = seen.setdefault(key, (value, str(run)))

@@ -229,7 +229,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--retry-failed", action="store_true", help="rerun runs that failed before")
     s.add_argument("--reuse", action="append", default=[], metavar="DIR",
                    help="copy a job's run from this sweep (or run) directory instead of training it when that "
-                        "finished run has the same resolved recipe, seed, src/ commit and machine (repeatable)")
+                        "finished run has the same resolved recipe, seed, loaded code (its code.json) and machine "
+                        "(repeatable; experiment/reuse.py)")
     s.add_argument("--dry-run", action="store_true", help="print the arms (with their steps and batch) and "
                    "seeds, check every arm loads, run nothing")
     s.add_argument("--no-progress", action="store_true")

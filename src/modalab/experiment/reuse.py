@@ -7,12 +7,14 @@ the same run:
 
 - its ``run.json`` says ``finished``, with ``results.json``, and the same seed;
 - its ``config.yaml`` equals the job's resolved recipe, except for keys that cannot change a result
-  (:data:`RESULT_NEUTRAL`: the run's name, logging, checkpoint cadence, a render cache's size);
+  (:data:`RESULT_NEUTRAL`: the run's name and output root, logging, checkpoint cadence, a render
+  cache's size);
 - every modalab module it had loaded is byte-identical in the modalab that would train it again, with
-  the same numeric packages (its ``code.json``, experiment/code_record.py), and it ran on the same
-  host, Python, torch and thread count (``run.json``'s ``machine``).
+  the same numeric packages and CPU (its ``code.json``, experiment/code_record.py), and it ran on the
+  same host, Python, torch and thread count (``run.json``'s ``machine``).
 
-The run directory is copied whole (atomically: a temporary folder, then a rename) and gets
+The run directory is copied (atomically: a temporary folder, then a rename; its checkpoints stay
+behind, the results, curves and artifacts come along) and gets
 ``reused.json`` naming where it came from and why it qualified, so a reader of the sweep can see it.
 Any doubt (a missing or unreadable file) means no reuse: the job trains as usual.
 """
