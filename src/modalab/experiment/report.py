@@ -352,6 +352,8 @@ def _provenance_html(plan: Any) -> str:
     snap = text_hash(plan.snapshot.read_text()) if plan.snapshot.is_file() else "?"
     li = lambda c: "".join(f"<li>{n} run(s): {html.escape(k)}</li>" for k, n in c.most_common())  # noqa: E731
     conflict = code_conflict(runs) if runs else "no run yet"
+    if conflict:
+        conflict = conflict.replace(f"{plan.root}/", "")  # run folders relative to the sweep
     code = ("<p>code: every run's code.json agrees (the modalab modules each run loaded, the numeric packages "
             "and the CPU)</p>" if conflict is None else f"<p>code: {html.escape(conflict)}</p>")
     copied = (f"<p>copied by <code>sweep --reuse</code> (reused.json), not trained here:</p><ul>{li(reused)}</ul>"
@@ -362,7 +364,7 @@ def _provenance_html(plan: Any) -> str:
     return (f"{warn}<p>sweep recipe snapshot hash {snap}; {len(hashes)} distinct resolved-recipe hashes "
             f"(one per arm x seed: run.json's recipe_hash covers the overrides and the seed)</p>"
             f"<p>commits:</p><ul>{li(commits) or '<li>no run yet</li>'}</ul><p>machines:</p><ul>{li(machines)}</ul>"
-            f"{code}{copied}")
+            f"<div style='overflow-wrap:anywhere'>{code}{copied}</div>")  # long paths wrap, not widen the page
 
 
 def write_sweep_report(root: Path, metric: str = "zeroshot_top1") -> Path:
