@@ -156,6 +156,10 @@ def test_another_cpu_is_another_machine(tmp_path):
     (runs[1] / CODE_FILE).write_text(json.dumps(other))
     assert "CPU " in code_differs(other) and code_conflict(runs).startswith("CPU capability differs")
     assert [f.severity for f in check_provenance(root)] == ["warning"]
+    from modalab.experiment.report import write_sweep_report
+
+    page = write_sweep_report(root).read_text()
+    assert "runs differ in commit or machine" in page and "CPU capability differs" in page
     cfg = load(RECIPE, ["train.steps=3", "loss.temperature=0.1", "run.seed=0", "run.progress=false",
                         "train.num_threads=1"]).to_dict()
     cand, why = Reuser([root]).find(cfg, {**machine_info(), "threads": 1})

@@ -154,7 +154,7 @@ def protocol(root: Path, comp: Comparison, metric: str) -> tuple[bool, str]:
 
     check = sweep_budget(root, metric)
     n = min((d.n_pairs for d in comp.diffs), default=0)
-    from modalab.experiment.code_record import code_conflict
+    from modalab.experiment.code_record import code_conflict, cpu_differs
 
     commits, runs = set(), []
     for j in load_plan(root).jobs:
@@ -176,7 +176,7 @@ def protocol(root: Path, comp: Comparison, metric: str) -> tuple[bool, str]:
                         f"{m * min_sign_flip_p(n):.3f} after Holm over {m}; needs n >= {need}")
     if len(commits) > 1 and not same_code:
         problems.append(f"{len(commits)} commits")
-    if conflict and conflict.startswith("CPU "):  # one host name can hide several CPU models
+    if cpu_differs(conflict):
         problems.append(conflict)
     budget = (f"budget: baseline {check.arm} at {check.steps[-1]} steps, val {check.final:.3f} vs plateau "
               f"{check.plateau:.3f}, last-quarter gain {check.final - check.late:+.3f}" if check.steps

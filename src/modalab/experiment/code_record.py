@@ -114,3 +114,9 @@ def code_conflict(runs: list[Path]) -> str | None:
                         else f"modalab/{key}")
                 return f"{what} differs between {first[1]} and {run}"
     return None
+
+
+def cpu_differs(conflict: str | None) -> bool:
+    """Whether a :func:`code_conflict` message is about the CPU: another machine, though hosts of a
+    cloud pool share one name (doctor, the chapter-5 protocol and the sweep report treat it so)."""
+    return bool(conflict) and conflict.startswith("CPU ")

@@ -68,7 +68,7 @@ def check_seeds(root: Path, metric: str) -> list[Finding]:
 def check_provenance(root: Path) -> list[Finding]:
     from modalab.experiment.sweep import load_plan
 
-    from modalab.experiment.code_record import code_conflict
+    from modalab.experiment.code_record import code_conflict, cpu_differs
 
     commits, machines, dirty, runs = set(), set(), 0, []
     for j in load_plan(root).jobs:
@@ -83,7 +83,7 @@ def check_provenance(root: Path) -> list[Finding]:
         dirty += bool(info.get("git_dirty"))
     out = []
     conflict = code_conflict(runs)
-    if conflict and conflict.startswith("CPU "):  # one host name can hide several CPU models
+    if cpu_differs(conflict):
         machines.add(conflict)
     if len(commits) > 1 and len(machines) == 1 and conflict is None:
         out.append(Finding("provenance", "info", "the sweep's runs come from different commits with the same code",

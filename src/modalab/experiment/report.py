@@ -330,7 +330,7 @@ def _provenance_html(plan: Any) -> str:
 
     from modalab.experiment.rundir import text_hash
 
-    from modalab.experiment.code_record import code_conflict
+    from modalab.experiment.code_record import code_conflict, cpu_differs
     from modalab.experiment.reuse import REUSED_FILE
 
     commits: Counter = Counter()
@@ -358,9 +358,9 @@ def _provenance_html(plan: Any) -> str:
             "and the CPU)</p>" if conflict is None else f"<p>code: {html.escape(conflict)}</p>")
     copied = (f"<p>copied by <code>sweep --reuse</code> (reused.json), not trained here:</p><ul>{li(reused)}</ul>"
               if reused else "")
-    same = conflict is None and len(machines) == 1
-    warn = ("<p class='warn'>runs differ in commit or machine</p>" if (len(commits) > 1 and not same) or len(machines) > 1
-            else "")
+    other_machine = len(machines) > 1 or cpu_differs(conflict)
+    warn = ("<p class='warn'>runs differ in commit or machine</p>"
+            if (len(commits) > 1 and conflict is not None) or other_machine else "")
     return (f"{warn}<p>sweep recipe snapshot hash {snap}; {len(hashes)} distinct resolved-recipe hashes "
             f"(one per arm x seed: run.json's recipe_hash covers the overrides and the seed)</p>"
             f"<p>commits:</p><ul>{li(commits) or '<li>no run yet</li>'}</ul><p>machines:</p><ul>{li(machines)}</ul>"
