@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from modalab.experiment.budget import plateau_check, run_curve
+
 # (label, key without the path suffix, format, chapter words of 5.2.2's table: AR / DM)
 ROWS = [
     ("FID (test, in-house feature CNN)", "generate_fid", "{:.1f}", '5.2.2 生成质量: AR "中等", DM "高"'),
@@ -81,6 +83,15 @@ def main(runs: list[Path]) -> None:
                           if any(r.get("step") == s and k in r for r in recs)])
             cells.append(ms(v, "{:.3f}" if "match" in k else "{:.2f}") if len(v) else "-")
         print(f"| {s} | " + " | ".join(cells) + " |")
+    for p in ("ar", "diffusion"):  # the budget rule (experiment/budget.py) on both paths
+        key = f"class_match_{p}"
+        print("\n" + plateau_check([run_curve(r, key) for r in runs], p, f"val_{key}").line(), end="")
+    print()
+    for (res, recs), r in zip(data, runs):  # a resume from an old checkpoint loses earlier losses
+        last = max((x["step"] for x in recs if "step" in x), default=0)
+        for p in ("ar", "diffusion"):
+            if res.get(f"loss_history_steps_{p}", last) < last:
+                print(f"\nWARNING {r}: loss rows of {p} cover {res[f'loss_history_steps_{p}']} of {last} steps")
     # 2. chosen samplers
     print("\n| seed run | chosen AR temperature | chosen guidance | interval |")
     print("|---|---|---|---|")

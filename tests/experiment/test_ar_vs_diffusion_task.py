@@ -69,3 +69,63 @@ def test_sampling_is_deterministic_in_training_mode_too(tmp_path):
     a = task.sample("diffusion", ["a handwritten seven"] * 3, s, seed=0)
     b = task.sample("diffusion", ["a handwritten seven"] * 3, s, seed=0)
     assert torch.equal(a, b) and not task.ema.training
+
+
+def test_resume_keeps_the_loss_history_of_every_step(tmp_path, capsys):
+    """Final loss and spike count of a resumed run cover the steps before the resume too."""
+    import shutil
+
+    over = [*TINY, "train.steps=6", "train.eval_every=2", "train.checkpoint_every=3", "train.keep_checkpoints=3",
+            'train.stages=[{name: both, steps: 6, trainable: ["ar.*", "diffusion_text.*", "diffusion.*"]}]',
+            "eval.edit_samples=0", "eval.memory_probe=false"]
+    ref = run(load(RECIPE, over), tmp_path / "ref")
+    res = run(load(RECIPE, over), tmp_path / "res")
+    shutil.rmtree(res / "checkpoints" / "step_00000006")  # as if killed after step 3's checkpoint
+    (res / "results.json").unlink()
+    run(load(RECIPE, over), res, resume=True)
+    assert json.loads((res / "run.json").read_text())["resumed_from"] == "step_00000003"
+    ra, rb = (json.loads((r / "results.json").read_text()) for r in (ref, res))
+    for path in ("ar", "diffusion"):
+        assert ra[f"loss_history_steps_{path}"] == rb[f"loss_history_steps_{path}"] == 6
+        assert ra[f"final_loss_{path}"] == rb[f"final_loss_{path}"]
+        assert ra[f"loss_spikes_{path}"] == rb[f"loss_spikes_{path}"]
+        assert ra[f"class_match_{path}"] == rb[f"class_match_{path}"]
+    # the table script: the budget rule on both paths; a warning when loss rows miss steps
+    rb["loss_history_steps_ar"] = 3
+    (res / "results.json").write_text(json.dumps(rb))
+    table = _table_module()
+    table.main([ref, res])
+    out = capsys.readouterr().out
+    assert "budget check (baseline arm ar, val_class_match_ar" in out and "baseline arm diffusion" in out
+    assert f"WARNING {res}: loss rows of ar cover 3 of 6 steps" in out and "loss rows of diffusion" not in out
+    assert "| final training loss (mean of last 5%) |" in out
+
+
+def _table_module():
+    import importlib.util
+    import sys
+
+    path = RECIPE.parents[1] / "benchmarks" / "ar_vs_diffusion_table.py"
+    spec = importlib.util.spec_from_file_location("ar_vs_diffusion_table", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(path.parent))
+    return mod
+
+
+def test_a_malformed_loss_history_in_a_checkpoint_is_refused(tmp_path):
+    from modalab import registry
+    from modalab.experiment.rundir import RunDir
+
+    task = registry.build("task", "ar_vs_diffusion", load(RECIPE, TINY), RunDir(tmp_path / "r"))
+    state = task.state()
+    with pytest.raises(ValueError, match="loss_history"):
+        task.load_state({**state, "global_step": 2, "loss_history": {"ar": [1.0, 0.9], "diffusion": [0.5]}})
+    task.load_state({**state, "global_step": 2, "loss_history": {"ar": [1.0, 0.9], "diffusion": [0.5, 0.4]}})
+    assert task.history == {"ar": [1.0, 0.9], "diffusion": [0.5, 0.4]} and task.global_step == 2
+    old = {k: v for k, v in state.items() if k != "loss_history"}  # written before the history was saved
+    task.load_state({**old, "global_step": 3})
+    assert task.history == {"ar": [], "diffusion": []}  # results then say loss_history_steps_* = post-resume steps

@@ -222,10 +222,22 @@ class ArVsDiffusionTask:
                            "diffusion": n_params(m.diffusion) + n_params(m.diffusion_text)}}
 
     def state(self) -> dict[str, Any]:
-        return {"global_step": self.global_step, "text_tokenizer": self.text_tok.to_dict()}
+        # the per-step losses travel with the checkpoint: a resumed run's final loss and spike
+        # count cover every step, not only those after the resume
+        return {"global_step": self.global_step, "text_tokenizer": self.text_tok.to_dict(),
+                "loss_history": {k: list(v) for k, v in self.history.items()}}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.global_step = int(state.get("global_step", 0))
+        h = state.get("loss_history")
+        if h is None:  # a checkpoint from before the history was saved: say so in the results
+            self.history = {"ar": [], "diffusion": []}
+            return
+        if set(h) != set(self.history) or len({len(v) for v in h.values()}) != 1:
+            raise ValueError(f"task ar_vs_diffusion: the checkpoint's loss_history has "
+                             f"{ {k: len(v) for k, v in h.items()} } entries; expected 'ar' and "
+                             f"'diffusion', one entry per micro-batch each")
+        self.history = {k: [float(x) for x in v] for k, v in h.items()}
 
     def extra_modules(self) -> dict[str, nn.Module]:
         return {"ema": self.ema}

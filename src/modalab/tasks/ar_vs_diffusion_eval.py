@@ -152,6 +152,7 @@ def test_table(task: ArVsDiffusionTask) -> dict[str, Any]:
         res.update(train_memory(task))
     for path in PATHS:
         h = task.history[path]
+        res[f"loss_history_steps_{path}"] = len(h)  # < train.steps: a resume lost the earlier losses
         if h:
             res[f"final_loss_{path}"] = final_loss(h)
             res[f"loss_spikes_{path}"] = count_spikes(h, e.spike_window, e.spike_ratio)
