@@ -168,6 +168,8 @@ class ArVsDiffusionTask:
                                                       "loss/diffusion": self.history["diffusion"][-1]}
 
     def after_step(self, step: int) -> dict[str, float]:
+        if step + 1 <= self.global_step:  # the runner replays the last step's hook on resume: the
+            return {}  # restored EMA already holds that step's update
         self.global_step = step + 1
         live = nn.ModuleDict({"text": self.model.diffusion_text, "diffusion": self.model.diffusion})
         ema_update(self.ema, live, self.lcfg.ema_decay)

@@ -79,22 +79,42 @@ class VarResBatch:
 
 class VarResLoader:
     """Batches of one epoch per iteration (each ``__iter__`` is a new epoch); the step counter
-    runs across epochs so the curriculum follows training progress."""
+    runs across epochs so the curriculum follows training progress.
+
+    Resumable: ``train/loader.TrainStream`` calls ``set_epoch`` and ``set_position`` before each
+    epoch, so a resumed run draws the same batches at the same curriculum steps as one that was
+    never stopped (the batches already consumed are skipped without being built)."""
 
     def __init__(self, task: "VarResTask", batch_size: int, seed: int) -> None:
         self.task, self.batch_size, self.seed = task, batch_size, seed
         self.epoch = 0
         self.step = 0
+        self.skip = 0  # batches of the coming epoch already consumed before a resume
+
+    def order(self, epoch: int) -> list[list[int]]:
+        """The batches (indices into the training split) of one epoch."""
+        data = self.task.clip.data.train
+        if self.task.spec.layout == "bucket" and self.task.spec.resize != "fixed":
+            return bucket_batches(data.sizes, self.batch_size, self.seed, epoch, drop_last=True)
+        return [b for b in random_batches(len(data), self.batch_size, self.seed, epoch)
+                if len(b) == self.batch_size]
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:  # a jump (resume): the step counter counts the epochs before it
+            self.step = sum(len(self.order(e)) for e in range(epoch))
+        self.epoch = epoch
+
+    def set_position(self, skip: int, batch_size: int) -> None:
+        if batch_size != self.batch_size:
+            raise ValueError(f"VarResLoader: resumed with batch size {batch_size}; it draws {self.batch_size}")
+        self.skip = skip
 
     def __iter__(self):
         data = self.task.clip.data.train
-        if self.task.spec.layout == "bucket" and self.task.spec.resize != "fixed":
-            order = bucket_batches(data.sizes, self.batch_size, self.seed, self.epoch, drop_last=True)
-        else:
-            order = [b for b in random_batches(len(data), self.batch_size, self.seed, self.epoch)
-                     if len(b) == self.batch_size]
-        self.epoch += 1
-        for idx in order:
+        order, skip = self.order(self.epoch), self.skip
+        self.epoch, self.skip = self.epoch + 1, 0
+        self.step += skip
+        for idx in order[skip:]:
             batch = self.task.make_batch([data[i] for i in idx], step=self.step, train=True)
             self.step += 1
             yield batch
@@ -216,7 +236,17 @@ class VarResTask:
         return out
 
     def state(self) -> dict[str, Any]:
-        return self.clip.state()
+        """The contrastive task's state, the token counters and the token-dropping generator."""
+        return {**self.clip.state(), "varres": {
+            "real_tokens": self.real_tokens, "slots": self.slots, "images_seen": self.images_seen,
+            "generator": self.generator.get_state().tolist()}}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.clip.load_state(state)
+        v = state.get("varres")
+        if v is not None:
+            self.real_tokens, self.slots, self.images_seen = (int(v[k]) for k in ("real_tokens", "slots", "images_seen"))
+            self.generator.set_state(torch.tensor(v["generator"], dtype=torch.uint8))
 
     def extra_modules(self) -> dict[str, torch.nn.Module]:
         return self.clip.extra_modules()

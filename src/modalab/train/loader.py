@@ -107,7 +107,7 @@ class TrainStream:
         while True:
             start = self.batch  # batches of this epoch already consumed (non-zero after resume)
             it = self._epoch_iter(start)
-            drop = 0 if self.sampler is not None or hasattr(self.dataset, "set_position") else start
+            drop = 0 if self.sampler is not None or self._positionable() is not None else start
             got = 0
             for b in it:
                 got += 1
@@ -130,11 +130,21 @@ class TrainStream:
             self.sampler.set_epoch(self.epoch, skip * self.loader.batch_size)
             return iter(self.loader)
         self.generator.manual_seed((self.seed * 100_003 + self.epoch) * 1_009 + self.rank)
-        if hasattr(ds, "set_epoch"):
-            ds.set_epoch(self.epoch)
-        if hasattr(ds, "set_position"):
-            ds.set_position(skip, self.loader.batch_size)  # batches already consumed this epoch
+        target = self._positionable()
+        for obj in {id(o): o for o in (ds, target) if o is not None}.values():
+            if hasattr(obj, "set_epoch"):
+                obj.set_epoch(self.epoch)
+        if target is not None:
+            target.set_position(skip, self.loader.batch_size)  # batches already consumed this epoch
         return iter(self.loader)
+
+    def _positionable(self) -> Any:
+        """What skips consumed batches itself: the dataset, or a task's own loader (e.g.
+        ``tasks/varres.VarResLoader``) with ``set_epoch`` and ``set_position``; else None."""
+        for obj in (self.dataset, self.loader):
+            if obj is not None and hasattr(obj, "set_position"):
+                return obj
+        return None
 
 
 def _sequential(loader: DataLoader) -> bool:
