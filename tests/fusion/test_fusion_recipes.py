@@ -199,3 +199,23 @@ def test_lora_captioner_freezes_base_weights(tmp_path, cache):
     assert task.learnable == {n for n, _ in task.model.named_parameters()
                               if n.startswith("connector.") or "lora_" in n}
     assert all(not m.base.weight.requires_grad for m in loras)
+
+
+def test_fusion_ablation_step_times_travel_with_the_checkpoint(tmp_path):
+    """A resumed run's step_ms covers the steps before the resume too (state -> load_state)."""
+    from modalab import registry
+    from modalab.experiment.rundir import RunDir
+
+    ov = ["train.batch_size=8", "run.progress=false", "model.dim=16", "model.depth=1", "model.heads=2",
+          "data.test_fraction=0.05", "model.image_encoder=null"]
+    recipe = load(RECIPES / "fusion_ablation.yaml", ov)
+    a = registry.build("task", "fusion_ablation", recipe, RunDir.create(tmp_path / "a", "x", "x"))
+    a.num_steps = 7
+    a.times = {k: [0.01 * (i + 1)] * 3 for i, k in enumerate(a.times)}
+    state = json.loads(json.dumps(a.state()))  # as trainer_state.json holds it
+    b = registry.build("task", "fusion_ablation", recipe, RunDir.create(tmp_path / "b", "x", "x"))
+    b.load_state(state)
+    assert b.num_steps == 7 and b.times == a.times
+    assert [b.row(k, 0.5)["step_ms"] for k in b.times] == pytest.approx([10.0 * (i + 1) for i in range(len(b.times))])
+    with pytest.raises(ValueError, match="'other'"):
+        b.load_state({**state, "times": {"other": [1.0]}})

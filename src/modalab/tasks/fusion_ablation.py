@@ -164,7 +164,17 @@ class FusionAblationTask:
                 "image_encoder_run": None if self.encoder_dir is None else str(self.encoder_dir)}
 
     def state(self) -> dict[str, Any]:
-        return {"tokenizer": self.tokenizer.to_dict()}
+        # the step times travel with the checkpoint: a resumed run's step_ms covers every step
+        return {"tokenizer": self.tokenizer.to_dict(), "num_steps": self.num_steps,
+                "times": {k: list(v) for k, v in self.times.items()}}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.num_steps = int(state.get("num_steps", 0))
+        for k, v in state.get("times", {}).items():
+            if k not in self.times:
+                raise ValueError(f"task fusion_ablation: the checkpoint times fusion '{k}', which this "
+                                 f"recipe does not train ({', '.join(self.times)})")
+            self.times[k] = [float(x) for x in v]
 
     def extra_modules(self) -> dict[str, nn.Module]:
         return {}
