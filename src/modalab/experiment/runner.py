@@ -284,9 +284,12 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
     stream = TrainStream(task.train_loader(), local_batch=tr.batch_size // env.world,
                          seed=recipe.run.seed, rank=env.rank, world=env.world)
     loop_state = LoopState()
+    second = task.second_optimizer() if implements(task, TwoOptimizers) else None
     if start is not None:
         _restore(start, payload, state, model, task, holder["opt"], scaler, stream, env, rd, fsdp)
         loop_state = LoopState.from_dict(state.get("trainer", {}).get("loop", {}))
+        if second is not None and "second_optimizer" in payload:  # e.g. the discriminator's moments
+            second.optimizer.load_state_dict(payload["second_optimizer"])
 
     loop = LoopConfig(
         steps=tr.steps,
@@ -316,7 +319,8 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
             save_checkpoint(
                 rd.checkpoints, step, model, None if fsdp else holder["opt"],
                 {**task.state(), "trainer": trainer}, tr.keep_checkpoints, task.extra_modules(),
-                trainer={"rng": rngs, **full_optim, **({"scaler": scaler.state_dict()} if scaler else {})},
+                trainer={"rng": rngs, **full_optim, **({"scaler": scaler.state_dict()} if scaler else {}),
+                         **({"second_optimizer": second.optimizer.state_dict()} if second else {})},
                 weights=weights,
             )
         D.barrier(env)
@@ -352,7 +356,7 @@ def _train_and_evaluate(recipe: Recipe, rd: RunDir, env: D.DistEnv, start: Path 
             samples_per_batch=env.world,
             should_stop=stop.requested if graceful else None,
             wrap_compute=speed.wrap_compute,
-            second=task.second_optimizer() if implements(task, TwoOptimizers) else None,
+            second=second,
         )
     if "stopped_at" in summary:  # a signal: save this step boundary unless fit just did
         done = summary["stopped_at"]

@@ -211,7 +211,8 @@ class TokenizerTask:
         return {}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Nothing beyond the modules; the discriminator's optimizer restarts on resume."""
+        """Nothing beyond the modules: the runner saves the discriminator's optimizer with the
+        checkpoint and replays ``after_step`` for the step counter."""
 
     def extra_modules(self) -> dict[str, torch.nn.Module]:
         """The objective when it holds modules (discriminator, perceptual network): moved to the
