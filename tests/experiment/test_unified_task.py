@@ -103,6 +103,52 @@ def test_diffusion_loss_reaches_the_transformer_only_from_the_interface_stage(tm
     assert transformer_grad(5) > 0.0  # joint
 
 
+def test_diffusion_on_every_item_trains_the_decoder_not_the_transformer_from_understand_items(tmp_path):
+    """loss.diffusion_items=all: with every item picked 'understand', the decoder still learns from
+    each image, and the transformer's gradient is exactly that of the understand loss (the mix it
+    sees is unchanged); with every item 'generate' it matches the default mode's gradient."""
+    def grads(extra: list[str], mix: str, step: int) -> tuple[dict, float]:
+        torch.manual_seed(0)  # the same weights, batch and draws in each build
+        task = _task(tmp_path / f"{mix}{len(extra)}{step}", [f"loss.mix=[{{start: 0.0, weights: {mix}}}]", *extra])
+        batch = next(iter(task.train_loader()))
+        task.global_step = step
+        torch.manual_seed(1)
+        loss, logs = task.step(batch)
+        loss.backward()
+        tr = {k: p.grad.clone() for k, p in task.model.transformer.named_parameters() if p.grad is not None}
+        dec = sum(float(p.grad.abs().sum()) for p in task.model.diffusion.parameters() if p.grad is not None)
+        return tr, dec, logs
+
+    und = "{understand: 1, generate: 0}"
+    tr_all, dec_all, logs = grads(["loss.diffusion_items=all"], und, 2)  # interface stage: attached
+    tr_def, dec_def, _ = grads(["loss.diffusion_items=generate"], und, 2)
+    assert dec_all > 0.0 and dec_def == 0.0 and "loss/diffusion" in logs
+    assert tr_all.keys() == tr_def.keys() and all(torch.equal(tr_all[k], tr_def[k]) for k in tr_all)
+    gen = "{understand: 0, generate: 1}"
+    tr_all, dec_all, _ = grads(["loss.diffusion_items=all"], gen, 2)
+    tr_def, dec_def, _ = grads(["loss.diffusion_items=generate"], gen, 2)
+    assert dec_all == dec_def and all(torch.allclose(tr_all[k], tr_def[k]) for k in tr_def)
+
+
+def test_ema_decoder_samples_saves_and_is_not_stepped_twice_by_a_resume(tmp_path):
+    task = _task(tmp_path, ["loss.ema_decay=0.9"])
+    assert set(task.extra_modules()) == {"ema"}
+    live = task.model.diffusion
+    with torch.no_grad():
+        for p in live.parameters():
+            p.add_(1.0)
+    task.after_step(0)  # ema <- 0.9 ema + 0.1 live
+    first = [p.clone() for p in task.ema.parameters()]
+    task.after_step(0)  # the runner's replay on resume: no second update
+    assert all(torch.equal(a, b) for a, b in zip(first, task.ema.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(first, live.parameters()))
+    seen = []
+    task.model.diffusion.ddim_sample = None  # the live decoder must not be called
+    task.ema.ddim_sample = lambda shape, *a, **k: seen.append(shape) or torch.zeros(shape)
+    out = task.generate(["a handwritten seven"] * 2, "diffusion", seed=0)
+    assert seen and out.shape[0] == 2 and task.model.diffusion is live
+
+
 def test_state_round_trip_restores_mixture_counts(tmp_path):
     task = _task(tmp_path)
     task.sampler.choose(0, 32)
@@ -170,3 +216,18 @@ def test_unified_recipe_meets_its_targets(tmp_path):
         assert res[f"generate_class_match_{path}"] >= 0.8
         pred = clf.predict(kept[f"images_{path}"].flatten(1).numpy())
         assert (pred == kept["prompted_class"].numpy()).mean() >= 0.75  # a second judge agrees
+
+
+def test_guidance_is_chosen_on_val_before_the_test(tmp_path):
+    """eval.sweep_guidance: every setting scored on val, the rule's pick used for the test."""
+    over = [*TINY, "train.steps=2", 'train.stages=[{name: branches, steps: 2, trainable: ["transformer.*", "diffusion.*"]}]',
+            "eval.sweep_guidance=[{guidance: 1.0}, {guidance: 3.0, guidance_interval: [0, 500]}]",
+            "eval.select_min_class_match=0.0", "eval.distribution_scores=false"]
+    out = run(load(RECIPE, over), tmp_path / "run")
+    res = json.loads((out / "results.json").read_text())
+    sweep = json.loads((out / "artifacts" / "val_sweep.json").read_text())
+    assert sweep["split"] == "val" and len(sweep["rows"]) == 2
+    best = min(range(2), key=lambda i: (sweep["rows"][i]["fid"], i))  # every row clears a bar of 0
+    assert sweep["chosen"] == best and res["chosen_guidance"] == sweep["rows"][best]["guidance"]
+    lo = res["chosen_guidance_lo"]
+    assert (lo == -1) == (sweep["rows"][best]["guidance_interval"] is None)

@@ -167,6 +167,13 @@ class UnifiedLossConfig(NamedBase):
     interface_from_stage: int = Field(
         1, ge=0, description="from this train.stages index on, the diffusion loss trains the "
                              "transformer (before it, the condition is detached)")
+    diffusion_items: Literal["generate", "all"] = Field(
+        "generate", description="which items of a batch the diffusion decoder learns from: those the "
+                                "mixture picked 'generate', or every image (the decoder then sees 4x the "
+                                "images early on; the 'understand' items' condition is detached, so the "
+                                "transformer's understand : generate mix is unchanged)")
+    ema_decay: float | None = Field(None, ge=0, lt=1, description="sample the diffusion path from an EMA "
+                                                                  "of the decoder (null: the live weights)")
 
 
 @register("loss", "unified", schema=UnifiedLossConfig)

@@ -27,6 +27,8 @@ It reads top to bottom:
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import time
 from typing import Any
 
@@ -44,8 +46,10 @@ from modalab.eval.feature_net import FeatureNetConfig
 from modalab.eval.generation_report import generation_report
 from modalab.eval.judge import ClassJudge
 from modalab.eval.score_encoder import ScoreEncoderConfig
+from modalab.tasks.ar_vs_diffusion import Guidance
 from modalab.tasks.caption import class_mentions
 from modalab.experiment.rundir import RunDir
+from modalab.models.gen_pair import ema_update
 from modalab.models.unified_builder import (
     UnifiedConfig, UnifiedLossConfig, build_unified_model, save_grid, save_tensors, train_tokenizer_branch,
 )
@@ -81,6 +85,11 @@ class UnifiedEval(EvalBase):
     score_encoder_steps: int = Field(300, gt=0, description="training steps of the CLIP-score dual encoder")
     val_generate: bool = Field(True, description="validation evaluations also score both generation "
                                                  "paths' class-match on the validation captions")
+    sweep_guidance: list[Guidance] = Field(default_factory=list, description="diffusion guidance settings "
+                                           "scored on val before the test (tasks/unified_select.py); the "
+                                           "test uses the one the rule picks; empty: eval.guidance as set")
+    select_min_class_match: float = Field(0.9, ge=0, le=1, description="rule: the lowest val FID among "
+                                          "settings with val class-match >= this, else the highest")
 
 
 class UnifiedTask:
@@ -110,6 +119,9 @@ class UnifiedTask:
                                       recipe.train.steps, seed=recipe.run.seed)
         self.stages = list(recipe.train.stages)
         self.global_step = 0
+        self.ema: nn.Module | None = None  # EMA of the diffusion decoder, sampled from (loss.ema_decay)
+        if self.lcfg.ema_decay is not None:
+            self.ema = copy.deepcopy(self.model.diffusion).requires_grad_(False).eval()
 
     # data ---------------------------------------------------------------------------------
     def _tensors(self, ds) -> tuple[Tensor, Tensor, list[str]]:
@@ -153,16 +165,32 @@ class UnifiedTask:
         gen = ~und
         if gen.any():
             lg = m.transformer.generate_loss(text[gen], codes[gen], pad[gen])
-            cond = m.transformer.text_condition(text[gen], pad[gen])  # (b, T + 1, D)
-            if self._detach_condition():
-                cond = cond.detach()
-            cpad = m.transformer._prompt_pad(pad[gen], cond.shape[1])
-            ld = m.diffusion.loss(x[gen] * 2 - 1, cond, cpad, p_uncond=self.lcfg.p_uncond)
-            loss = loss + (1 - share_u) * (lg + self.lcfg.diffusion_weight * ld)
-            logs.update({"loss/generate_ar": float(lg.detach()), "loss/diffusion": float(ld.detach())})
+            loss = loss + (1 - share_u) * lg
+            logs["loss/generate_ar"] = float(lg.detach())
+        if self.lcfg.diffusion_items == "all":  # every image; the transformer learns from 'generate' only
+            keep = gen if not self._detach_condition() else torch.zeros_like(gen)
+            loss = loss + self.lcfg.diffusion_weight * self._diffusion_loss(x, text, pad, keep, logs)
+        elif gen.any():
+            keep = gen[gen] if not self._detach_condition() else torch.zeros_like(gen[gen])
+            ld = self._diffusion_loss(x[gen], text[gen], pad[gen], keep, logs)
+            loss = loss + (1 - share_u) * self.lcfg.diffusion_weight * ld
         return loss, logs
 
+    def _diffusion_loss(self, x: Tensor, text: Tensor, pad: Tensor, attached: Tensor,
+                        logs: dict[str, float]) -> Tensor:
+        """The decoder's loss on images x (b, C, H, W) in [0, 1]; rows where ``attached`` (b,) is
+        False see a detached condition, so that loss trains the decoder but not the transformer."""
+        m = self.model
+        cond = m.transformer.text_condition(text, pad)  # (b, T + 1, D)
+        cond = torch.where(attached[:, None, None], cond, cond.detach())
+        cpad = m.transformer._prompt_pad(pad, cond.shape[1])
+        ld = m.diffusion.loss(x * 2 - 1, cond, cpad, p_uncond=self.lcfg.p_uncond)
+        logs["loss/diffusion"] = float(ld.detach())
+        return ld
+
     def after_step(self, step: int) -> dict[str, float]:
+        if self.ema is not None and step + 1 > self.global_step:  # not again when a resume replays it
+            ema_update(self.ema, self.model.diffusion, self.lcfg.ema_decay)
         self.global_step = step + 1
         stage = {"stage": float(stage_index(self.stages, step))} if self.stages else {}
         return {**stage, **self.sampler.log(step)}
@@ -181,17 +209,31 @@ class UnifiedTask:
         return correct / len(images)
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], path: str, seed: int) -> Tensor:
-        """Images (P, C, H, W) in [0, 1] for the prompts, in evaluation batches."""
+    def generate(self, prompts: list[str], path: str, seed: int, **sampler: Any) -> Tensor:
+        """Images (P, C, H, W) in [0, 1] for the prompts, in evaluation batches; ``sampler``
+        overrides the diffusion sampler's eval settings (e.g. guidance)."""
         e, g, out = self.eval_cfg, torch.Generator().manual_seed(seed), []
         for i in range(0, len(prompts), e.batch_size):
             text = self.text_tok(prompts[i : i + e.batch_size])
             kw = (dict(temperature=e.ar_temperature, top_k=e.ar_top_k) if path == "ar"
-                  else dict(steps=e.ddim_steps, guidance=e.guidance, guidance_interval=e.guidance_interval,
-                            guidance_rescale=e.guidance_rescale))
-            out.append(self.model("generate", text=text, text_pad=text == PAD, path=path,
-                                  generator=g, **kw))
+                  else {**dict(steps=e.ddim_steps, guidance=e.guidance, guidance_interval=e.guidance_interval,
+                               guidance_rescale=e.guidance_rescale), **sampler})
+            with self._sampling_weights():
+                out.append(self.model("generate", text=text, text_pad=text == PAD, path=path,
+                                      generator=g, **kw))
         return torch.cat(out)
+
+    @contextlib.contextmanager
+    def _sampling_weights(self):
+        """The diffusion decoder samples from its EMA when ``loss.ema_decay`` is set."""
+        if self.ema is None:
+            yield
+            return
+        live, self.model.diffusion = self.model.diffusion, self.ema
+        try:
+            yield
+        finally:
+            self.model.diffusion = live
 
     def _judge(self) -> ClassJudge:
         """The class judge, fitted once on the real training images."""
@@ -222,6 +264,12 @@ class UnifiedTask:
             self.model.train()
             return res
         if final:
+            if self.eval_cfg.sweep_guidance:  # val first; the test below is scored once with the choice
+                from modalab.tasks.unified_select import select_guidance_on_val
+
+                self.eval_cfg = self.eval_cfg.model_copy(update=select_guidance_on_val(self))
+                lo, hi = self.eval_cfg.guidance_interval or (-1, -1)
+                res.update(chosen_guidance=self.eval_cfg.guidance, chosen_guidance_lo=lo, chosen_guidance_hi=hi)
             judge = self._judge()
             res["judge_test_accuracy"] = float((judge.predict(images) == labels).float().mean())
             n = min(self.eval_cfg.generate_samples, len(texts))
@@ -288,7 +336,7 @@ class UnifiedTask:
         self.sampler.phase_counts = {int(k): Counter(v) for k, v in state.get("mix_phase_counts", {}).items()}
 
     def extra_modules(self) -> dict[str, nn.Module]:
-        return {}
+        return {} if self.ema is None else {"ema": self.ema}
 
 
 @register("task", "unified", schema=UnifiedEval)
