@@ -73,25 +73,13 @@ def test_sampling_is_deterministic_in_training_mode_too(tmp_path):
 
 def test_resume_keeps_the_loss_history_of_every_step(tmp_path, capsys):
     """Final loss and spike count of a resumed run cover the steps before the resume too."""
-    import shutil
-
-    import torch
+    from resume_helpers import assert_same_checkpoint, stopped_and_resumed
 
     over = [*TINY, "train.steps=6", "train.eval_every=2", "train.checkpoint_every=3", "train.keep_checkpoints=3",
             'train.stages=[{name: both, steps: 6, trainable: ["ar.*", "diffusion_text.*", "diffusion.*"]}]',
             "eval.edit_samples=0", "eval.memory_probe=false"]
-    ref = run(load(RECIPE, over), tmp_path / "ref")
-    res = run(load(RECIPE, over), tmp_path / "res")
-    shutil.rmtree(res / "checkpoints" / "step_00000006")  # as if killed after step 3's checkpoint
-    (res / "results.json").unlink()
-    run(load(RECIPE, over), res, resume=True)
-    assert json.loads((res / "run.json").read_text())["resumed_from"] == "step_00000003"
-    from safetensors.torch import load_file
-
-    for name in ("model", "ema"):  # the EMA is not stepped again when the runner replays after_step
-        a = load_file(str(ref / "checkpoints" / "step_00000006" / f"{name}.safetensors"))
-        b = load_file(str(res / "checkpoints" / "step_00000006" / f"{name}.safetensors"))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    ref, res = stopped_and_resumed(RECIPE, over, tmp_path, at=3, end=6)
+    assert_same_checkpoint(ref, res, 6, ("model", "ema"))  # the replayed after_step does not step the EMA
     ra, rb = (json.loads((r / "results.json").read_text()) for r in (ref, res))
     for path in ("ar", "diffusion"):
         assert ra[f"loss_history_steps_{path}"] == rb[f"loss_history_steps_{path}"] == 6

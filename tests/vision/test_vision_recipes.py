@@ -128,25 +128,15 @@ def test_resume_across_an_epoch_is_bit_exact(layout, tmp_path):
     """A resumed curriculum run draws the same batches at the same curriculum steps, drops the same
     tokens and counts the same tokens as one never stopped (the loader's epoch and step counter,
     the token-dropping generator and the contrastive state travel with the checkpoint)."""
-    import shutil
-
-    from safetensors.torch import load_file
+    from resume_helpers import assert_same_checkpoint, stopped_and_resumed
 
     over = [*TINY, "train.batch_size=256", "train.steps=8", "train.eval_every=0", "train.log_every=1",
             "train.checkpoint_every=3", "train.keep_checkpoints=3", "data.batching.token_drop=0.2",
             f"data.batching.layout={layout}"]
-    recipe = RECIPES / "clip_digits_res_curriculum.yaml"
-    ref = run(load(recipe, over), tmp_path / "ref")
-    res = run(load(recipe, over), tmp_path / "res")
-    shutil.rmtree(res / "checkpoints" / "step_00000008")  # as if killed after step 6's checkpoint
-    (res / "results.json").unlink()
-    run(load(recipe, over), res, resume=True)
-    assert json.loads((res / "run.json").read_text())["resumed_from"] == "step_00000006"
+    ref, res = stopped_and_resumed(RECIPES / "clip_digits_res_curriculum.yaml", over, tmp_path, at=6, end=8)
     state = json.loads((ref / "checkpoints" / "step_00000006" / "trainer_state.json").read_text())
     assert state["trainer"]["data"]["epoch"] >= 1  # the resume point is past an epoch boundary
-    a = load_file(str(ref / "checkpoints" / "step_00000008" / "model.safetensors"))
-    b = load_file(str(res / "checkpoints" / "step_00000008" / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_checkpoint(ref, res, 8)
     ra, rb = (json.loads((r / "results.json").read_text()) for r in (ref, res))
     for k in ("train_real_token_share", "train_tokens_per_image", "zeroshot_top1"):
         assert ra[k] == rb[k], k

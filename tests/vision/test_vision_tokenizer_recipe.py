@@ -101,20 +101,11 @@ def test_resume_with_the_gan_on_is_bit_identical(tmp_path):
     """Resumed at step 3 with the discriminator stepping since step 1: its optimizer's moments come
     back from the checkpoint and the runner's replay of ``after_step`` restores the step the GAN
     terms read, so the run ends bit-identical to one never stopped."""
-    import shutil
-
-    from safetensors.torch import load_file
+    from resume_helpers import assert_same_checkpoint, stopped_and_resumed
 
     over = [*TINY, "train.steps=5", "train.checkpoint_every=3", "train.keep_checkpoints=3", "train.eval_every=0",
             "loss.use_gan=true", "loss.disc_start=1", "loss.perceptual_weight=0.1"]
-    ref = run(load(RECIPE, over), tmp_path / "ref")
-    res = run(load(RECIPE, over), tmp_path / "res")
-    shutil.rmtree(res / "checkpoints" / "step_00000005")  # as if killed after step 3's checkpoint
-    (res / "results.json").unlink()
-    run(load(RECIPE, over), res, resume=True)
+    ref, res = stopped_and_resumed(RECIPE, over, tmp_path, at=3, end=5)
     logs = [json.loads(x) for x in (res / "metrics.jsonl").read_text().splitlines()]
     assert {"g_loss", "d_loss"} <= set([x for x in logs if x.get("step") == 4][-1])
-    for name in ("model", "objective"):
-        a = load_file(str(ref / "checkpoints" / "step_00000005" / f"{name}.safetensors"))
-        b = load_file(str(res / "checkpoints" / "step_00000005" / f"{name}.safetensors"))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert_same_checkpoint(ref, res, 5, ("model", "objective"))
