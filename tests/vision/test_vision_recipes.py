@@ -123,7 +123,7 @@ def test_curriculum_budgets_follow_the_stages(tmp_path):
     assert ResolutionScheduleSpec().build().proportions(0.9) == [0.3, 0.4, 0.3]
 
 
-@pytest.mark.parametrize("layout", ["pack", "bucket"])
+@pytest.mark.parametrize("layout", ["pack", pytest.param("bucket", marks=pytest.mark.slow)])
 def test_resume_across_an_epoch_is_bit_exact(layout, tmp_path):
     """A resumed curriculum run draws the same batches at the same curriculum steps, drops the same
     tokens and counts the same tokens as one never stopped (the loader's epoch and step counter,
