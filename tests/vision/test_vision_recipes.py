@@ -143,3 +143,13 @@ def test_resume_across_an_epoch_is_bit_exact(layout, tmp_path):
     la, lb = ([json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()] for r in (ref, res))
     budgets = lambda logs: [x["patch_budget"] for x in logs if "patch_budget" in x][-2:]  # noqa: E731
     assert budgets(la) == budgets(lb)
+
+
+def test_more_than_one_process_is_refused_with_a_clear_error(tmp_path, monkeypatch):
+    """The varres loader does not split batches by rank: under torchrun every rank would train the
+    same batches, so the task says so instead of wasting the processes."""
+    task = _task(tmp_path)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: 2)
+    with pytest.raises(ValueError, match="contrastive_varres runs in one process.*2 processes"):
+        task.train_loader()

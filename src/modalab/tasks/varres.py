@@ -182,6 +182,11 @@ class VarResTask:
         return VarResBatch(ids, tokens, labels, packed=packed, mean_budget=sum(budgets) / len(budgets))
 
     def train_loader(self) -> VarResLoader:
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:  # every rank would draw the same batches
+            raise ValueError(f"task contrastive_varres runs in one process: its loader does not split batches "
+                             f"across the {torch.distributed.get_world_size()} processes of this torchrun; "
+                             f"run it without --nproc / torchrun")
         check_batch_fits(len(self.clip.data.train), self.recipe.train.batch_size)
         return VarResLoader(self, self.recipe.train.batch_size, self.recipe.run.seed)
 
