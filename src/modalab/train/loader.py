@@ -131,9 +131,10 @@ class TrainStream:
             return iter(self.loader)
         self.generator.manual_seed((self.seed * 100_003 + self.epoch) * 1_009 + self.rank)
         target = self._positionable()
-        for obj in {id(o): o for o in (ds, target) if o is not None}.values():
-            if hasattr(obj, "set_epoch"):
-                obj.set_epoch(self.epoch)
+        if hasattr(ds, "set_epoch"):
+            ds.set_epoch(self.epoch)
+        if target is not None and target is not ds and hasattr(target, "set_epoch"):
+            target.set_epoch(self.epoch)
         if target is not None:
             target.set_position(skip, self.loader.batch_size)  # batches already consumed this epoch
         return iter(self.loader)
