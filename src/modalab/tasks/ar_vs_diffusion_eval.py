@@ -71,6 +71,11 @@ def score_split(task: ArVsDiffusionTask, split: str, s: Sampler, fid: bool,
 _fid = fid  # the argument ``fid`` of score_split shadows the function
 
 
+def pick_rule(bar: float) -> str:
+    """:func:`pick`'s rule in words, as the val-sweep logs record it."""
+    return f"lowest val FID with val class-match >= {bar}, else the highest class-match"
+
+
 def pick(rows: list[dict[str, float]], bar: float) -> int:
     """Index of the row with the lowest ``fid`` among rows with ``class_match`` >= bar, else of the
     highest ``class_match`` (ties: the earlier row)."""
@@ -88,8 +93,7 @@ def select_on_val(task: ArVsDiffusionTask) -> Sampler:
     base = e.sampler
     sweeps = {"ar": [base.model_copy(update={"ar_temperature": t}) for t in e.sweep_ar_temperature],
               "diffusion": [base.model_copy(update=g.model_dump()) for g in e.sweep_guidance]}
-    log: dict[str, Any] = {"rule": f"lowest val FID with val class-match >= {e.select_min_class_match}, "
-                                   "else the highest class-match"}
+    log: dict[str, Any] = {"rule": pick_rule(e.select_min_class_match)}
     chosen = base
     for path, cands in sweeps.items():
         if not cands:

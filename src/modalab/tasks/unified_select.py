@@ -18,7 +18,7 @@ import torch
 
 from modalab.eval.feature_net import FeatureNetConfig, cached_feature_net
 from modalab.eval.generation import fid
-from modalab.tasks.ar_vs_diffusion_eval import pick
+from modalab.tasks.ar_vs_diffusion_eval import pick, pick_rule
 
 if TYPE_CHECKING:
     from modalab.tasks.unified import UnifiedTask
@@ -43,9 +43,8 @@ def select_guidance_on_val(task: "UnifiedTask") -> dict[str, Any]:
         rows.append({**setting, "class_match": task._judge().class_match(gen, va_y[:n]),
                      "fid": fid(real, net.embed(gen))})
     i = pick(rows, e.select_min_class_match)
-    log = {"rule": f"lowest val FID with val class-match >= {e.select_min_class_match}, else the highest "
-                   "class-match", "split": "val", "n": n, "fid_floor_train_vs_val": fid(real, net.embed(tr_x[floor_idx])),
-           "rows": rows, "chosen": i}
+    log = {"rule": pick_rule(e.select_min_class_match), "split": "val", "n": n,
+           "fid_floor_train_vs_val": fid(real, net.embed(tr_x[floor_idx])), "rows": rows, "chosen": i}
     out = task.run.path / "artifacts" / "val_sweep.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(log, indent=1))
