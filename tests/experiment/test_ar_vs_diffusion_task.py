@@ -11,7 +11,7 @@ import pytest
 
 from modalab.config import ConfigError, load
 from modalab.experiment.runner import run
-from modalab.tasks.ar_vs_diffusion_eval import pick
+from modalab.eval.sampler_select import pick
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "ar_vs_diffusion.yaml"
 TINY = [

@@ -218,16 +218,35 @@ def test_unified_recipe_meets_its_targets(tmp_path):
         assert (pred == kept["prompted_class"].numpy()).mean() >= 0.75  # a second judge agrees
 
 
-def test_guidance_is_chosen_on_val_before_the_test(tmp_path):
-    """eval.sweep_guidance: every setting scored on val, the rule's pick used for the test."""
+def test_samplers_are_chosen_on_val_before_the_test(tmp_path):
+    """eval.sweep_guidance / sweep_ar_temperature: every setting scored on val (each caption
+    select_repeats times), the rule's pick per path used for the test."""
     over = [*TINY, "train.steps=2", 'train.stages=[{name: branches, steps: 2, trainable: ["transformer.*", "diffusion.*"]}]',
             "eval.sweep_guidance=[{guidance: 1.0}, {guidance: 3.0, guidance_interval: [0, 500]}]",
+            "eval.sweep_ar_temperature=[0.3, 1.0]", "eval.select_repeats=2", "eval.select_confidence=0.9",
             "eval.select_min_class_match=0.0", "eval.distribution_scores=false"]
     out = run(load(RECIPE, over), tmp_path / "run")
     res = json.loads((out / "results.json").read_text())
     sweep = json.loads((out / "artifacts" / "val_sweep.json").read_text())
-    assert sweep["split"] == "val" and len(sweep["rows"]) == 2
-    best = min(range(2), key=lambda i: (sweep["rows"][i]["fid"], i))  # every row clears a bar of 0
-    assert sweep["chosen"] == best and res["chosen_guidance"] == sweep["rows"][best]["guidance"]
-    lo = res["chosen_guidance_lo"]
-    assert (lo == -1) == (sweep["rows"][best]["guidance_interval"] is None)
+    assert sweep["split"] == "val" and sweep["n"] == 24 and sweep["captions"] == 12 and "Wilson" in sweep["rule"]
+    for path in ("ar", "diffusion"):
+        rows = sweep[path]["rows"]
+        assert len(rows) == 2 and all(r["n"] == 24 for r in rows)
+        best = min(range(2), key=lambda i: (rows[i]["fid"], i))  # every row's bound clears a bar of 0
+        assert sweep[path]["chosen"] == best
+    d, a = sweep["diffusion"], sweep["ar"]
+    assert res["chosen_guidance"] == d["rows"][d["chosen"]]["guidance"]
+    assert (res["chosen_guidance_lo"] == -1) == (d["rows"][d["chosen"]]["guidance_interval"] is None)
+    assert res["chosen_ar_temperature"] == a["rows"][a["chosen"]]["temperature"]
+
+
+def test_ar_temperature_override_reaches_the_sampler(tmp_path):
+    """generate(..., temperature=t) samples the AR path at t: greedy codes repeat for a repeated prompt."""
+    task = _task(tmp_path)
+    prompts = [task.data.texts[0]] * 2
+    task.model.eval()  # no dropout
+    with torch.no_grad():
+        greedy = task.generate(prompts, "ar", seed=0, temperature=0.0)
+        hot = task.generate(prompts, "ar", seed=0, temperature=5.0)
+    assert torch.equal(greedy[0], greedy[1])
+    assert not torch.equal(hot[0], hot[1])

@@ -69,6 +69,9 @@ class ArVsDiffusionEval(EvalBase):
     select_min_class_match: float = Field(0.9, ge=0, le=1, description="rule, per path: the lowest val FID "
                                           "among settings with val class-match >= this, else the highest "
                                           "class-match")
+    select_confidence: float = Field(0.0, ge=0, lt=1, description="> 0: a setting clears the bar only when "
+                                     "the one-sided Wilson lower bound of its val class-match at this "
+                                     "confidence does (eval/sampler_select.py); 0: the point estimate")
     generate_samples: int = Field(200, gt=0, description="held-out captions used as prompts")
     latency_samples: int = Field(8, gt=0, description="prompts sampled one at a time (s per image, batch 1)")
     val_fid: bool = Field(True, description="validation evaluations also give FID against the val images")

@@ -5,7 +5,9 @@
   (as many real training images as the split has, against the split).
 - ``select_on_val``: every ``eval.sweep_*`` setting scored on val (one path each); per path the
   rule ``eval.select_min_class_match`` picks one (lowest val FID among settings at or above the
-  class-match bar, else the highest class-match) -> the sampler the test uses; artifacts/val_sweep.json.
+  class-match bar, else the highest class-match; ``eval.select_confidence`` > 0 holds the class-match's
+  Wilson lower bound to the bar, ``eval/sampler_select.py``) -> the sampler the test uses;
+  artifacts/val_sweep.json.
 - ``test_table``: ``select_on_val``, then the whole comparison on test once (see the task's
   docstring), flat keys per path.
 """
@@ -25,6 +27,7 @@ from modalab.eval.generation import fid
 from modalab.eval.generation_report import generation_report
 from modalab.eval.judge import ClassJudge
 from modalab.eval.peak_memory import peak_rss_mib
+from modalab.eval.sampler_select import pick, pick_rule
 from modalab.eval.score_encoder import ScoreEncoderConfig
 from modalab.models.editing import ar_edit_region, repaint_ddim
 
@@ -71,29 +74,14 @@ def score_split(task: ArVsDiffusionTask, split: str, s: Sampler, fid: bool,
 _fid = fid  # the argument ``fid`` of score_split shadows the function
 
 
-def pick_rule(bar: float) -> str:
-    """:func:`pick`'s rule in words, as the val-sweep logs record it."""
-    return f"lowest val FID with val class-match >= {bar}, else the highest class-match"
-
-
-def pick(rows: list[dict[str, float]], bar: float) -> int:
-    """Index of the row with the lowest ``fid`` among rows with ``class_match`` >= bar, else of the
-    highest ``class_match`` (ties: the earlier row)."""
-    if not rows:
-        raise ValueError("pick: no rows to choose from")
-    ok = [i for i, r in enumerate(rows) if r["class_match"] >= bar]
-    if ok:
-        return min(ok, key=lambda i: (rows[i]["fid"], i))
-    return max(range(len(rows)), key=lambda i: (rows[i]["class_match"], -i))
-
-
 def select_on_val(task: ArVsDiffusionTask) -> Sampler:
     """The sampler the test uses: ``eval.sampler`` with each path's swept field chosen on val."""
     e = task.eval_cfg
     base = e.sampler
+    n_val = min(e.generate_samples, len(task.tensors("val")[2]))  # the samples each class-match counts
     sweeps = {"ar": [base.model_copy(update={"ar_temperature": t}) for t in e.sweep_ar_temperature],
               "diffusion": [base.model_copy(update=g.model_dump()) for g in e.sweep_guidance]}
-    log: dict[str, Any] = {"rule": pick_rule(e.select_min_class_match)}
+    log: dict[str, Any] = {"rule": pick_rule(e.select_min_class_match, e.select_confidence)}
     chosen = base
     for path, cands in sweeps.items():
         if not cands:
@@ -101,9 +89,9 @@ def select_on_val(task: ArVsDiffusionTask) -> Sampler:
         rows = []
         for s in cands:
             r = score_split(task, "val", s, fid=True, paths=(path,))
-            rows.append({"class_match": r[f"class_match_{path}"], "fid": r[f"fid_{path}"],
+            rows.append({"class_match": r[f"class_match_{path}"], "fid": r[f"fid_{path}"], "n": n_val,
                          "fid_floor": r["fid_floor"], "sampler": s.model_dump(mode="json")})
-        i = pick(rows, e.select_min_class_match)
+        i = pick(rows, e.select_min_class_match, e.select_confidence)
         log[path] = {"rows": rows, "chosen": i}
         keys = ("ar_temperature",) if path == "ar" else ("guidance", "guidance_interval")
         chosen = chosen.model_copy(update={k: getattr(cands[i], k) for k in keys})

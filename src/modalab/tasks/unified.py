@@ -88,8 +88,16 @@ class UnifiedEval(EvalBase):
     sweep_guidance: list[Guidance] = Field(default_factory=list, description="diffusion guidance settings "
                                            "scored on val before the test (tasks/unified_select.py); the "
                                            "test uses the one the rule picks; empty: eval.guidance as set")
+    sweep_ar_temperature: list[float] = Field(default_factory=list, description="AR temperatures scored on "
+                                              "val before the test, picked by the same rule; empty: "
+                                              "eval.ar_temperature as set")
     select_min_class_match: float = Field(0.9, ge=0, le=1, description="rule: the lowest val FID among "
                                           "settings with val class-match >= this, else the highest")
+    select_confidence: float = Field(0.0, ge=0, lt=1, description="> 0: a setting clears the bar only when "
+                                     "the one-sided Wilson lower bound of its val class-match at this "
+                                     "confidence does (eval/sampler_select.py); 0: the point estimate")
+    select_repeats: int = Field(1, ge=1, description="samples per validation caption in the val sweep "
+                                                     "(a smaller standard error for the rule)")
 
 
 class UnifiedTask:
@@ -211,13 +219,13 @@ class UnifiedTask:
     @torch.no_grad()
     def generate(self, prompts: list[str], path: str, seed: int, **sampler: Any) -> Tensor:
         """Images (P, C, H, W) in [0, 1] for the prompts, in evaluation batches; ``sampler``
-        overrides the diffusion sampler's eval settings (e.g. guidance)."""
+        overrides the path's eval settings (AR: temperature; diffusion: e.g. guidance)."""
         e, g, out = self.eval_cfg, torch.Generator().manual_seed(seed), []
+        kw = ({**dict(temperature=e.ar_temperature, top_k=e.ar_top_k), **sampler} if path == "ar"
+              else {**dict(steps=e.ddim_steps, guidance=e.guidance, guidance_interval=e.guidance_interval,
+                           guidance_rescale=e.guidance_rescale), **sampler})
         for i in range(0, len(prompts), e.batch_size):
             text = self.text_tok(prompts[i : i + e.batch_size])
-            kw = (dict(temperature=e.ar_temperature, top_k=e.ar_top_k) if path == "ar"
-                  else {**dict(steps=e.ddim_steps, guidance=e.guidance, guidance_interval=e.guidance_interval,
-                               guidance_rescale=e.guidance_rescale), **sampler})
             with self._sampling_weights():
                 out.append(self.model("generate", text=text, text_pad=text == PAD, path=path,
                                       generator=g, **kw))
@@ -264,12 +272,13 @@ class UnifiedTask:
             self.model.train()
             return res
         if final:
-            if self.eval_cfg.sweep_guidance:  # val first; the test below is scored once with the choice
-                from modalab.tasks.unified_select import select_guidance_on_val
+            if self.eval_cfg.sweep_guidance or self.eval_cfg.sweep_ar_temperature:
+                from modalab.tasks.unified_select import select_on_val  # val first; the test is scored once
 
-                self.eval_cfg = self.eval_cfg.model_copy(update=select_guidance_on_val(self))
+                self.eval_cfg = self.eval_cfg.model_copy(update=select_on_val(self))
                 lo, hi = self.eval_cfg.guidance_interval or (-1, -1)
-                res.update(chosen_guidance=self.eval_cfg.guidance, chosen_guidance_lo=lo, chosen_guidance_hi=hi)
+                res.update(chosen_guidance=self.eval_cfg.guidance, chosen_guidance_lo=lo, chosen_guidance_hi=hi,
+                           chosen_ar_temperature=self.eval_cfg.ar_temperature)
             judge = self._judge()
             res["judge_test_accuracy"] = float((judge.predict(images) == labels).float().mean())
             n = min(self.eval_cfg.generate_samples, len(texts))
