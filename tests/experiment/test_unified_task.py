@@ -221,7 +221,8 @@ def test_unified_recipe_meets_its_targets(tmp_path):
 def test_samplers_are_chosen_on_val_before_the_test(tmp_path):
     """eval.sweep_guidance / sweep_ar_temperature: every setting scored on val (each caption
     select_repeats times), the rule's pick per path used for the test."""
-    over = [*TINY, "train.steps=2", 'train.stages=[{name: branches, steps: 2, trainable: ["transformer.*", "diffusion.*"]}]',
+    over = [*TINY, "train.steps=2",
+            'train.stages=[{name: branches, steps: 2, trainable: ["transformer.*", "diffusion.*"]}]',
             "eval.sweep_guidance=[{guidance: 1.0}, {guidance: 3.0, guidance_interval: [0, 500]}]",
             "eval.sweep_ar_temperature=[0.3, 1.0]", "eval.select_repeats=2", "eval.select_confidence=0.9",
             "eval.select_min_class_match=0.0", "eval.distribution_scores=false"]
