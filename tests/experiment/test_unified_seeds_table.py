@@ -31,8 +31,9 @@ def _run(root: Path, seed: int, cm_ar: float, cm_diff: float) -> Path:
            "test_generate_class_match_diffusion": cm_diff, "test_generate_fid_ar": 20.0,
            "test_generate_fid_diffusion": 10.0, "test_fid_real_train_same_n": 5.0,
            "test_generate_precision_ar": 0.9, "test_generate_recall_ar": 0.7,
-           "test_generate_precision_diffusion": 0.8, "test_generate_recall_diffusion": 0.9, "test_sample_seconds_per_image_ar": 0.001,
-           "test_sample_seconds_per_image_diffusion": 0.1, "test_chosen_ar_temperature": 0.2, "test_chosen_guidance": 1.0}
+           "test_generate_precision_diffusion": 0.8, "test_generate_recall_diffusion": 0.9,
+           "test_sample_seconds_per_image_ar": 0.001, "test_sample_seconds_per_image_diffusion": 0.1,
+           "test_chosen_ar_temperature": 0.2, "test_chosen_guidance": 1.0}
     (run / "results.json").write_text(json.dumps(res))
     return run
 
