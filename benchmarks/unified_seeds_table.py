@@ -5,7 +5,8 @@
 Prints Markdown:
 (1) the validation sweep of each seed (``artifacts/val_sweep.json``): per path and setting the val
     class-match (cm), its one-sided Wilson lower bound at the run's ``eval.select_confidence`` and
-    the val FID, beside the train-vs-val floor, and the setting the rule chose;
+    the val FID, beside the train-vs-val floor, and the setting the rule chose (marked when no
+    setting cleared ``eval.select_min_class_match`` and the rule fell back to the highest cm);
 (2) the test table, read once per seed: understanding, both class-matches, FIDs beside the
     train-vs-test floor, precision / recall and sampling time, with the mean +/- sd over seeds and
     how many seeds reach issue 21's target (>= 0.90) on each accuracy row.
@@ -42,8 +43,8 @@ TEST_ROWS = [
     ("recall diffusion", "test_generate_recall_diffusion", "{:.3f}", False),
     ("s per image AR (batch of 200)", "test_sample_seconds_per_image_ar", "{:.4f}", False),
     ("s per image diffusion (batch of 200)", "test_sample_seconds_per_image_diffusion", "{:.3f}", False),
-    ("chosen AR temperature", "test_chosen_ar_temperature", "{:g}", False),
-    ("chosen guidance", "test_chosen_guidance", "{:g}", False),
+    ("chosen AR temperature", "test_chosen_ar_temperature", "{:.2f}", False),
+    ("chosen guidance", "test_chosen_guidance", "{:.2f}", False),
 ]
 
 
@@ -59,8 +60,9 @@ def sweep_table(runs: list[Path]) -> list[str]:
     lines = ["| seed | path | setting: cm (lower bound) FID | floor (train vs val) | chosen |", "|---|---|---|---|---|"]
     for run in runs:
         sweep = json.loads((run / "artifacts" / "val_sweep.json").read_text())
-        conf = yaml.safe_load((run / "config.yaml").read_text())["eval"].get("select_confidence", 0.0)
-        seed = yaml.safe_load((run / "config.yaml").read_text())["run"]["seed"]
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        conf, bar = cfg["eval"].get("select_confidence", 0.0), cfg["eval"].get("select_min_class_match", TARGET)
+        seed = cfg["run"]["seed"]
         for path, knob in (("ar", "temperature"), ("diffusion", "guidance")):
             if path not in sweep:
                 continue
@@ -70,9 +72,10 @@ def sweep_table(runs: list[Path]) -> list[str]:
                 lb = wilson_lower(r["class_match"], int(r["n"]), conf)
                 interval = f" t<={r['guidance_interval'][1]}" if r.get("guidance_interval") else ""
                 cells.append(f"{knob[0]} {r[knob]:g}{interval}: {r['class_match']:.3f} ({lb:.3f}) {r['fid']:.1f}")
-            chosen = rows[sweep[path]["chosen"]][knob]
+            best = rows[sweep[path]["chosen"]]
+            missed = wilson_lower(best["class_match"], int(best["n"]), conf) < bar
             lines.append(f"| {seed} | {path} | {'; '.join(cells)} | {sweep['fid_floor_train_vs_val']:.1f} | "
-                         f"{knob} {chosen:g} |")
+                         f"{knob} {best[knob]:g}{' (none cleared the bar)' if missed else ''} |")
     return lines
 
 

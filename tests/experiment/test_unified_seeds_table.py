@@ -45,10 +45,17 @@ def test_tables_from_run_directories(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "t 0.5: 0.904 (0.879) 9.0" in out  # Wilson at 0.9 confidence, n = 270 (normal approx.: 0.881)
     assert "| 5 | ar |" in out and "temperature 0.2 |" in out and "guidance 1 |" in out
+    assert "none cleared" not in out  # 0.97 on 270 and 0.95 on 270 clear 0.9 with their bounds
     ar = next(line for line in out.splitlines() if line.startswith("| class-match AR |"))
     assert ar == "| class-match AR | 0.880 | 0.940 | 0.910 +/- 0.042 | 1/2 |"
     ratio = next(line for line in out.splitlines() if line.startswith("| FID / floor: AR |"))
     assert "| 4.00 | 4.00 |" in ratio
+    sweep_file = runs[0] / "artifacts" / "val_sweep.json"
+    sweep = json.loads(sweep_file.read_text())
+    sweep["ar"]["rows"][1]["class_match"] = 0.91  # its bound (0.88) misses 0.9: the rule's fallback
+    sweep_file.write_text(json.dumps(sweep))
+    mod.main([str(runs[0])])
+    assert "temperature 0.2 (none cleared the bar) |" in capsys.readouterr().out
 
 
 def test_a_run_without_the_sweep_keys_is_named(tmp_path):

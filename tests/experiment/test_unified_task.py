@@ -239,6 +239,21 @@ def test_samplers_are_chosen_on_val_before_the_test(tmp_path):
     assert res["chosen_guidance"] == d["rows"][d["chosen"]]["guidance"]
     assert (res["chosen_guidance_lo"] == -1) == (d["rows"][d["chosen"]]["guidance_interval"] is None)
     assert res["chosen_ar_temperature"] == a["rows"][a["chosen"]]["temperature"]
+    assert res["chosen_cleared_bar_ar"] == 1.0 and a["cleared"] and d["cleared"]  # a bar of 0: every row clears
+
+
+def test_a_path_that_misses_the_val_bar_is_flagged(tmp_path):
+    over = [*TINY, "train.steps=2", 'train.stages=[{name: branches, steps: 2, trainable: ["transformer.*"]}]',
+            "eval.sweep_ar_temperature=[1.0, 2.0]", "eval.sweep_guidance=[]", "eval.select_min_class_match=1.0",
+            "eval.select_confidence=0.5",
+            "eval.distribution_scores=false"]
+    with pytest.warns(UserWarning, match="no ar setting cleared the val bar"):
+        out = run(load(RECIPE, over), tmp_path / "run")  # 2 steps cannot draw every digit right
+    res = json.loads((out / "results.json").read_text())
+    sweep = json.loads((out / "artifacts" / "val_sweep.json").read_text())
+    assert res["chosen_cleared_bar_ar"] == 0.0 and not sweep["ar"]["cleared"] and "diffusion" not in sweep
+    rows = sweep["ar"]["rows"]
+    assert sweep["ar"]["chosen"] == max(range(2), key=lambda i: (rows[i]["class_match"], -i))
 
 
 def test_ar_temperature_override_reaches_the_sampler(tmp_path):

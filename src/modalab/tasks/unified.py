@@ -275,7 +275,9 @@ class UnifiedTask:
             if self.eval_cfg.sweep_guidance or self.eval_cfg.sweep_ar_temperature:
                 from modalab.tasks.unified_select import select_on_val  # val first; the test is scored once
 
-                self.eval_cfg = self.eval_cfg.model_copy(update=select_on_val(self))
+                chosen, cleared = select_on_val(self)
+                self.eval_cfg = self.eval_cfg.model_copy(update=chosen)
+                res.update({f"chosen_cleared_bar_{p}": float(ok) for p, ok in cleared.items()})
                 lo, hi = self.eval_cfg.guidance_interval or (-1, -1)
                 res.update(chosen_guidance=self.eval_cfg.guidance, chosen_guidance_lo=lo, chosen_guidance_hi=hi,
                            chosen_ar_temperature=self.eval_cfg.ar_temperature)

@@ -14,20 +14,23 @@ one-sided Wilson lower bound at ``eval.select_confidence``, when > 0) reaches
 from __future__ import annotations
 
 import json
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from modalab.eval.feature_net import FeatureNetConfig, cached_feature_net
 from modalab.eval.generation import fid
-from modalab.eval.sampler_select import pick, pick_rule
+from modalab.eval.sampler_select import pick, pick_rule, wilson_lower
 
 if TYPE_CHECKING:
     from modalab.tasks.unified import UnifiedTask
 
 
-def select_on_val(task: "UnifiedTask") -> dict[str, Any]:
-    """The ``eval`` fields the test uses (ar_temperature; guidance, guidance_interval), chosen on val."""
+def select_on_val(task: "UnifiedTask") -> tuple[dict[str, Any], dict[str, bool]]:
+    """The ``eval`` fields the test uses (ar_temperature; guidance, guidance_interval), chosen on val,
+    and per swept path whether the chosen setting cleared the bar (False: none did, so the rule fell
+    back to the highest class-match)."""
     e, seed = task.eval_cfg, task.recipe.run.seed
     if task.data.val is None:
         raise ValueError("task unified: eval.sweep_guidance / sweep_ar_temperature need a validation split; "
@@ -47,6 +50,7 @@ def select_on_val(task: "UnifiedTask") -> dict[str, Any]:
                            "n": len(prompts), "captions": n, "repeats": e.select_repeats,
                            "fid_floor_train_vs_val": fid(real, net.embed(tr_x[floor_idx]))}
     chosen: dict[str, Any] = {}
+    cleared: dict[str, bool] = {}
     for path, cands in sweeps.items():
         if not cands:
             continue
@@ -56,7 +60,12 @@ def select_on_val(task: "UnifiedTask") -> dict[str, Any]:
             rows.append({**setting, "n": len(prompts), "class_match": task._judge().class_match(gen, labels),
                          "fid": fid(real, net.embed(gen))})
         i = pick(rows, e.select_min_class_match, e.select_confidence)
-        log[path] = {"rows": rows, "chosen": i}
+        lower = wilson_lower(rows[i]["class_match"], len(prompts), e.select_confidence)
+        cleared[path] = lower >= e.select_min_class_match
+        log[path] = {"rows": rows, "chosen": i, "cleared": cleared[path]}
+        if not cleared[path]:
+            warnings.warn(f"task unified: no {path} setting cleared the val bar ({log['rule']}); the test uses "
+                          f"the highest val class-match, {rows[i]['class_match']:.3f}", stacklevel=2)
         if path == "ar":
             chosen["ar_temperature"] = rows[i]["temperature"]
         else:
@@ -65,4 +74,4 @@ def select_on_val(task: "UnifiedTask") -> dict[str, Any]:
     out = task.run.path / "artifacts" / "val_sweep.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(log, indent=1))
-    return chosen
+    return chosen, cleared
