@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from modalab.eval.sampler_select import pick, pick_rule, wilson_lower
+from modalab.eval.sampler_select import clears, pick, pick_rule, wilson_lower
 
 
 def _wilson_by_bisection(p: float, n: int, z: float) -> float:
@@ -44,5 +44,6 @@ def test_pick_with_a_bound_refuses_a_noisy_pass():
     assert pick(rows, 0.9, confidence=0.9) == 1  # its lower bound (0.87) does not
     assert pick(rows, 0.999, confidence=0.9) == 2  # none clears: the highest class-match
     assert "Wilson" in pick_rule(0.9, 0.9) and "Wilson" not in pick_rule(0.9)
+    assert clears(rows[0], 0.9) and not clears(rows[0], 0.9, 0.9) and clears(rows[1], 0.9, 0.9)
     with pytest.raises(ValueError, match="'n'"):
         pick([{"class_match": 0.95, "fid": 1.0}], 0.9, confidence=0.9)

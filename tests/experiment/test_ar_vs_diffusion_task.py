@@ -11,7 +11,7 @@ import pytest
 
 from modalab.config import ConfigError, load
 from modalab.experiment.runner import run
-from modalab.eval.sampler_select import pick
+from modalab.eval.sampler_select import clears, pick
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "ar_vs_diffusion.yaml"
 TINY = [
@@ -40,6 +40,10 @@ def test_ar_vs_diffusion_runs_end_to_end(tmp_path):
     assert len(sweep["ar"]["rows"]) == 2 and len(sweep["diffusion"]["rows"]) == 2
     assert sweep["sampler"]["ar_temperature"] == res["chosen_ar_temperature"]
     assert sweep["sampler"]["guidance"] == res["chosen_guidance"]
+    for path in ("ar", "diffusion"):  # the rule's fallback is flagged in results and the sweep log
+        best = sweep[path]["rows"][sweep[path]["chosen"]]
+        assert res[f"chosen_cleared_bar_{path}"] == float(sweep[path]["cleared"])
+        assert sweep[path]["cleared"] == clears(best, 0.9, 0.9)  # the recipe's bar and confidence
     assert res["params"]["ar"] > 0 and res["params"]["diffusion"] > 0
 
 

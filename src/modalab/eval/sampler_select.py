@@ -43,20 +43,23 @@ def pick_rule(bar: float, confidence: float = 0.0) -> str:
             f">= {bar}, else the highest class-match")
 
 
+def clears(row: dict[str, float], bar: float, confidence: float = 0.0) -> bool:
+    """Whether a row's ``class_match`` (its Wilson lower bound over ``n`` samples when
+    ``confidence`` > 0) reaches bar."""
+    if not confidence:
+        return row["class_match"] >= bar
+    if "n" not in row:
+        raise ValueError("pick: a confidence bound needs each row's sample count 'n'")
+    return wilson_lower(row["class_match"], int(row["n"]), confidence) >= bar
+
+
 def pick(rows: list[dict[str, float]], bar: float, confidence: float = 0.0) -> int:
     """Index of the row with the lowest ``fid`` among rows whose ``class_match`` (its Wilson lower
     bound over ``n`` samples when ``confidence`` > 0) is >= bar, else of the highest ``class_match``
     (ties: the earlier row)."""
     if not rows:
         raise ValueError("pick: no rows to choose from")
-    if confidence > 0.0 and any("n" not in r for r in rows):
-        raise ValueError("pick: a confidence bound needs each row's sample count 'n'")
-
-    def clears(r: dict[str, float]) -> bool:
-        lower = wilson_lower(r["class_match"], int(r["n"]), confidence) if confidence else r["class_match"]
-        return lower >= bar
-
-    ok = [i for i, r in enumerate(rows) if clears(r)]
+    ok = [i for i, r in enumerate(rows) if clears(r, bar, confidence)]
     if ok:
         return min(ok, key=lambda i: (rows[i]["fid"], i))
     return max(range(len(rows)), key=lambda i: (rows[i]["class_match"], -i))

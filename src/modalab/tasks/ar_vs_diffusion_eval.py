@@ -27,7 +27,7 @@ from modalab.eval.generation import fid
 from modalab.eval.generation_report import generation_report
 from modalab.eval.judge import ClassJudge
 from modalab.eval.peak_memory import peak_rss_mib
-from modalab.eval.sampler_select import pick, pick_rule
+from modalab.eval.sampler_select import clears, pick, pick_rule
 from modalab.eval.score_encoder import ScoreEncoderConfig
 from modalab.models.editing import ar_edit_region, repaint_ddim
 
@@ -82,6 +82,7 @@ def select_on_val(task: ArVsDiffusionTask) -> Sampler:
     sweeps = {"ar": [base.model_copy(update={"ar_temperature": t}) for t in e.sweep_ar_temperature],
               "diffusion": [base.model_copy(update=g.model_dump()) for g in e.sweep_guidance]}
     log: dict[str, Any] = {"rule": pick_rule(e.select_min_class_match, e.select_confidence)}
+    task.cleared = {}
     chosen = base
     for path, cands in sweeps.items():
         if not cands:
@@ -92,7 +93,8 @@ def select_on_val(task: ArVsDiffusionTask) -> Sampler:
             rows.append({"class_match": r[f"class_match_{path}"], "fid": r[f"fid_{path}"], "n": n_val,
                          "fid_floor": r["fid_floor"], "sampler": s.model_dump(mode="json")})
         i = pick(rows, e.select_min_class_match, e.select_confidence)
-        log[path] = {"rows": rows, "chosen": i}
+        task.cleared[path] = clears(rows[i], e.select_min_class_match, e.select_confidence)
+        log[path] = {"rows": rows, "chosen": i, "cleared": task.cleared[path]}  # False: the rule fell back
         keys = ("ar_temperature",) if path == "ar" else ("guidance", "guidance_interval")
         chosen = chosen.model_copy(update={k: getattr(cands[i], k) for k in keys})
     log["sampler"] = chosen.model_dump(mode="json")
@@ -117,7 +119,8 @@ def test_table(task: ArVsDiffusionTask) -> dict[str, Any]:
     lo, hi = s.guidance_interval or (-1, -1)
     res: dict[str, Any] = {"judge_test_accuracy": float((judge(task).predict(x) == y).float().mean()),
                            "generate_samples": n, "chosen_ar_temperature": s.ar_temperature,
-                           "chosen_guidance": s.guidance, "chosen_guidance_lo": lo, "chosen_guidance_hi": hi}
+                           "chosen_guidance": s.guidance, "chosen_guidance_lo": lo, "chosen_guidance_hi": hi,
+                           **{f"chosen_cleared_bar_{p}": float(ok) for p, ok in task.cleared.items()}}
     gen: dict[str, Tensor] = {}
     for path in PATHS:
         sample = lambda: task.sample(path, texts[:n], s, seed=seed)  # noqa: E731

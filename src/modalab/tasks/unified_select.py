@@ -21,7 +21,7 @@ import torch
 
 from modalab.eval.feature_net import FeatureNetConfig, cached_feature_net
 from modalab.eval.generation import fid
-from modalab.eval.sampler_select import pick, pick_rule, wilson_lower
+from modalab.eval.sampler_select import clears, pick, pick_rule
 
 if TYPE_CHECKING:
     from modalab.tasks.unified import UnifiedTask
@@ -60,8 +60,7 @@ def select_on_val(task: "UnifiedTask") -> tuple[dict[str, Any], dict[str, bool]]
             rows.append({**setting, "n": len(prompts), "class_match": task._judge().class_match(gen, labels),
                          "fid": fid(real, net.embed(gen))})
         i = pick(rows, e.select_min_class_match, e.select_confidence)
-        lower = wilson_lower(rows[i]["class_match"], len(prompts), e.select_confidence)
-        cleared[path] = lower >= e.select_min_class_match
+        cleared[path] = clears(rows[i], e.select_min_class_match, e.select_confidence)
         log[path] = {"rows": rows, "chosen": i, "cleared": cleared[path]}
         if not cleared[path]:
             warnings.warn(f"task unified: no {path} setting cleared the val bar ({log['rule']}); the test uses "
