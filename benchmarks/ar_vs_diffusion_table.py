@@ -97,7 +97,9 @@ def main(runs: list[Path]) -> None:
     print("|---|---|---|---|")
     for (res, _), r in zip(data, runs):
         lo, hi = res["chosen_guidance_lo"], res["chosen_guidance_hi"]
-        print(f"| {r.name} | {res['chosen_ar_temperature']} | {res['chosen_guidance']} | "
+        fell = {p: " (none cleared the bar)" if res.get(f"chosen_cleared_bar_{p}", 1.0) == 0 else ""
+                for p in ("ar", "diffusion")}  # the val rule's fallback (results since session 14)
+        print(f"| {r.name} | {res['chosen_ar_temperature']}{fell['ar']} | {res['chosen_guidance']}{fell['diffusion']} | "
               f"{'all' if lo < 0 else f't in [{lo}, {hi}]'} |")
     # 3. the table
     floor = np.array([d[0]["fid_real_floor"] for d in data])

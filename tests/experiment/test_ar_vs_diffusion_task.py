@@ -92,6 +92,7 @@ def test_resume_keeps_the_loss_history_of_every_step(tmp_path, capsys):
         assert ra[f"class_match_{path}"] == rb[f"class_match_{path}"]
     # the table script: the budget rule on both paths; a warning when loss rows miss steps
     rb["loss_history_steps_ar"] = 3
+    rb["chosen_cleared_bar_ar"], rb["chosen_cleared_bar_diffusion"] = 0.0, 1.0
     (res / "results.json").write_text(json.dumps(rb))
     table = _table_module()
     table.main([ref, res])
@@ -99,6 +100,8 @@ def test_resume_keeps_the_loss_history_of_every_step(tmp_path, capsys):
     assert "budget check (baseline arm ar, val_class_match_ar" in out and "baseline arm diffusion" in out
     assert f"WARNING {res}: loss rows of ar cover 3 of 6 steps" in out and "loss rows of diffusion" not in out
     assert "| final training loss (mean of last 5%) |" in out
+    chosen = next(line for line in out.splitlines() if line.startswith(f"| {res.name} |"))
+    assert chosen.count("(none cleared the bar)") == 1 and f"{rb['chosen_guidance']} |" in chosen
 
 
 def _table_module():
