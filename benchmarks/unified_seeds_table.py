@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from modalab.eval.sampler_select import wilson_lower
+from modalab.eval.sampler_select import clears, wilson_lower
 
 TARGET = 0.90
 # (label, results.json key or a function of the results, format, row counted against TARGET)
@@ -73,7 +73,7 @@ def sweep_table(runs: list[Path]) -> list[str]:
                 interval = f" t<={r['guidance_interval'][1]}" if r.get("guidance_interval") else ""
                 cells.append(f"{knob[0]} {r[knob]:g}{interval}: {r['class_match']:.3f} ({lb:.3f}) {r['fid']:.1f}")
             best = rows[sweep[path]["chosen"]]
-            missed = wilson_lower(best["class_match"], int(best["n"]), conf) < bar
+            missed = not clears(best, bar, conf)
             lines.append(f"| {seed} | {path} | {'; '.join(cells)} | {sweep['fid_floor_train_vs_val']:.1f} | "
                          f"{knob} {best[knob]:g}{' (none cleared the bar)' if missed else ''} |")
     return lines

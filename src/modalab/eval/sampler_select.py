@@ -49,7 +49,7 @@ def clears(row: dict[str, float], bar: float, confidence: float = 0.0) -> bool:
     if not confidence:
         return row["class_match"] >= bar
     if "n" not in row:
-        raise ValueError("pick: a confidence bound needs each row's sample count 'n'")
+        raise ValueError(f"sampler_select: a confidence bound needs the row's sample count 'n'; got keys {sorted(row)}")
     return wilson_lower(row["class_match"], int(row["n"]), confidence) >= bar
 
 
