@@ -74,15 +74,16 @@ def score_split(task: ArVsDiffusionTask, split: str, s: Sampler, fid: bool,
 _fid = fid  # the argument ``fid`` of score_split shadows the function
 
 
-def select_on_val(task: ArVsDiffusionTask) -> Sampler:
-    """The sampler the test uses: ``eval.sampler`` with each path's swept field chosen on val."""
+def select_on_val(task: ArVsDiffusionTask) -> tuple[Sampler, dict[str, bool]]:
+    """The sampler the test uses: ``eval.sampler`` with each path's swept field chosen on val, and per
+    swept path whether the chosen setting cleared the bar (False: the rule fell back)."""
     e = task.eval_cfg
     base = e.sampler
     n_val = min(e.generate_samples, len(task.tensors("val")[2]))  # the samples each class-match counts
     sweeps = {"ar": [base.model_copy(update={"ar_temperature": t}) for t in e.sweep_ar_temperature],
               "diffusion": [base.model_copy(update=g.model_dump()) for g in e.sweep_guidance]}
     log: dict[str, Any] = {"rule": pick_rule(e.select_min_class_match, e.select_confidence)}
-    task.cleared = {}
+    cleared: dict[str, bool] = {}
     chosen = base
     for path, cands in sweeps.items():
         if not cands:
@@ -93,15 +94,15 @@ def select_on_val(task: ArVsDiffusionTask) -> Sampler:
             rows.append({"class_match": r[f"class_match_{path}"], "fid": r[f"fid_{path}"], "n": n_val,
                          "fid_floor": r["fid_floor"], "sampler": s.model_dump(mode="json")})
         i = pick(rows, e.select_min_class_match, e.select_confidence)
-        task.cleared[path] = clears(rows[i], e.select_min_class_match, e.select_confidence)
-        log[path] = {"rows": rows, "chosen": i, "cleared": task.cleared[path]}  # False: the rule fell back
+        cleared[path] = clears(rows[i], e.select_min_class_match, e.select_confidence)
+        log[path] = {"rows": rows, "chosen": i, "cleared": cleared[path]}
         keys = ("ar_temperature",) if path == "ar" else ("guidance", "guidance_interval")
         chosen = chosen.model_copy(update={k: getattr(cands[i], k) for k in keys})
     log["sampler"] = chosen.model_dump(mode="json")
     out = task.run.path / "artifacts" / "val_sweep.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(log, indent=1))
-    return chosen
+    return chosen, cleared
 
 
 def _timed(fn) -> tuple[Any, float, float]:
@@ -113,14 +114,14 @@ def _timed(fn) -> tuple[Any, float, float]:
 
 def test_table(task: ArVsDiffusionTask) -> dict[str, Any]:
     e, seed = task.eval_cfg, task.recipe.run.seed
-    s = task.chosen = select_on_val(task)  # val only; the test below is scored once with it
+    s, cleared = select_on_val(task)  # val only; the test below is scored once with it
     x, y, texts = task.tensors("test")
     n = min(e.generate_samples, len(texts))
     lo, hi = s.guidance_interval or (-1, -1)
     res: dict[str, Any] = {"judge_test_accuracy": float((judge(task).predict(x) == y).float().mean()),
                            "generate_samples": n, "chosen_ar_temperature": s.ar_temperature,
                            "chosen_guidance": s.guidance, "chosen_guidance_lo": lo, "chosen_guidance_hi": hi,
-                           **{f"chosen_cleared_bar_{p}": float(ok) for p, ok in task.cleared.items()}}
+                           **{f"chosen_cleared_bar_{p}": float(ok) for p, ok in cleared.items()}}
     gen: dict[str, Tensor] = {}
     for path in PATHS:
         sample = lambda: task.sample(path, texts[:n], s, seed=seed)  # noqa: E731
