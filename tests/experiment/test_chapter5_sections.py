@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from modalab.experiment.chapter5 import CLAIMED, verdict
-from modalab.experiment.chapter5_sections import OLD_HEADING, curve_panel, kept_old_claims, old_section
+from modalab.experiment.chapter5_sections import (
+    OLD_HEADING, SHORT_HEAD, curve_panel, kept_old_claims, old_section, short_section,
+)
 from modalab.experiment.stats import compare_values
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -88,6 +90,18 @@ def test_kept_old_claims_keeps_only_claims_not_regenerated():
     assert kept_old_claims("# x\n\n" + section, {"temperature"})[0] == rows
     assert kept_old_claims("# x\n\n" + section, {"temperature", "negative_mix"}) == ([], [])
     assert old_section([], [], "x") == ""
+
+
+def test_rows_short_of_the_protocol_read_as_descriptions_not_verdicts():
+    rows = ["| c1 | s | 0.9 | **held** (A best, every difference significant) | 3 seeds | r |",
+            "| c2 | s | 0.8 | **not held here**: B beats A (+2.0 points, significant) | not converged | r |",
+            "| c3 | s | 0.7 | **inconclusive**: held in direction | not converged | r |"]
+    section = short_section(rows)
+    assert "**" not in section.split(SHORT_HEAD)[1]  # no bold verdict word survives
+    assert "| description, reads as held at this budget (A best" in section
+    assert "| description, reads as not held at this budget: B beats A" in section
+    assert "| description, inconclusive at this budget: held in direction" in section
+    assert "not a verdict" in SHORT_HEAD and short_section([]) == ""
 
 
 def test_kept_old_claims_refuses_to_drop_a_regenerated_row():

@@ -122,6 +122,18 @@ TABLE_HEAD = ("| claim (chapter 5) | our setting | measured (test) | held here? 
               "|---|---|---|---|---|---|")
 
 
+SHORT_HEAD = TABLE_HEAD.replace("| held here? |", "| what the runs showed (not a verdict) |")
+_VERDICT_WORDS = (("**held**", "reads as held"), ("**not held here**", "reads as not held"),
+                  ("**inconclusive**", "inconclusive"))
+
+
+def as_description(row: str) -> str:
+    """``row`` with its verdict words unbolded and marked as a description at that budget."""
+    for word, plain in _VERDICT_WORDS:
+        row = row.replace(word, f"description, {plain} at this budget")
+    return row
+
+
 def short_section(rows: list[str]) -> str:
     """The rows whose sweep fails the protocol, in a table of their own: measured, but not verdicts."""
     if not rows:
@@ -129,9 +141,9 @@ def short_section(rows: list[str]) -> str:
     return f"""## Not verdicts yet: sweeps short of the protocol
 
 Measured and reported the same way as the table above, but each fails the protocol for the reason in
-its protocol column (a baseline not converged at the budget, or too few seeds): its "held here?" cell
-says what the runs showed at that budget, not a verdict on the claim.
+its protocol column (a baseline not converged at the budget, or too few seeds): its fourth column says
+what the runs showed at that budget, a description, not a verdict on the claim.
 
-{TABLE_HEAD}
-{chr(10).join(rows)}
+{SHORT_HEAD}
+{chr(10).join(as_description(r) for r in rows)}
 """
