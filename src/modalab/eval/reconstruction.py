@@ -88,8 +88,8 @@ def reconstruction_metrics(
 def bits_per_image(num_tokens: int, codebook_size: int | None, latent_dim: int,
                    kl_bits_per_token: float | None = None) -> float:
     """Information per image: ``num_tokens * log2(K)`` for codes (``num_tokens``: index entries per
-    image, so residual levels count; one index space over two books, VQ-VAE-2, gives an upper
-    bound); for continuous tokens the VAE
+    image, so residual levels count; a model with books of different sizes, VQ-VAE-2, counts its
+    own bits: ``evaluate_tokenizer`` asks its ``bits_per_image``); for continuous tokens the VAE
     rate ``num_tokens * kl_bits_per_token`` when there is a KL bottleneck, else the float32 storage
     ``num_tokens * latent_dim * 32`` (nominal: an upper bound, not a rate)."""
     if codebook_size is not None:
@@ -124,5 +124,8 @@ def evaluate_tokenizer(tok: nn.Module, images: Tensor, batch_size: int = 256) ->
                                  num_tokens=n_tok, ssim_window=window)
     kl_tok = sum(kl_bits) / len(images) if kl_bits else None
     entries = tokens_per_image(idx_all) if idx_all is not None else n_tok
-    out["bits_per_image"] = bits_per_image(entries, tok.codebook_size, getattr(tok, "latent_dim", 0), kl_tok)
+    if hasattr(tok, "bits_per_image"):  # several books (VQ-VAE-2): the model counts its own bits exactly
+        out["bits_per_image"] = float(tok.bits_per_image(images.shape[-2], images.shape[-1]))
+    else:
+        out["bits_per_image"] = bits_per_image(entries, tok.codebook_size, getattr(tok, "latent_dim", 0), kl_tok)
     return out

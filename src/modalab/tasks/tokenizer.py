@@ -3,7 +3,8 @@
 It reads top to bottom like ``tasks/contrastive.py``: build the data (any image source, e.g.
 ``digits``; images are mapped from the sources' [-1, 1] back to [0, 1]), the model
 (``image_tokenizer``: encoder -> ``vq`` | ``fsq`` | ``continuous`` quantizer -> decoder, the token
-grid chosen in the recipe), the objective (``vqgan``: L1/L2 + codebook/commitment + optional
+grid chosen in the recipe; or ``vqvae2``: that grid as the bottom code map under a coarser top map,
+``vision/vqvae2.py``), the objective (``vqgan``: L1/L2 + codebook/commitment + optional
 perceptual term (``structural`` or ``lpips_features`` over a feature CNN trained on the training
 split) + optional patch discriminator with the adaptive weight). ``step`` gives the
 tokenizer's loss on one batch; once the discriminator is switched on, the engine steps it with its
@@ -121,6 +122,10 @@ class TokenizerTask:
         self._last = (x, recon.detach())
         if "usage" in aux:
             logs.update(batch_usage=float(aux["usage"]), batch_perplexity=float(aux["perplexity"]))
+        for level in ("top", "bottom"):  # VQ-VAE-2: each level's book
+            if f"usage_{level}" in aux:
+                logs[f"batch_usage_{level}"] = float(aux[f"usage_{level}"])
+                logs[f"batch_perplexity_{level}"] = float(aux[f"perplexity_{level}"])
         return loss, {k: v for k, v in logs.items() if k != "total"}
 
     def discriminator_step_loss(self, batch: Batch, step: int) -> tuple[Tensor, dict[str, float]] | None:

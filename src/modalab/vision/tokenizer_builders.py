@@ -14,33 +14,47 @@ from torch import nn
 from modalab.config import NamedBase
 from modalab.registry import register
 from modalab.vision.tokenizer import ImageTokenizer
-from modalab.vision.quantizers import build_quantizer
+from modalab.vision.quantizers import VectorQuantizer, build_quantizer
+from modalab.vision.vqvae2 import VQVAE2
 from modalab.vision.vqgan import PatchDiscriminator, StructuralLoss, VQGANLoss
 
 
 # model ------------------------------------------------------------------------------------
 class ImageTokenizerConfig(NamedBase):
-    quantizer: Literal["vq", "fsq", "continuous"] = "vq"
-    codebook_size: int = Field(256, gt=1, description="K for vq; fsq picks levels with ~K codes")
+    quantizer: Literal["vq", "fsq", "continuous", "vqvae2"] = "vq"
+    codebook_size: int = Field(256, gt=1, description="K for vq; fsq picks levels with ~K codes; vqvae2: the "
+                               "total over both levels, K / 2 codes each (equal total codes against vq)")
     fsq_levels: list[int] | None = Field(None, description="explicit FSQ levels, e.g. [8, 5, 5, 5]")
     token_grid: int = Field(4, gt=0, description="tokens per side: image_size / token_grid = 2**k")
     channels: int = Field(16, gt=0, description="width of the first encoder stage")
     latent_dim: int = Field(16, gt=0, description="channels handed to the quantizer")
     code_dim: int | None = Field(None, gt=0, description="vq: low-dimensional codes (ViT-VQGAN)")
     l2_normalize: bool = Field(False, description="vq: cosine lookup on the unit sphere")
-    beta: float = Field(0.25, ge=0, description="vq: commitment weight")
-    use_ema: bool = Field(True, description="vq: EMA codebook instead of the codebook loss")
-    decay: float = Field(0.99, ge=0, lt=1, description="vq: EMA decay")
-    kmeans_init: bool = Field(True, description="vq: k-means on the first training batch")
-    dead_code_threshold: float = Field(1.0, ge=0, description="vq: restart codes below this EMA usage")
+    beta: float = Field(0.25, ge=0, description="vq, vqvae2: commitment weight")
+    use_ema: bool = Field(True, description="vq, vqvae2: EMA codebook instead of the codebook loss")
+    decay: float = Field(0.99, ge=0, lt=1, description="vq, vqvae2: EMA decay")
+    kmeans_init: bool = Field(True, description="vq, vqvae2: k-means on the first training batch")
+    dead_code_threshold: float = Field(1.0, ge=0, description="vq, vqvae2: restart codes below this EMA usage")
     kl_weight: float = Field(0.0, ge=0, description="continuous: 0 = no regulariser (identity); > 0 = "
                              "VAE bottleneck, learned variance, this weight on the mean KL per element")
+    top_down: int = Field(1, ge=1, description="vqvae2: stride-2 stages from the bottom map (token_grid per "
+                          "side) to the top map (token_grid / 2**top_down per side)")
 
     @model_validator(mode="after")
     def _kl_only_continuous(self) -> "ImageTokenizerConfig":
         if self.kl_weight > 0 and self.quantizer != "continuous":
             raise ValueError(f"model.kl_weight={self.kl_weight} applies to model.quantizer=continuous only; "
                              f"got model.quantizer={self.quantizer}: set kl_weight=0 or quantizer=continuous")
+        if self.quantizer == "vqvae2":
+            if self.codebook_size % 2:
+                raise ValueError(f"model.codebook_size={self.codebook_size}: model.quantizer=vqvae2 splits it "
+                                 f"between its two levels; use an even number, e.g. {self.codebook_size + 1}")
+            if self.token_grid % 2**self.top_down:
+                raise ValueError(f"model.token_grid={self.token_grid} is not divisible by 2**model.top_down="
+                                 f"{2**self.top_down}: the vqvae2 top map would not tile the bottom one")
+            if self.code_dim is not None or self.l2_normalize:
+                raise ValueError("model.code_dim / model.l2_normalize are not supported with "
+                                 "model.quantizer=vqvae2; leave them at null / false")
         return self
 
 
@@ -57,8 +71,18 @@ def num_down_for(image_size: int, token_grid: int) -> int:
 
 
 @register("model", "image_tokenizer", schema=ImageTokenizerConfig)
-def build_image_tokenizer(cfg: ImageTokenizerConfig, *, image_size: int, in_channels: int) -> ImageTokenizer:
-    """Convolutional VQ / FSQ / continuous image tokenizer with a token_grid x token_grid output."""
+def build_image_tokenizer(cfg: ImageTokenizerConfig, *, image_size: int,
+                          in_channels: int) -> ImageTokenizer | VQVAE2:
+    """Convolutional VQ / FSQ / continuous image tokenizer with a token_grid x token_grid output, or
+    VQ-VAE-2: that grid as the bottom map under a top map ``2**top_down`` times coarser."""
+    if cfg.quantizer == "vqvae2":
+        vq = lambda k: VectorQuantizer(k, cfg.latent_dim, beta=cfg.beta, use_ema=cfg.use_ema,  # noqa: E731
+                                       decay=cfg.decay, kmeans_init=cfg.kmeans_init,
+                                       dead_code_threshold=cfg.dead_code_threshold)
+        half = cfg.codebook_size // 2
+        return VQVAE2(vq(half), vq(half), in_channels=in_channels, channels=cfg.channels,
+                      bottom_down=num_down_for(image_size, cfg.token_grid), top_down=cfg.top_down,
+                      latent_dim=cfg.latent_dim)
     vq = {}
     if cfg.quantizer == "vq":
         vq = dict(code_dim=cfg.code_dim, l2_normalize=cfg.l2_normalize, beta=cfg.beta, use_ema=cfg.use_ema,

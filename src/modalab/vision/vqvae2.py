@@ -19,6 +19,8 @@ paper's EMA codebooks, with dead-code restarts; ``build_vqvae2`` builds that). C
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -76,6 +78,14 @@ class VQVAE2(nn.Module):
                              f"factor {self.factor_t}; resize to a multiple of {self.factor_t}")
         return (height // self.factor_t) * (width // self.factor_t) + \
             (height // self.factor_b) * (width // self.factor_b)
+
+    def bits_per_image(self, height: int, width: int) -> float:
+        """Exact index bits of an ``height`` x ``width`` image: each level's tokens x log2 of its own
+        book (the shared index space of ``forward`` would count log2(K_top + K_bottom) per token)."""
+        n_all = self.tokens_per_image(height, width)
+        n_top = (height // self.factor_t) * (width // self.factor_t)
+        return n_top * math.log2(int(self.top.codebook_size)) + \
+            (n_all - n_top) * math.log2(int(self.bottom.codebook_size))
 
     @staticmethod
     def _q(quantizer: nn.Module, z: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
