@@ -8,6 +8,10 @@ budget: VQ-VAE-2 with ``K_top = K_bottom = K / 2`` against one VQ codebook of ``
 bit counts per image are reported beside them, since the hierarchy adds the top map's tokens.
 
     python -m modalab.eval.vqvae2_compare --steps 500 --seeds 0 1 2
+
+A quick harness with no val split: it scores the test digits, so use it to look, not to choose. The
+comparison of record goes through the tokenizer task (``model.quantizer: vqvae2``), with val / test
+splits, the budget check and paired statistics: ``recipes/chapter5/vqvae2_levels.yaml``.
 """
 
 from __future__ import annotations
