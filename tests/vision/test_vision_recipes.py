@@ -145,11 +145,50 @@ def test_resume_across_an_epoch_is_bit_exact(layout, tmp_path):
     assert budgets(la) == budgets(lb)
 
 
-def test_more_than_one_process_is_refused_with_a_clear_error(tmp_path, monkeypatch):
-    """The varres loader does not split batches by rank: under torchrun every rank would train the
-    same batches, so the task says so instead of wasting the processes."""
-    task = _task(tmp_path)
-    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
-    monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: 2)
-    with pytest.raises(ValueError, match="contrastive_varres runs in one process.*2 processes"):
-        task.train_loader()
+@pytest.mark.parametrize("layout", ["pack", "bucket"])
+def test_ranks_split_each_global_batch_and_its_budgets(tmp_path, layout):
+    """Under torchrun each rank builds its share (positions rank, rank + W, ...) of the global batch
+    that one process would draw, with the budgets the curriculum gave the whole global batch."""
+    from modalab.tasks.varres import VarResLoader
+
+    task = _task(tmp_path, "clip_digits_res_curriculum.yaml", ["train.steps=30", f"data.batching.layout={layout}"])
+    one = VarResLoader(task, 32, seed=0)
+    ranks = [VarResLoader(task, 32, seed=0, rank=r, world=2) for r in (0, 1)]
+    for loader in (one, *ranks):
+        loader.set_epoch(0)
+        loader.step = 12  # the second stage of the curriculum (60/30/10): mixed budgets
+    whole = next(iter(one))
+    parts = [next(iter(r)) for r in ranks]
+    assert [len(p) for p in parts] == [16, 16]
+    assert sorted(parts[0].ids + parts[1].ids) == sorted(whole.ids)
+    assert parts[0].ids == whole.ids[0::2] and parts[1].ids == whole.ids[1::2]
+    budgets = task.train_budgets(32, 12)
+    assert len(set(budgets)) > 1  # the test means something: the batch mixes budgets
+    for r, part in enumerate(parts):
+        assert part.mean_budget == pytest.approx(sum(budgets[r::2]) / 16)
+    assert (parts[0].mean_budget + parts[1].mean_budget) / 2 == pytest.approx(whole.mean_budget)
+    # each rank's images are exactly the single-process batch's (same size, same pixels)
+    sizes = lambda b: [tuple(g) for g in b.packed.grids]  # noqa: E731
+    assert sorted(sizes(parts[0]) + sizes(parts[1])) == sorted(sizes(whole))
+
+
+def test_batch_must_split_evenly_over_the_processes(tmp_path):
+    from modalab.tasks.varres import VarResLoader
+
+    with pytest.raises(ValueError, match="train.batch_size=33 must split evenly over 2 process"):
+        VarResLoader(_task(tmp_path), 33, seed=0, rank=0, world=2)
+
+
+def test_token_dropping_draws_per_step_and_rank(tmp_path):
+    """The dropping stream is a function of (seed, step, rank): the same batch at the same step drops
+    the same tokens (a resume needs no generator state); another rank or step drops others."""
+    task = _task(tmp_path, extra=["data.batching.token_drop=0.5", "data.augment=false"])
+    samples = [task.data.train[i] for i in range(8)]
+    def kept():  # the (row, col) positions of the patches that survived, per slot
+        packed = task.make_batch(samples, step=3, train=True).packed
+        return torch.stack([packed.rows, packed.cols])
+
+    first = kept()
+    assert torch.equal(first, kept())
+    task.rank = 1
+    assert not torch.equal(first, kept())

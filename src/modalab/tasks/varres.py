@@ -57,9 +57,21 @@ def budget_size(
 
 
 @dataclass
+class Packing:
+    """How a batch's resized images were laid out, so that a part of it can be laid out again."""
+
+    patch: int
+    max_seq_len: int | None  # None: one image per row (layouts bucket / pad)
+    drop: float  # token dropping rate (0: none)
+    seed: int  # the dropping stream of this batch (micro-batch i draws from seed + i + 1)
+
+
+@dataclass
 class VarResBatch:
     """A training or evaluation batch: images either packed (``packed``) or stacked (``images``,
-    (B, C, S, S)); tokens (B, L); labels (B,) or None."""
+    (B, C, S, S)); tokens (B, L); labels (B,) or None. ``sources``: the resized images before
+    packing, on the CPU (kept so that :meth:`micro_batches` can re-pack a part); ``budgets``: their
+    patch budgets."""
 
     ids: list[str]
     tokens: Tensor
@@ -67,6 +79,9 @@ class VarResBatch:
     packed: PackedBatch | None = None
     images: Tensor | None = None
     mean_budget: float = 0.0
+    sources: list[Tensor] | None = None
+    packing: Packing | None = None
+    budgets: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -74,19 +89,56 @@ class VarResBatch:
     def to(self, device: torch.device | str) -> "VarResBatch":
         mv = lambda t: t.to(device) if t is not None else None  # noqa: E731
         packed = self.packed.to(device) if self.packed is not None else None
-        return VarResBatch(self.ids, mv(self.tokens), mv(self.labels), packed, mv(self.images), self.mean_budget)
+        return VarResBatch(self.ids, mv(self.tokens), mv(self.labels), packed, mv(self.images), self.mean_budget,
+                           self.sources, self.packing, self.budgets)
+
+    def micro_batches(self, n: int) -> list["VarResBatch"]:
+        """``n`` consecutive parts of ``len(self) / n`` images each; packed images are packed again
+        per part (a part encodes only its own images; without token dropping its embeddings equal
+        those of the same images in the whole batch: attention stays within each image)."""
+        m = len(self) // n
+        out = []
+        for i in range(n):
+            a, b = i * m, (i + 1) * m
+            labels = self.labels[a:b] if self.labels is not None else None
+            part = VarResBatch(self.ids[a:b], self.tokens[a:b], labels, budgets=None)
+            if self.images is not None:
+                part.images, part.mean_budget = self.images[a:b], self.mean_budget
+            else:
+                if self.sources is None or self.packing is None:
+                    raise ValueError("VarResBatch.micro_batches: a packed batch without its sources")
+                pk, src = self.packing, self.sources[a:b]
+                budgets = self.budgets[a:b] if self.budgets is not None else None
+                gen = torch.Generator().manual_seed(pk.seed + i + 1) if pk.drop else None
+                part.packed = pack_images(src, pk.patch, pk.max_seq_len, drop=pk.drop or None, generator=gen,
+                                          groups=None if pk.max_seq_len else [[j] for j in range(len(src))])
+                if self.packed is not None:  # the sources stay on the CPU; the parts go where the batch is
+                    part.packed = part.packed.to(self.packed.patches.device)
+                part.sources, part.packing, part.budgets = src, pk, budgets
+                part.mean_budget = sum(budgets) / len(budgets) if budgets else self.mean_budget
+            out.append(part)
+        return out
 
 
 class VarResLoader:
     """Batches of one epoch per iteration (each ``__iter__`` is a new epoch); the step counter
     runs across epochs so the curriculum follows training progress.
 
+    Across ``world`` processes (torchrun): every rank draws the same global batches of
+    ``batch_size`` and builds positions ``rank, rank + world, ...`` of each, with the patch budgets the
+    curriculum assigns to the whole global batch; so the ranks' local batches of a step together are
+    the single-process batch (the same images, budgets and multi-scale factor).
+
     Resumable: ``train/loader.TrainStream`` calls ``set_epoch`` and ``set_position`` before each
     epoch, so a resumed run draws the same batches at the same curriculum steps as one that was
     never stopped (the batches already consumed are skipped without being built)."""
 
-    def __init__(self, task: "VarResTask", batch_size: int, seed: int) -> None:
+    def __init__(self, task: "VarResTask", batch_size: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        if world < 1 or not 0 <= rank < world or batch_size % world:
+            raise ValueError(f"VarResLoader: train.batch_size={batch_size} must split evenly over {world} "
+                             f"process(es) (rank {rank}); use a multiple of {world}")
         self.task, self.batch_size, self.seed = task, batch_size, seed
+        self.rank, self.world = rank, world
         self.epoch = 0
         self.step = 0
         self.skip = 0  # batches of the coming epoch already consumed before a resume
@@ -115,7 +167,10 @@ class VarResLoader:
         self.epoch, self.skip = self.epoch + 1, 0
         self.step += skip
         for idx in order[skip:]:
-            batch = self.task.make_batch([data[i] for i in idx], step=self.step, train=True)
+            mine = idx[self.rank :: self.world]  # this rank's share of the global batch
+            budgets = self.task.train_budgets(len(idx), self.step)  # drawn for the global batch
+            local = budgets[self.rank :: self.world] if budgets is not None else None
+            batch = self.task.make_batch([data[i] for i in mine], step=self.step, train=True, budgets=local)
             self.step += 1
             yield batch
 
@@ -148,12 +203,22 @@ class VarResTask:
         self.vit = self.model.image_encoder
         self.patch = recipe.model.vision.patch_size  # type: ignore[attr-defined]
         self.schedule = spec.schedule.build() if spec.schedule is not None else None
-        self.generator = torch.Generator().manual_seed(recipe.run.seed)  # token dropping
+        self.rank = torch.distributed.get_rank() if _distributed() else 0
+        self.generator = torch.Generator()  # token dropping: re-seeded per (seed, step, rank) batch
         self.real_tokens = self.slots = self.images_seen = 0
 
     # batches ------------------------------------------------------------------------------
-    def make_batch(self, samples: list[Sample], step: int = 0, train: bool = False) -> VarResBatch:
-        """Resize the samples' images by the recipe's policy and lay them out."""
+    def train_budgets(self, n: int, step: int) -> list[int] | None:
+        """Per-sample patch budgets of a global training batch of ``n`` at ``step`` (the curriculum's
+        exact shares, in a random order seeded by the run and step); None without a schedule."""
+        if self.schedule is None or self.spec.resize == "fixed":
+            return None
+        return self.schedule.assign(n, step / self.recipe.train.steps, self.recipe.run.seed, step)
+
+    def make_batch(self, samples: list[Sample], step: int = 0, train: bool = False,
+                   budgets: list[int] | None = None) -> VarResBatch:
+        """Resize the samples' images by the recipe's policy and lay them out. ``budgets``: the
+        samples' patch budgets in training (default: the curriculum's for this batch alone)."""
         tokens = self.clip.tokenizer([s.text for s in samples])
         labels = torch.tensor([s.label for s in samples]) if all(s.label is not None for s in samples) else None
         ids = [s.id for s in samples]
@@ -161,11 +226,12 @@ class VarResTask:
             size = self.clip.data.image_size
             images = torch.stack([resize_fixed(s.media, size, "pad", fill=BACKGROUND) for s in samples])
             return VarResBatch(ids, tokens, labels, images=images, mean_budget=(size // self.patch) ** 2)
-        sch, total = self.schedule, self.recipe.train.steps
-        if train and sch is not None:
-            budgets = sch.assign(len(samples), step / total, self.recipe.run.seed, step)
+        if train and self.schedule is not None:
+            budgets = budgets if budgets is not None else self.train_budgets(len(samples), step)
         else:
             budgets = [self.spec.max_patches] * len(samples)
+        if len(budgets) != len(samples):
+            raise ValueError(f"make_batch: {len(budgets)} patch budgets for {len(samples)} samples")
         ms = self.spec.schedule.multiscale if train and self.spec.schedule is not None else None
         images = []
         for s, budget in zip(samples, budgets):
@@ -174,21 +240,21 @@ class VarResTask:
                 h, w = multiscale_size((h, w), self.recipe.run.seed, step, ms[0], ms[1], self.patch)
             images.append(resize(s.media, h, w))
         layout = self.spec.layout if train else "pack"  # evaluation: the cheapest exact layout
+        seed = (self.recipe.run.seed * 1_000_003 + step) * 1_009 + self.rank  # a dropping stream per batch
+        if train and self.spec.token_drop:  # (run seed, step, rank): resumes need no generator state
+            self.generator.manual_seed(seed)
         groups = None if layout == "pack" else [[i] for i in range(len(images))]
-        packed = pack_images(
-            images, self.patch, self.spec.max_seq_len if layout == "pack" else None,
-            drop=self.spec.token_drop if train else None, generator=self.generator, groups=groups,
-        )
-        return VarResBatch(ids, tokens, labels, packed=packed, mean_budget=sum(budgets) / len(budgets))
+        max_len = self.spec.max_seq_len if layout == "pack" else None
+        drop = self.spec.token_drop if train else 0.0
+        packed = pack_images(images, self.patch, max_len, drop=drop or None, generator=self.generator,
+                             groups=groups)
+        return VarResBatch(ids, tokens, labels, packed=packed, mean_budget=sum(budgets) / len(budgets),
+                           sources=images, packing=Packing(self.patch, max_len, drop, seed), budgets=budgets)
 
     def train_loader(self) -> VarResLoader:
-        if torch.distributed.is_available() and torch.distributed.is_initialized() \
-                and torch.distributed.get_world_size() > 1:  # every rank would draw the same batches
-            raise ValueError(f"task contrastive_varres runs in one process: its loader does not split batches "
-                             f"across the {torch.distributed.get_world_size()} processes of this torchrun; "
-                             f"run it without --nproc / torchrun")
         check_batch_fits(len(self.clip.data.train), self.recipe.train.batch_size)
-        return VarResLoader(self, self.recipe.train.batch_size, self.recipe.run.seed)
+        world = torch.distributed.get_world_size() if _distributed() else 1
+        return VarResLoader(self, self.recipe.train.batch_size, self.recipe.run.seed, self.rank, world)
 
     def encode_images(self, batch: VarResBatch) -> Tensor:
         """(B, E) unit-norm image embeddings of a batch, packed or stacked."""
@@ -198,8 +264,16 @@ class VarResTask:
 
     # training -----------------------------------------------------------------------------
     def step(self, batch: VarResBatch) -> tuple[Tensor, dict[str, float]]:
-        emb = {"image_emb": self.encode_images(batch), "text_emb": self.model.encode_text(batch.tokens)}
-        loss, _ = self.clip.loss_from_embeddings(emb, batch)  # the recipe's objective, as in 'contrastive'
+        return self.loss_from_embeddings(self.embed_batch(batch), batch)
+
+    def embed_batch(self, batch: VarResBatch) -> dict[str, Tensor]:
+        """(B, E) image and text embeddings; with :meth:`loss_from_embeddings` the split that exact
+        (GradCache) accumulation needs: the micro-batches keep the whole batch's negatives."""
+        return {"image_emb": self.encode_images(batch), "text_emb": self.model.encode_text(batch.tokens)}
+
+    def loss_from_embeddings(self, emb: dict[str, Tensor], batch: VarResBatch) -> tuple[Tensor, dict[str, float]]:
+        """The recipe's objective on the batch's embeddings (as in 'contrastive') and the token counts."""
+        loss, _ = self.clip.loss_from_embeddings(emb, batch)
         if batch.packed is not None:
             real, slots = int(batch.packed.valid.sum()), batch.packed.valid.numel()
         else:
@@ -241,20 +315,23 @@ class VarResTask:
         return out
 
     def state(self) -> dict[str, Any]:
-        """The contrastive task's state, the token counters and the token-dropping generator."""
+        """The contrastive task's state and the token counters (the token-dropping generator is
+        re-seeded per batch, so it needs no state)."""
         return {**self.clip.state(), "varres": {
-            "real_tokens": self.real_tokens, "slots": self.slots, "images_seen": self.images_seen,
-            "generator": self.generator.get_state().tolist()}}
+            "real_tokens": self.real_tokens, "slots": self.slots, "images_seen": self.images_seen}}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.clip.load_state(state)
         v = state.get("varres")
-        if v is not None:
+        if v is not None:  # checkpoints of older versions also hold a "generator": no longer used
             self.real_tokens, self.slots, self.images_seen = (int(v[k]) for k in ("real_tokens", "slots", "images_seen"))
-            self.generator.set_state(torch.tensor(v["generator"], dtype=torch.uint8))
 
     def extra_modules(self) -> dict[str, torch.nn.Module]:
         return self.clip.extra_modules()
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 @register("task", "contrastive_varres", schema=ContrastiveEval)

@@ -57,9 +57,18 @@ def split_batch(batch: Any, n: int) -> list[Any]:
     """Split a batch into ``n`` equal micro-batches along dim 0 of every tensor / list field.
 
     Works for dataclasses (``data.sample.Batch``), dicts, tuples and tensors; fields whose
-    leading size is not the batch size (e.g. a shared mask) are passed to every micro-batch.
+    leading size is not the batch size (e.g. a shared mask) are passed to every micro-batch. A batch
+    with a ``micro_batches(n)`` method splits itself (e.g. packed images, which must be re-packed so
+    that a micro-batch encodes only its own images: ``tasks/varres.VarResBatch``).
     """
     size = _batch_len(batch)
+    if callable(getattr(batch, "micro_batches", None)):
+        if size % n:
+            raise ValueError(
+                f"train.accum_steps={n} does not divide the per-process batch of {size}; pick "
+                f"train.batch_size divisible by (processes x accum_steps)"
+            )
+        return list(batch.micro_batches(n))
     if size % n:
         raise ValueError(
             f"train.accum_steps={n} does not divide the per-process batch of {size}; pick "
