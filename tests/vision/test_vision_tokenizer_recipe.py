@@ -97,6 +97,22 @@ def test_task_needs_the_vqgan_loss(tmp_path):
         registry.build("task", "tokenizer", recipe, RunDir.create(tmp_path / "r", "", "x"))
 
 
+def test_resume_before_the_gan_starts_is_bit_identical(tmp_path):
+    """Stopped after step 2, before ``disc_start`` = 3: the checkpoint holds a discriminator that has
+    never stepped (no optimizer moments yet); the resumed run switches the GAN on at step 3 as the
+    uninterrupted one does and ends bit-identical to it."""
+    from resume_helpers import assert_same_checkpoint, stopped_and_resumed
+
+    over = [*TINY, "train.steps=4", "train.checkpoint_every=2", "train.keep_checkpoints=3", "train.eval_every=0",
+            "loss.use_gan=true", "loss.disc_start=3", "loss.perceptual_weight=0.1"]
+    ref, res = stopped_and_resumed(RECIPE, over, tmp_path, at=2, end=4)
+    logs = [json.loads(x) for x in (res / "metrics.jsonl").read_text().splitlines()]
+    before = [x for x in logs if x.get("step") == 2 and "loss" in x][-1]
+    after = [x for x in logs if x.get("step") == 4 and "loss" in x][-1]
+    assert "d_loss" not in before and {"g_loss", "d_loss"} <= set(after)
+    assert_same_checkpoint(ref, res, 4, ("model", "objective"))
+
+
 def test_resume_with_the_gan_on_is_bit_identical(tmp_path):
     """Resumed at step 3 with the discriminator stepping since step 1: its optimizer's moments come
     back from the checkpoint and the runner's replay of ``after_step`` restores the step the GAN
