@@ -58,7 +58,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     assert _losses(run) == _losses(ref)
     ra, rb = (json.loads((r / "results.json").read_text()) for r in (ref, run))
     for k in ra:
-        if k not in ("wall_seconds", "train_seconds"):
+        if "seconds" not in k:  # timings (wall, train CPU, in-loop evaluation) differ run to run
             assert ra[k] == rb[k], k
 
 

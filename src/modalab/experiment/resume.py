@@ -33,9 +33,10 @@ from modalab.experiment.rundir import RunDir
 from modalab.tasks.base import Resumable, implements
 
 
-def prepare_resume(rd: RunDir, start: Path | None, restart: bool, main: bool = True) -> None:
+def prepare_resume(rd: RunDir, start: Path | None, restart: bool) -> None:
     """Check that ``rd`` can be resumed from ``start`` (None: no valid checkpoint); with
-    ``restart`` and no valid checkpoint, clear the way for a fresh start in the same folder."""
+    ``restart`` and no valid checkpoint, clear the way for a fresh start in the same folder.
+    Under torchrun only rank 0 calls it (``experiment/runner.py`` sends its verdict to the others)."""
     info = rd.read_run_info()
     if info.get("status") == "running" and info.get("pid") != os.getpid() \
             and run_process_state(info) == "alive":
@@ -52,8 +53,6 @@ def prepare_resume(rd: RunDir, start: Path | None, restart: bool, main: bool = T
             f"{rd.path}: cannot resume: {what}. `--resume --restart` starts it over at step 0 in "
             f"this folder (metrics.jsonl is truncated), or run again with a new --out"
         )
-    if not main:
-        return
     notes = []
     if found:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -23,7 +23,7 @@ import torch
 
 from modalab import registry
 from modalab.config import ConfigError, Recipe
-from modalab.errors import clip
+from modalab.errors import ResumeError, clip
 from modalab.experiment.code_record import CODE_FILE, code_record
 from modalab.experiment.eval_splits import eval_split, split_keys
 from modalab.experiment.loggers import Loggers
@@ -109,8 +109,16 @@ def _run(recipe: Recipe, env: D.DistEnv, out: Path | None, recipe_path: str | No
     rd = RunDir(path) if env.main else ReadOnlyRunDir(path)
     yaml_text = recipe.to_yaml()
     start = latest_valid(rd.checkpoints) if resume else None
-    if resume and existed:
-        prepare_resume(rd, start, restart, env.main)
+    if resume and existed:  # decided by rank 0 alone, before it marks the run as running again: a rank
+        refusal = None  # that read run.json after that would take rank 0 for another live process
+        if env.main:
+            try:
+                prepare_resume(rd, start, restart)
+            except ResumeError as e:
+                refusal = str(e)
+        refusal = D.broadcast_object(refusal, env)
+        if refusal is not None:
+            raise ResumeError(refusal)
     if start is not None:
         old = rd.path / "config.yaml"
         if old.is_file() and old.read_text() != yaml_text and env.main:
