@@ -160,8 +160,8 @@ def test_report_renders_in_headless_chromium(tmp_path):
                       ["0.01", "0.07", "0.3"], [0.05, 0.1, -0.2])
     report = write_sweep_report(root)
     shot = tmp_path / "shot.png"
-    res = subprocess.run([sys.executable, str(ROOT / "scripts/screenshot_report.py"), str(report), "--out", str(shot)],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run([sys.executable, str(ROOT / "scripts/screenshot_report.py"), str(report), "--out", str(shot),
+                          "--width", "1200"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "4/4 images loaded" in res.stdout
     from PIL import Image
