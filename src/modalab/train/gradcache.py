@@ -62,18 +62,13 @@ def split_batch(batch: Any, n: int) -> list[Any]:
     that a micro-batch encodes only its own images: ``tasks/varres.VarResBatch``).
     """
     size = _batch_len(batch)
-    if callable(getattr(batch, "micro_batches", None)):
-        if size % n:
-            raise ValueError(
-                f"train.accum_steps={n} does not divide the per-process batch of {size}; pick "
-                f"train.batch_size divisible by (processes x accum_steps)"
-            )
-        return list(batch.micro_batches(n))
     if size % n:
         raise ValueError(
             f"train.accum_steps={n} does not divide the per-process batch of {size}; pick "
             f"train.batch_size divisible by (processes x accum_steps)"
         )
+    if callable(getattr(batch, "micro_batches", None)):
+        return list(batch.micro_batches(n))
     m = size // n
     return [_slice(batch, i * m, (i + 1) * m, size) for i in range(n)]
 

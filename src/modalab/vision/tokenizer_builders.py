@@ -14,8 +14,8 @@ from torch import nn
 from modalab.config import NamedBase
 from modalab.registry import register
 from modalab.vision.tokenizer import ImageTokenizer
-from modalab.vision.quantizers import VectorQuantizer, build_quantizer
-from modalab.vision.vqvae2 import VQVAE2
+from modalab.vision.quantizers import build_quantizer
+from modalab.vision.vqvae2 import VQVAE2, build_vqvae2
 from modalab.vision.vqgan import PatchDiscriminator, StructuralLoss, VQGANLoss
 
 
@@ -76,13 +76,11 @@ def build_image_tokenizer(cfg: ImageTokenizerConfig, *, image_size: int,
     """Convolutional VQ / FSQ / continuous image tokenizer with a token_grid x token_grid output, or
     VQ-VAE-2: that grid as the bottom map under a top map ``2**top_down`` times coarser."""
     if cfg.quantizer == "vqvae2":
-        vq = lambda k: VectorQuantizer(k, cfg.latent_dim, beta=cfg.beta, use_ema=cfg.use_ema,  # noqa: E731
-                                       decay=cfg.decay, kmeans_init=cfg.kmeans_init,
-                                       dead_code_threshold=cfg.dead_code_threshold)
         half = cfg.codebook_size // 2
-        return VQVAE2(vq(half), vq(half), in_channels=in_channels, channels=cfg.channels,
-                      bottom_down=num_down_for(image_size, cfg.token_grid), top_down=cfg.top_down,
-                      latent_dim=cfg.latent_dim)
+        return build_vqvae2(half, half, in_channels=in_channels, channels=cfg.channels,
+                            bottom_down=num_down_for(image_size, cfg.token_grid), top_down=cfg.top_down,
+                            latent_dim=cfg.latent_dim, decay=cfg.decay, dead_code_threshold=cfg.dead_code_threshold,
+                            kmeans_init=cfg.kmeans_init, beta=cfg.beta, use_ema=cfg.use_ema)
     vq = {}
     if cfg.quantizer == "vq":
         vq = dict(code_dim=cfg.code_dim, l2_normalize=cfg.l2_normalize, beta=cfg.beta, use_ema=cfg.use_ema,

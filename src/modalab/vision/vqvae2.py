@@ -129,9 +129,10 @@ class VQVAE2(nn.Module):
 
 def build_vqvae2(top_codes: int = 64, bottom_codes: int = 64, in_channels: int = 1, channels: int = 16,
                  bottom_down: int = 2, top_down: int = 1, latent_dim: int = 16, decay: float = 0.99,
-                 dead_code_threshold: float = 1.0, kmeans_init: bool = True) -> VQVAE2:
+                 dead_code_threshold: float = 1.0, kmeans_init: bool = True, beta: float = 0.25,
+                 use_ema: bool = True) -> VQVAE2:
     """VQ-VAE-2 with the paper's EMA codebooks (and dead-code restarts) at both levels."""
-    vq = lambda k: VectorQuantizer(k, latent_dim, use_ema=True, decay=decay, kmeans_init=kmeans_init,  # noqa: E731
-                                   dead_code_threshold=dead_code_threshold)
+    vq = lambda k: VectorQuantizer(k, latent_dim, beta=beta, use_ema=use_ema, decay=decay,  # noqa: E731
+                                   kmeans_init=kmeans_init, dead_code_threshold=dead_code_threshold)
     return VQVAE2(vq(top_codes), vq(bottom_codes), in_channels=in_channels, channels=channels,
                   bottom_down=bottom_down, top_down=top_down, latent_dim=latent_dim)
