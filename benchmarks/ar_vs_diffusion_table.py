@@ -99,13 +99,15 @@ def main(runs: list[Path]) -> None:
         lo, hi = res["chosen_guidance_lo"], res["chosen_guidance_hi"]
         fell = {p: " (none cleared the bar)" if res.get(f"chosen_cleared_bar_{p}", 1.0) == 0 else ""
                 for p in ("ar", "diffusion")}  # the val rule's fallback (results since session 14)
-        print(f"| {r.name} | {res['chosen_ar_temperature']}{fell['ar']} | {res['chosen_guidance']}{fell['diffusion']} | "
+        print(f"| {r.name} | {res['chosen_ar_temperature']}{fell['ar']} | "
+              f"{res['chosen_guidance']}{fell['diffusion']} | "
               f"{'all' if lo < 0 else f't in [{lo}, {hi}]'} |")
     # 3. the table
     floor = np.array([d[0]["fid_real_floor"] for d in data])
     same_n = np.array([d[0]["fid_real_train_same_n"] for d in data])
     print(f"\nFID floors (test): real halves {ms(floor, '{:.2f}')}, real train vs test at n = 200 "
-          f"{ms(same_n, '{:.2f}')}; CLIP-S of real test images {ms(np.array([d[0]['clip_score_real'] for d in data]), '{:.3f}')}\n")
+          f"{ms(same_n, '{:.2f}')}; CLIP-S of real test images "
+          f"{ms(np.array([d[0]['clip_score_real'] for d in data]), '{:.3f}')}\n")
     print("| row (test) | AR | diffusion | diff. (DM - AR) | seeds DM > AR | MDE | chapter |")
     print("|---|---|---|---|---|---|---|")
     tq = stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1) if n > 1 else float("nan")

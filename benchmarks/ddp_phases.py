@@ -206,12 +206,15 @@ def table(results: dict[str, list[dict]]) -> str:
         for c in cfgs:
             vals = [r["phases"].get(n) for r in results[c] if n in r["phases"]]
             cells.append("-" if not vals else
-                         f"{1e3 * statistics.median(v[1] for v in vals):.1f} / {1e3 * statistics.median(v[0] for v in vals):.1f}")
+                         f"{1e3 * statistics.median(v[1] for v in vals):.1f} / "
+                         f"{1e3 * statistics.median(v[0] for v in vals):.1f}")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    lines.append("| step: main-thread CPU ms (per rank) | " + " | ".join(f"{med[c]['thread_cpu_ms']:.1f}" for c in cfgs) + " |")
+    lines.append("| step: main-thread CPU ms (per rank) | "
+                 + " | ".join(f"{med[c]['thread_cpu_ms']:.1f}" for c in cfgs) + " |")
     lines.append("| step: wall ms | " + " | ".join(f"{1e3 * med[c]['step_wall']:.1f}" for c in cfgs) + " |")
     lines.append("| samples/s (wall) | " + " | ".join(f"{med[c]['samples_per_s']:.0f}" for c in cfgs) + " |")
-    lines.append("| process CPU us per sample, all ranks | " + " | ".join(f"{med[c]['cpu_us_per_sample']:.0f}" for c in cfgs) + " |")
+    lines.append("| process CPU us per sample, all ranks | "
+                 + " | ".join(f"{med[c]['cpu_us_per_sample']:.0f}" for c in cfgs) + " |")
     return "\n".join(lines)
 
 

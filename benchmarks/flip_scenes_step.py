@@ -108,7 +108,8 @@ def main() -> None:
         enc = model.image_encoder
         print(f"recipe {RECIPE.name}: batch {len(setups[ratios[0]][3][0].images)}, image "
               f"{tuple(setups[ratios[0]][3][0].images.shape[1:])}, vision params "
-              f"{sum(p.numel() for p in enc.parameters()):,}, all params {sum(p.numel() for p in model.parameters()):,}; "
+              f"{sum(p.numel() for p in enc.parameters()):,}, all params "
+              f"{sum(p.numel() for p in model.parameters()):,}; "
               f"load average at start {os.getloadavg()[0]:.1f}")
         c0 = time.process_time()
         measure("whole training step (both towers, loss, AdamW)", full_step, setups, rounds, steps)

@@ -35,7 +35,8 @@ def main() -> None:
         t = torch.randn(int(mb * 2**20 / 4))
         k = int(1.6 / mb)
         bench(f"{k} x all_reduce {mb} MB", lambda: [dist.all_reduce(t) for _ in range(k)])
-        bench(f"{k} x all_reduce {mb} MB async", lambda: [w.wait() for w in [dist.all_reduce(t, async_op=True) for _ in range(k)]])
+        bench(f"{k} x all_reduce {mb} MB async",
+              lambda: [w.wait() for w in [dist.all_reduce(t, async_op=True) for _ in range(k)]])
     s = torch.zeros(2)
     bench("all_reduce 2 floats", lambda: dist.all_reduce(s))
     e = torch.randn(64, 64)

@@ -66,7 +66,8 @@ def main() -> None:
     torch.manual_seed(0)
     a = SceneMaker(DigitScenesConfig(source="digit_scenes", image_size=args.size), 0).sample("train", 1)
     torch.manual_seed(0)
-    b = SceneMaker(DigitScenesConfig(source="digit_scenes", image_size=args.size, render_cache_mb=0), 0).sample("train", 1)
+    b = SceneMaker(DigitScenesConfig(source="digit_scenes", image_size=args.size,
+                                     render_cache_mb=0), 0).sample("train", 1)
     assert torch.equal(a.media, b.media) and a.meta["negatives"] == b.meta["negatives"]
 
 

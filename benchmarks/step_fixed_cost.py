@@ -74,7 +74,8 @@ def main() -> None:
     print(f"main-thread CPU ms per step, medians of {args.steps} alternating steps (pre-made batches)")
     for k in parts:
         fixed = 2 * med[h][k] - med[b][k]
-        print(f"  {k:<10} batch {b}: {med[b][k]:7.2f}   batch {h}: {med[h][k]:7.2f}   fixed part 2T({h})-T({b}): {fixed:6.2f}")
+        print(f"  {k:<10} batch {b}: {med[b][k]:7.2f}   batch {h}: {med[h][k]:7.2f}   "
+              f"fixed part 2T({h})-T({b}): {fixed:6.2f}")
     fixed = 2 * tot[h] - tot[b]
     print(f"  {'step':<10} batch {b}: {tot[b]:7.2f}   batch {h}: {tot[h]:7.2f}   fixed part: {fixed:6.2f} "
           f"({100 * fixed / tot[b]:.0f}% of a batch-{b} step)")

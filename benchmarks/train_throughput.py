@@ -9,7 +9,8 @@ one pass at the end and not timed.
 
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --steps 40 --threads 1
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --only "fp32 x1" "fp32 x2" --rounds 3
-    OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --only "fp32 x1" "fp32 x2" "fp32 x2 ddp-before" --rounds 5 --steps 60
+    OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --only "fp32 x1" "fp32 x2" "fp32 x2 ddp-before" \
+        --rounds 5 --steps 60
 
 ``fp32 2 independent x64`` is the machine's ceiling for two processes: two unrelated single-process
 runs at the per-rank batch (64) started together, with no communication; their summed samples/s

@@ -66,7 +66,8 @@ def part1(n: int, batch_size: int, max_seq_len: int, reps: int) -> None:
     model = VisionTransformer(32, PATCH, 1, width=64, depth=2, heads=4, pos_encoding="rope").eval()
     layouts = _layouts(images, sizes, batch_size, max_seq_len)
     print(f"\n## {n} variable-size digits, ViT width 64 depth 2 patch {PATCH} (rope), forward, batch ~{batch_size}")
-    print(f"{'layout':>11} {'real tokens':>11} {'slots':>8} {'seqs':>5} {'s/pass':>7} {'samples/s':>9} {'peak MiB':>8} {'speedup':>8}")
+    print(f"{'layout':>11} {'real tokens':>11} {'slots':>8} {'seqs':>5} {'s/pass':>7} "
+          f"{'samples/s':>9} {'peak MiB':>8} {'speedup':>8}")
     base = None
     for name, (packed, share) in layouts.items():
         def run() -> None:

@@ -12,7 +12,8 @@ distance, bits/s, per-level codebook usage. ``--no-quant`` trains the autoencode
 (the check of issue 18); ``--no-linear-skip`` drops the codec's linear frame path (the
 architecture before that check). ``--init-frames N`` fits all RVQ levels by k-means, residual by
 residual, to about N encoder frames when quantisation starts; ``--quant-lr-scale`` lowers the
-learning rate of the quantised steps (issue 18, the drop at switch-on; docs/benchmarks.md). Writes ``results.json`` and ``table.md`` atomically into ``--out``.
+learning rate of the quantised steps (issue 18, the drop at switch-on; docs/benchmarks.md). Writes
+``results.json`` and ``table.md`` atomically into ``--out``.
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ def main() -> None:
     t0 = time.time()
     train_codec(codec, train, args.steps, args.batch, args.lr, args.wave_weight, args.stft_weight, seed=args.seed,
                 crop=args.crop, quantize=not args.no_quant, warmup_steps=args.warmup_steps,
-                init_frames=args.init_frames, quant_lr_scale=args.quant_lr_scale, log=lambda m: print(f"{m} ({time.time() - t0:.0f}s)", flush=True))
+                init_frames=args.init_frames, quant_lr_scale=args.quant_lr_scale,
+                log=lambda m: print(f"{m} ({time.time() - t0:.0f}s)", flush=True))
     train_wall = time.time() - t0
     codec.eval()
     with torch.no_grad():
@@ -112,7 +114,8 @@ def main() -> None:
            "stft_weight": args.stft_weight, "channels": args.channels, "dim": args.dim,
            "no_quant": args.no_quant,
            "linear_skip": not args.no_linear_skip, "crop": args.crop, "rms": args.rms,
-           "warmup_steps": args.warmup_steps, "init_frames": args.init_frames, "quant_lr_scale": args.quant_lr_scale, "batch": args.batch, "decay": args.decay,
+           "warmup_steps": args.warmup_steps, "init_frames": args.init_frames, "quant_lr_scale": args.quant_lr_scale,
+           "batch": args.batch, "decay": args.decay,
            "n_val": args.n_test, "val_rows": val_rows,
            "split": "test" if args.report_test else "val", "n_test": args.n_test if args.report_test else 0,
            "frame_rate": codec.frame_rate, "codebook_size": 64, "rows": test_rows,

@@ -78,9 +78,11 @@ def check_report(report: Path, out: Path | None, width: int = 1280, height: int 
 
 
 def problems(found: dict) -> list[str]:
-    out = [f"{found['images'] - found['images_ok']} image(s) failed to load"] if found["images_ok"] < found["images"] else []
+    out = ([f"{found['images'] - found['images_ok']} image(s) failed to load"]
+           if found["images_ok"] < found["images"] else [])
     out += found["errors"]
-    out += [f"table {i} ends at {r} px, past the {found['viewport']} px viewport" for i, r in found["overflowing_tables"]]
+    out += [f"table {i} ends at {r} px, past the {found['viewport']} px viewport"
+            for i, r in found["overflowing_tables"]]
     return out
 
 

@@ -22,7 +22,8 @@ def test_defaults_fill_in():
 
 
 def test_unknown_key_names_key_line_and_allowed(tmp_path):
-    p = write(tmp_path, "data: {source: digits}\nmodel: {name: two_tower}\nloss: {name: info_nce}\ntrain:\n  stepz: 3\n")
+    p = write(tmp_path, "data: {source: digits}\nmodel: {name: two_tower}\nloss: {name: info_nce}\n"
+                        "train:\n  stepz: 3\n")
     with pytest.raises(ConfigError) as e:
         load(p)
     msg = str(e.value)
@@ -30,10 +31,12 @@ def test_unknown_key_names_key_line_and_allowed(tmp_path):
 
 
 def test_unknown_nested_key(tmp_path):
-    p = write(tmp_path, "data: {source: digits}\nmodel:\n  name: two_tower\n  vision:\n    depht: 2\nloss: {name: info_nce}\n")
+    p = write(tmp_path, "data: {source: digits}\nmodel:\n  name: two_tower\n  vision:\n    depht: 2\n"
+                        "loss: {name: info_nce}\n")
     with pytest.raises(ConfigError) as e:
         load(p)
-    assert f"{p}:5: unknown key 'model.vision.depht'; allowed keys in 'model.vision': patch_size, width, depth" in str(e.value)
+    assert (f"{p}:5: unknown key 'model.vision.depht'; allowed keys in 'model.vision': patch_size, width, depth"
+            in str(e.value))
 
 
 def test_unknown_section(tmp_path):
@@ -43,7 +46,8 @@ def test_unknown_section(tmp_path):
 
 
 def test_wrong_type(tmp_path):
-    p = write(tmp_path, "data: {source: digits}\nmodel: {name: two_tower}\nloss: {name: info_nce}\ntrain: {steps: many}\n")
+    p = write(tmp_path, "data: {source: digits}\nmodel: {name: two_tower}\nloss: {name: info_nce}\n"
+                        "train: {steps: many}\n")
     with pytest.raises(ConfigError) as e:
         load(p)
     assert str(e.value).startswith(f"{p}:4: invalid value 'many' for 'train.steps': Input should be a valid integer")
@@ -79,7 +83,8 @@ def test_parse_override_values():
 
 
 def test_base_recipe_merges_and_switching_component_resets(tmp_path):
-    write(tmp_path, "data: {source: digits, image_size: 16}\nmodel: {name: two_tower, embed_dim: 32}\nloss: {name: info_nce}\ntrain: {steps: 9}\n", "base.yaml")
+    write(tmp_path, "data: {source: digits, image_size: 16}\nmodel: {name: two_tower, embed_dim: 32}\n"
+                    "loss: {name: info_nce}\ntrain: {steps: 9}\n", "base.yaml")
     p = write(tmp_path, "base: base.yaml\nloss: {name: siglip}\ntrain: {batch_size: 8}\n")
     r = load(p)
     assert r.data.image_size == 16 and r.model.embed_dim == 32

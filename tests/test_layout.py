@@ -4,11 +4,13 @@
 - component packages import nothing from the layers above them (tasks, experiment, models);
 - modality packages (text, vision, audio, video) import neither each other nor fusion;
 - layers/ imports nothing else from modalab; tasks never import the runner;
-- docs/modules.md names every module (and none that is gone), each with a docstring.
+- docs/modules.md names every module (and none that is gone), each with a docstring;
+- no line of a git-tracked .py file (src, tests, benchmarks, scripts) is longer than 120 characters.
 Every import counts, including those inside functions.
 """
 
 import ast
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "modalab"
 COMPONENTS = ("align", "fusion", "text", "vision", "audio", "video", "data", "eval", "layers")
 ABOVE = ("tasks", "experiment", "models")
 MODALITIES = ("text", "vision", "audio", "video")
+ROOT = SRC.parents[1]
+MAX_LINE = 120  # characters, not bytes (some lines hold Chinese text)
 
 
 def _files():
@@ -103,3 +107,17 @@ def test_every_module_says_what_it_is():
     bare = [p.relative_to(SRC).as_posix() for p in _files()
             if p.name != "__init__.py" and not ast.get_docstring(ast.parse(p.read_text(encoding="utf-8")))]
     assert bare == []
+
+
+def test_no_python_line_over_120_characters():
+    """Every line of every git-tracked .py file fits in ``MAX_LINE`` characters; a failure names file:line."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--", "*.py"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip(f"no git checkout to list the tracked files ({e})")
+    files = [ROOT / f for f in listed.split("\0") if f and (ROOT / f).is_file()]
+    assert files, "git ls-files listed no .py file"
+    long = [f"{p.relative_to(ROOT).as_posix()}:{i}: {len(line)} characters" for p in files
+            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if len(line) > MAX_LINE]
+    assert long == []

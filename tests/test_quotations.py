@@ -81,7 +81,8 @@ def check_text(where: str, text: str, seed: str) -> list[Finding]:
         homes = [s for s, body in sections.items() if all(p in body for p in parts)]
         if not any(h == c or h.startswith(c + ".") for h in homes for c in cited):
             out.append(Finding(f"{where}:{line}", q,
-                               f"cited section {'-'.join(cited)} but the text is in {', '.join(homes) or 'no one section'}"))
+                               f"cited section {'-'.join(cited)} but the text is in "
+                               f"{', '.join(homes) or 'no one section'}"))
             continue
         out.append(Finding(f"{where}:{line}", q, ""))
     return out

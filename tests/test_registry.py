@@ -29,7 +29,8 @@ def test_list_shows_every_kind(capsys):
 
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for kind, name in [("loss", "info_nce"), ("model", "two_tower"), ("source", "digits"), ("source", "manifest"), ("task", "contrastive")]:
+    for kind, name in [("loss", "info_nce"), ("model", "two_tower"), ("source", "digits"), ("source", "manifest"),
+                       ("task", "contrastive")]:
         assert f"{kind}:" in out and name in out
     assert main(["list", "loss"]) == 0
     assert "model:" not in capsys.readouterr().out

@@ -42,7 +42,8 @@ class RunResult:
 
 
 def override_texts(overrides: dict[str, Any]) -> list[str]:
-    """``{"train__steps": 20, "eval.prompts": ["{label}"]}`` -> ``["train.steps=20", "eval.prompts=[\\"{label}\\"]"]``."""
+    """``{"train__steps": 20, "eval.prompts": ["{label}"]}`` ->
+    ``["train.steps=20", "eval.prompts=[\\"{label}\\"]"]``."""
     out = []
     for key, value in overrides.items():
         text = value if isinstance(value, str) else json.dumps(value)  # JSON is YAML
@@ -90,8 +91,9 @@ def load_run(path: str | Path) -> tuple[Any, Any, Recipe]:
             f"'{cfg.model.name}' of task '{cfg.task}' is not one of them"
         )
     tokenizer = tokenizer_from_dict(state["tokenizer"])
-    model = entry.builder(cfg.model, image_size=cfg.data.image_size, in_channels=cfg.data.channels,  # type: ignore[attr-defined]
-                          vocab_size=tokenizer.vocab_size)
+    model = entry.builder(
+        cfg.model, image_size=cfg.data.image_size, in_channels=cfg.data.channels,  # type: ignore[attr-defined]
+        vocab_size=tokenizer.vocab_size)
     load_weights(ckpt, model)
     return model.eval(), tokenizer, cfg
 

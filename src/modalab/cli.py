@@ -127,7 +127,8 @@ def _write_webdataset(args: argparse.Namespace) -> int:
 
     if args.digits:
         if args.out_dir is not None:
-            raise DataError(f"shards write --digits OUT_DIR takes one folder, got {args.manifest!r} and {args.out_dir!r}")
+            raise DataError(f"shards write --digits OUT_DIR takes one folder, got {args.manifest!r} "
+                            f"and {args.out_dir!r}")
         for split, samples in digits_samples(args.test_fraction, args.seed).items():
             print(f"wrote {len(samples)} {split} samples: "
                   f"{write_webdataset(samples, Path(args.manifest) / split, args.size)}")

@@ -159,7 +159,8 @@ class DataBase(Section):
     source: str
     on_error: Literal["error", "skip"] = "error"
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
-    max_image_pixels: int = Field(64_000_000, gt=0, description="larger images are bad samples (checked from the header)")
+    max_image_pixels: int = Field(
+        64_000_000, gt=0, description="larger images are bad samples (checked from the header)")
     max_aspect_ratio: float = Field(20.0, ge=1, description="long side / short side above this: a bad sample")
     val_fraction: float = Field(
         0.1, ge=0, lt=1, description="share of the training split held out as validation (0: none); "

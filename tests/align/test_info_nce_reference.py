@@ -62,7 +62,8 @@ def test_siglip_matches_loop():
     bias = torch.tensor(-10.0, dtype=torch.float64, requires_grad=True)
     ours, ref = siglip(img, txt, scale, bias), siglip_loop(img, txt, scale, bias)
     assert ours.item() == pytest.approx(ref.item(), rel=1e-12)
-    for a, r in zip(torch.autograd.grad(ours, (img, txt, scale, bias)), torch.autograd.grad(ref, (img, txt, scale, bias))):
+    for a, r in zip(torch.autograd.grad(ours, (img, txt, scale, bias)),
+                    torch.autograd.grad(ref, (img, txt, scale, bias))):
         assert torch.allclose(a, r, rtol=1e-10)
 
 

@@ -87,7 +87,8 @@ def test_regional_level_matches_the_loop_reference_with_repeated_phrases():
     region = norm(torch.randn(7, 5, generator=g, dtype=torch.float64)).requires_grad_(True)
     phrases = norm(torch.randn(4, 5, generator=g, dtype=torch.float64)).requires_grad_(True)
     pidx = torch.tensor([0, 1, 0, 2, 3, 1, 0])
-    img, txt = norm(torch.randn(3, 5, generator=g, dtype=torch.float64)), norm(torch.randn(3, 5, generator=g, dtype=torch.float64))
+    img, txt = (norm(torch.randn(3, 5, generator=g, dtype=torch.float64)),
+                norm(torch.randn(3, 5, generator=g, dtype=torch.float64)))
     terms = multi_granularity_terms(img, txt, 10.0, region_emb=region, phrase_emb=phrases,
                                     region_index=torch.arange(7), phrase_index=pidx)
     ref = _regional_loop(region, phrases, pidx, 10.0)

@@ -126,5 +126,6 @@ def test_only_the_warmup_and_the_bias_lr_differ_from_the_default_optimizer():
     assert recipe.optim.warmup_steps == 100 and default.optim.warmup_steps == 30
     for key in ("name", "lr", "weight_decay", "betas", "eps", "schedule", "min_lr_ratio"):
         assert getattr(recipe.optim, key) == getattr(default.optim, key), key
-    assert (recipe.train.steps, recipe.train.batch_size) == (default.train.steps, default.train.batch_size) == (500, 128)
+    assert ((recipe.train.steps, recipe.train.batch_size) == (default.train.steps, default.train.batch_size)
+            == (500, 128))
     assert recipe.train.grad_clip == default.train.grad_clip

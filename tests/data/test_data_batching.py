@@ -82,7 +82,8 @@ def test_assign_exact_counts():
 
 @pytest.mark.parametrize(
     "stages",
-    [[(0.5, (1, 0, 0))], [(0.5, (1, 0, 0)), (0.4, (0, 1, 0)), (1.0, (0, 0, 1))], [(1.0, (0.5, 0.6, 0))], [(1.0, (1, 0))]],
+    [[(0.5, (1, 0, 0))], [(0.5, (1, 0, 0)), (0.4, (0, 1, 0)), (1.0, (0, 0, 1))], [(1.0, (0.5, 0.6, 0))],
+     [(1.0, (1, 0))]],
 )
 def test_schedule_errors(stages):
     with pytest.raises(ValueError):
@@ -92,7 +93,8 @@ def test_schedule_errors(stages):
 def test_schedule_spec():
     spec = ResolutionScheduleSpec()
     assert spec.build().proportions(0.5) == [0.6, 0.3, 0.1]
-    spec = ResolutionScheduleSpec(resolutions=[8, 16], stages=[{"end": 1.0, "proportions": [0.5, 0.5]}], multiscale=(0.8, 1.2))
+    spec = ResolutionScheduleSpec(resolutions=[8, 16], stages=[{"end": 1.0, "proportions": [0.5, 0.5]}],
+                                  multiscale=(0.8, 1.2))
     assert spec.build().resolutions == [8, 16]
     with pytest.raises(ValidationError, match="proportions"):
         ResolutionScheduleSpec(resolutions=[8, 16], stages=[{"end": 1.0, "proportions": [0.5, 0.6]}])

@@ -119,7 +119,8 @@ def test_recipe_trains_from_parquet_and_idx(tmp_path, train_smoke):
     rng = np.random.default_rng(0)
     _idx(tmp_path / "i.gz", rng.integers(0, 256, (40, 8, 8)))
     _idx(tmp_path / "l.gz", np.arange(40) % 10)
-    res = train_smoke(tmp_path / "b", ["data.source=idx", f"data.images={tmp_path}/i.gz", f"data.labels={tmp_path}/l.gz"])
+    res = train_smoke(tmp_path / "b", ["data.source=idx", f"data.images={tmp_path}/i.gz",
+                                       f"data.labels={tmp_path}/l.gz"])
     assert res["num_test"] == 10 and 0 <= res["zeroshot_top1"] <= 1
 
 

@@ -38,8 +38,8 @@ def test_oracle_and_bag_of_words():
     images = torch.arange(len(scenes), dtype=torch.float32)[:, None, None, None]  # (N, 1, 1, 1): the index
     truth = {caption(s): i for i, s in enumerate(scenes)}
     oracle_img = lambda x: torch.nn.functional.one_hot(x.flatten().long(), 64).float()  # noqa: E731
-    oracle_txt = lambda ts: torch.stack([torch.nn.functional.one_hot(torch.tensor(truth.get(t, 63)), 64).float()  # noqa: E731
-                                         for t in ts])
+    oracle_txt = lambda ts: torch.stack(  # noqa: E731
+        [torch.nn.functional.one_hot(torch.tensor(truth.get(t, 63)), 64).float() for t in ts])
     res = composition_probe(images, scenes, oracle_img, oracle_txt, batch_size=7)
     assert res["mean"] == 1.0 and res["swap_object_n"] > 5 and res["replace_relation_n"] > 3
 

@@ -58,7 +58,8 @@ def long_arm_sweep(root: Path, seeds=(0, 1)) -> Path:
     root.mkdir(parents=True)
     (root / "sweep.json").write_text(json.dumps({
         "recipe": "recipes/clip_digits.yaml", "grid": {key1: v1, key2: v2}, "seeds": list(seeds), "overrides": [],
-        "arms": arms, "runs": [{"arm": a["name"], "seed": s, "dir": f"{a['name']}/seed{s}"} for a in arms for s in seeds]}))
+        "arms": arms,
+        "runs": [{"arm": a["name"], "seed": s, "dir": f"{a['name']}/seed{s}"} for a in arms for s in seeds]}))
     (root / "recipe.yaml").write_text("train:\n  steps: 100\n")
     for i, a in enumerate(arms):
         for s in seeds:

@@ -41,9 +41,11 @@ def test_run_curve_reads_metrics_and_the_final_val(tmp_path):
 
 def test_baseline_arm_is_the_recipes_own_setting():
     recipe = ROOT / "recipes" / "clip_digits.yaml"
-    plan = Plan(Path("x"), recipe, {"train.batch_size": ["64", "128"]}, [0], [], expand_grid({"train.batch_size": ["64", "128"]}))
+    plan = Plan(Path("x"), recipe, {"train.batch_size": ["64", "128"]}, [0], [],
+                expand_grid({"train.batch_size": ["64", "128"]}))
     assert baseline_arm(plan).name == "batch_size-128"  # the recipe trains at 128
-    plan2 = Plan(Path("x"), recipe, {"train.batch_size": ["32", "64"]}, [0], [], expand_grid({"train.batch_size": ["32", "64"]}))
+    plan2 = Plan(Path("x"), recipe, {"train.batch_size": ["32", "64"]}, [0], [],
+                 expand_grid({"train.batch_size": ["32", "64"]}))
     assert baseline_arm(plan2).name == "batch_size-32"  # none matches: the first arm
 
 

@@ -105,7 +105,8 @@ def test_rows_short_of_the_protocol_read_as_descriptions_not_verdicts():
 
 
 def test_kept_old_claims_refuses_to_drop_a_regenerated_row():
-    new = "## Claims\n\n| (chapter 5.1.3) tau | grid | 0.9 | **held** | meets | [temperature](chapter5/temperature.html) |\n"
+    new = ("## Claims\n\n| (chapter 5.1.3) tau | grid | 0.9 | **held** | meets | "
+           "[temperature](chapter5/temperature.html) |\n")
     with pytest.raises(ValueError, match="regenerated row for the sweep 'temperature'"):
         kept_old_claims(new, {"negative_mix"})
     assert kept_old_claims(new, {"temperature"}) == ([], [])

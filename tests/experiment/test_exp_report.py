@@ -79,7 +79,8 @@ def test_chapter5_table_is_generated_from_runs(tmp_path):
     assert "not significant at n=3" in rows[1]  # +0.001 is within the seed noise (sd 0.005)
     assert "meets the protocol" in rows[0] and "commit c0ffee" in rows[0]  # 7 seeds, converged baseline
     assert "**does not meet the protocol** (n=3 < 5 seeds)" in rows[1]
-    assert "budget: baseline temperature-" in rows[0] and "n = 7 paired seeds per comparison, 3 comparison(s)" in rows[0]
+    assert ("budget: baseline temperature-" in rows[0]
+            and "n = 7 paired seeds per comparison, 3 comparison(s)" in rows[0])
     # the table links to a copy of each sweep report kept beside it (committed with the docs)
     assert "](chapter5/temperature.html)" in rows[0]
     assert (out.parent / "chapter5" / "temperature.html").read_text() == (t / "report.html").read_text()

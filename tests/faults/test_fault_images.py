@@ -20,7 +20,8 @@ def test_long_thin_png_refused_from_its_header():
     data = png_header(5_000_000, 1)
     assert len(data) < 200
     tracemalloc.start()
-    with pytest.raises(DataError, match=r"img\.png: image of 5000000 x 1 has aspect ratio 5000000\.0, over data\.max_aspect_ratio=20"):
+    with pytest.raises(DataError, match=r"img\.png: image of 5000000 x 1 has aspect ratio 5000000\.0, "
+                                        r"over data\.max_aspect_ratio=20"):
         open_image(data, "img.png")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
@@ -89,7 +90,8 @@ def test_shard_sources_check_images(tmp_path):
     write_shards(samples, tmp_path, size=3)
     # held-out shards: checked when read, an error or a counted skip
     check = lambda k, f: header_check(k, f, 64_000_000, 20.0)  # noqa: E731
-    with pytest.raises(ShardError, match=r"shard-000001.tar: sample '000000004' \(000000004.png\): image of 9000 x 9000"):
+    with pytest.raises(ShardError,
+                       match=r"shard-000001.tar: sample '000000004' \(000000004.png\): image of 9000 x 9000"):
         ShardSamples(tmp_path, lambda k, f: k, "error", check=check)
     ds = ShardSamples(tmp_path, lambda k, f: k, "skip", check=check)
     assert len(ds) == 8 and len(ds.skipped) == 1

@@ -42,7 +42,8 @@ def test_truncated_at_a_member_boundary_is_detected(shard):
     path, n = shard
     name, off = _member_offsets(path)[306]  # the header of sample 102's first member
     path.write_bytes(path.read_bytes()[:off])
-    with pytest.raises(ShardError, match=r"shard-000000\.tar: corrupted shard after member '000000101.json'.*truncated"):
+    with pytest.raises(ShardError,
+                       match=r"shard-000000\.tar: corrupted shard after member '000000101.json'.*truncated"):
         _keys(path, "error", n)
     keys, skipped = _keys(path, "skip", n)
     assert len(keys) + len(skipped) == n  # nothing unaccounted

@@ -22,7 +22,8 @@ def test_linear_and_mlp_keep_tokens_and_mask():
 @pytest.mark.parametrize("cls", [PerceiverResampler, QFormer])
 def test_output_size_independent_of_input_length(cls):
     torch.manual_seed(0)
-    kw = dict(depth=2, heads=2) | ({"head_dim": 8, "num_latents": 6} if cls is PerceiverResampler else {"num_queries": 6})
+    kw = dict(depth=2, heads=2) | ({"head_dim": 8, "num_latents": 6} if cls is PerceiverResampler
+                                   else {"num_queries": 6})
     conn = cls(in_dim=12, dim=16, out_dim=24, **kw)
     for n in (1, 7, 50):
         y, mask = conn(torch.randn(3, n, 12))

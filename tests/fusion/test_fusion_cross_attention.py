@@ -15,7 +15,8 @@ def _decoder_pair(seed=0):
     base = TextDecoder(vocab_size=13, dim=16, depth=3, heads=2, max_len=32).double().eval()
     fused = TextDecoder(vocab_size=13, dim=16, depth=3, heads=2, max_len=32).double().eval()
     fused.load_state_dict(base.state_dict())
-    fused.insert_cross_layers(lambda i: GatedCrossAttentionBlock(16, 10, heads=2, head_dim=8).double() if i % 2 == 0 else None)
+    fused.insert_cross_layers(
+        lambda i: GatedCrossAttentionBlock(16, 10, heads=2, head_dim=8).double() if i % 2 == 0 else None)
     return base, fused
 
 

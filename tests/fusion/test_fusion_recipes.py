@@ -89,7 +89,8 @@ def test_caption_digits_runs_with_stages_and_module_lrs(tmp_path, cache):
     # the stage's per-module learning rates: encoder < decoder < connector, in ratio 1 : 5 : 20
     s3 = steps[3]
     assert s3["lr/encoder"] > 0
-    assert s3["lr/decoder"] / s3["lr/encoder"] == pytest.approx(5) and s3["lr/connector"] / s3["lr/encoder"] == pytest.approx(20)
+    assert (s3["lr/decoder"] / s3["lr/encoder"] == pytest.approx(5)
+            and s3["lr/connector"] / s3["lr/encoder"] == pytest.approx(20))
     # cross-check against the optimizer itself: its first group ("connector.*", sorted first)
     assert all(steps[s]["lr/connector"] == pytest.approx(steps[s]["lr"]) for s in (1, 2, 3, 4))
     assert (out / "report.html").is_file()

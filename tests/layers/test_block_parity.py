@@ -289,7 +289,8 @@ def test_text_decoder_parity_full_and_cached():
     close(new(tokens[:, :4], prefix=prefix, attention_mask=mask[:, :4], cross_inputs=cross, cache=cn),
           old(tokens[:, :4], prefix=prefix, attention_mask=mask[:, :4], cross_inputs=cross, cache=co))
     for t in range(4, 7):
-        close(new(tokens[:, t:t + 1], cross_inputs=cross, cache=cn), old(tokens[:, t:t + 1], cross_inputs=cross, cache=co))
+        close(new(tokens[:, t:t + 1], cross_inputs=cross, cache=cn),
+              old(tokens[:, t:t + 1], cross_inputs=cross, cache=co))
 
 
 def test_text_decoder_lora_targets_and_adapter_patterns_unchanged():

@@ -104,7 +104,8 @@ def test_mome_experts_on_layers_mlp_match_the_sequential_ones():
     torch.manual_seed(9)
     old = MoMEBlock(16, 4, num_modalities=2, joint_expert=True)
     torch.manual_seed(9)  # rebuild the old block's parts in the constructor's order
-    old.norm1, old.attn, old.norm2 = nn.LayerNorm(16), type(old.attn)(4, *[nn.Linear(16, 16) for _ in range(4)]), nn.LayerNorm(16)
+    old.norm1, old.attn, old.norm2 = (nn.LayerNorm(16), type(old.attn)(4, *[nn.Linear(16, 16) for _ in range(4)]),
+                                      nn.LayerNorm(16))
     old.experts = nn.ModuleList(old_ffn(16) for _ in range(2))
     old.joint = old_ffn(16)
     for (name, p), q in zip(new.state_dict().items(), old.state_dict().values()):

@@ -60,5 +60,6 @@ def test_caption_lm_exports_a_gpt2_folder_with_the_runs_tokenizer(tmp_path):
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(out / "hf")).eval()
     real = (ids != 0)[..., None].expand(-1, -1, len(vocab))
     with torch.no_grad():
-        ours, theirs = dec.eval()(ids, attention_mask=ids != 0), hf(input_ids=ids, attention_mask=(ids != 0).long()).logits
+        ours, theirs = (dec.eval()(ids, attention_mask=ids != 0),
+                        hf(input_ids=ids, attention_mask=(ids != 0).long()).logits)
     torch.testing.assert_close(theirs[real], ours[real], atol=1e-5, rtol=1e-5)

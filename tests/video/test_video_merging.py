@@ -75,7 +75,8 @@ def test_proportional_attention_counts_merged_tokens():
     dup = torch.stack([a, b, b])[None]  # b twice
     merged = torch.stack([a, b])[None]
     out_dup, _ = proportional_attention(blk.attn, blk.norm1(dup))
-    out_m, _ = proportional_attention(blk.attn, blk.norm1(merged), torch.tensor([[1.0, 2.0]], dtype=torch.float64).log())
+    out_m, _ = proportional_attention(blk.attn, blk.norm1(merged),
+                                      torch.tensor([[1.0, 2.0]], dtype=torch.float64).log())
     torch.testing.assert_close(out_m[0, 0], out_dup[0, 0])
 
 

@@ -147,7 +147,8 @@ def test_resize_fixed_modes():
         assert resize_fixed(img, 16, mode).shape == (1, 16, 16)
     padded = resize_fixed(img, (16, 16), "pad", fill=-1.0)
     # 20x40 fits as 8x16, centred: rows 4..11 are the image, the rest is fill
-    assert torch.allclose(padded[:, 4:12], torch.ones(1, 8, 16)) and torch.all(padded[:, :4] == -1) and torch.all(padded[:, 12:] == -1)
+    assert (torch.allclose(padded[:, 4:12], torch.ones(1, 8, 16)) and torch.all(padded[:, :4] == -1)
+            and torch.all(padded[:, 12:] == -1))
     grad = torch.arange(40, dtype=torch.float32).expand(1, 20, 40)
     crop = resize_fixed(grad, 20, "crop")  # no scaling needed: centre 20 columns = 10..29
     assert torch.equal(crop, grad[:, :, 10:30])

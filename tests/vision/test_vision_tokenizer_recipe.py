@@ -62,7 +62,8 @@ def test_gan_terms_switch_on_and_train_the_discriminator(tmp_path):
     assert second is not None and implements(task, TwoOptimizers)
     before = [p.detach().clone() for p in disc.parameters()]
     logs_seen = []
-    fit(task.model, iter([batch, batch]), task.step, torch.optim.AdamW([{"params": list(task.model.parameters()), "lr": 1e-3, "base_lr": 1e-3}]),
+    fit(task.model, iter([batch, batch]), task.step,
+        torch.optim.AdamW([{"params": list(task.model.parameters()), "lr": 1e-3, "base_lr": 1e-3}]),
         LoopConfig(steps=2, log_every=1, progress=False, grad_clip=None), log=logs_seen.append,
         after_step=task.after_step, second=second)
     assert "g_loss" not in logs_seen[0] and "d_loss" not in logs_seen[0] and "perceptual" in logs_seen[0]

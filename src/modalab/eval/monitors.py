@@ -153,4 +153,5 @@ class AlignmentMonitor:
     def histograms(self, image_emb: Tensor, text_emb: Tensor, labels: Tensor | None = None,
                    bins: int = 50) -> dict[str, list]:
         """Histogram data for report.html: ``{"edges", "pos", "neg"}``."""
-        return similarity_distribution(image_emb, text_emb, labels, self.quantiles, bins)["hist"]  # type: ignore[return-value]
+        return similarity_distribution(  # type: ignore[return-value]
+            image_emb, text_emb, labels, self.quantiles, bins)["hist"]

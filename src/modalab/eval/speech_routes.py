@@ -31,7 +31,8 @@ def _mean(xs: list[bool]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def route_scores(parsed: Sequence[dict], refs: Sequence[dict], asr_ok: Sequence[bool] | None = None) -> dict[str, float]:
+def route_scores(parsed: Sequence[dict], refs: Sequence[dict],
+                 asr_ok: Sequence[bool] | None = None) -> dict[str, float]:
     """Accuracies of ``parsed`` answers against ``refs`` (see the module docstring)."""
     if len(parsed) != len(refs) or (asr_ok is not None and len(asr_ok) != len(refs)):
         raise ValueError(f"route_scores: {len(parsed)} answers, {len(refs)} references, "

@@ -61,10 +61,12 @@ class BudgetCheck:
         se = f" ± {self.gain_se:.4f} (SE over runs)" if self.gain_se == self.gain_se else ""
         return (f"budget check (baseline arm {self.arm}, {self.metric}, mean of {self.n_runs} run(s)): "
                 f"{verdict} at {self.steps[-1]} steps: final {self.final:.4f}, plateau {self.plateau:.4f}, "
-                f"gain over the last {TAIL:.0%} {self.final - self.late:+.4f}{se} (tolerance {self.tol:.4g}); {self.reason}")
+                f"gain over the last {TAIL:.0%} {self.final - self.late:+.4f}{se} (tolerance {self.tol:.4g}); "
+                f"{self.reason}")
 
 
-_LOWER = re.compile(r"(^|[^a-z])(fid|kid|loss|lpips\w*|mse|mae|error|err|wer|cer|distance|dist|perplexity|ppl)($|[^a-z])")
+_LOWER = re.compile(r"(^|[^a-z])(fid|kid|loss|lpips\w*|mse|mae|error|err|wer|cer|distance|dist|perplexity|ppl)"
+                    r"($|[^a-z])")
 
 
 def lower_is_better(metric: str) -> bool:
@@ -93,7 +95,8 @@ def plateau_check(curves: Sequence[Sequence[tuple[int, float]]], arm: str = "", 
         tol = tol * max(1.0, abs(plateau))  # FID, dB: 1% of the plateau
     ok = sign * (plateau - final) <= tol and sign * (final - late) <= tol
     why = ("within tolerance of its plateau and flat" if ok else
-           ("still rising" if sign > 0 else "still falling") + ": train longer" if sign * (final - late) > tol else "fell from its plateau: stop earlier")
+           ("still rising" if sign > 0 else "still falling") + ": train longer" if sign * (final - late) > tol
+           else "fell from its plateau: stop earlier")
     return BudgetCheck(arm, metric, len(curves), shared, mean, plateau, final, late, ok, why, gain_se, tol)
 
 

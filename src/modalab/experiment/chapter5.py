@@ -271,7 +271,8 @@ sweeps that meet the protocol; the others follow it, as measurements that are no
 {short_section([f.row for f in frags if not f.meets_protocol])}
 ## Budget: the validation curves
 
-The budget rule: the baseline arm's mean val curve (of the claim's metric) is within 1 point of its plateau at the budget and
+The budget rule: the baseline arm's mean val curve (of the claim's metric) is within 1 point of its \
+plateau at the budget and
 rose by at most 1 point over the last quarter of training (`experiment/budget.py`).
 
 {chr(10).join(f.panel for f in frags)}

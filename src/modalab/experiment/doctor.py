@@ -85,7 +85,8 @@ def check_loss(v: RunView) -> list[Finding]:
     if spikes:
         s, x, ref = spikes[0]
         out.append(Finding(
-            "loss_spikes", "warning", f"{len(spikes)} loss spike(s): the logged loss jumped above 1.5x its recent median",
+            "loss_spikes", "warning",
+            f"{len(spikes)} loss spike(s): the logged loss jumped above 1.5x its recent median",
             f"first at step {s}: {x:.3f} vs median {ref:.3f}; steps {[p[0] for p in spikes[:10]]}",
             "lower optim.lr or add warm-up (optim.warmup_steps), keep train.grad_clip, check for bad batches",
         ))

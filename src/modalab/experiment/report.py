@@ -218,15 +218,16 @@ def compare_html(comp: Any, ids: dict[str, str] | None = None) -> str:
     rows = ["<tr><th>arm</th><th>n</th><th>mean</th><th>std</th><th>95% CI</th><th>values by seed</th></tr>"]
     for a in comp.arms:
         vals = ", ".join(f"{s}: {v:.4f}" for s, v in zip(a.seeds, a.values))
-        rows.append(f"<tr><td>{html.escape(name(a.arm, a.arm))}</td><td>{a.n}</td><td>{a.mean:.4f}</td><td>{a.std:.4f}</td>"
-                    f"<td>[{a.lo:.4f}, {a.hi:.4f}]</td><td>{vals}</td></tr>")
+        rows.append(f"<tr><td>{html.escape(name(a.arm, a.arm))}</td><td>{a.n}</td><td>{a.mean:.4f}</td>"
+                    f"<td>{a.std:.4f}</td><td>[{a.lo:.4f}, {a.hi:.4f}]</td><td>{vals}</td></tr>")
     drows = ["<tr><th>b - a</th><th>pairs</th><th>difference</th><th>95% interval</th>"
              "<th>p paired t (Holm)</th><th>p sign-flip, exact (Holm)</th><th>verdict</th></tr>"]
     for d in comp.diffs:
         verdict = "significant" if d.significant else (
             f"<span class='warn'>not significant at n={d.n_pairs}</span>; MDE (80% power) {d.mde:.4f}; "
             f"smallest possible sign-flip p {fmt_p(min_sign_flip_p(d.n_pairs))}")
-        drows.append(f"<tr><td>{html.escape(name(d.b, d.b))} − {html.escape(name(d.a, d.a))}</td><td>{d.n_pairs}</td><td>{d.diff:+.4f}</td>"
+        drows.append(f"<tr><td>{html.escape(name(d.b, d.b))} − {html.escape(name(d.a, d.a))}</td>"
+                     f"<td>{d.n_pairs}</td><td>{d.diff:+.4f}</td>"
                      f"<td>[{d.lo:+.4f}, {d.hi:+.4f}] {html.escape(d.ci_kind)}</td>"
                      f"<td>{fmt_p(d.p_t)} ({fmt_p(d.p_t_holm)})</td><td>{fmt_p(d.p_perm)} ({fmt_p(d.p_perm_holm)})</td>"
                      f"<td>{verdict}</td></tr>")
@@ -277,13 +278,16 @@ def render_sweep(root: Path, metric: str = "zeroshot_top1") -> str:
         c = compare_values(v, m, p, n_boot=1000)
         others.append("<tr><td>" + html.escape(m) + "</td>" + "".join(
             f"<td>{a.mean:.4f} ± {(a.hi - a.mean) if a.hi == a.hi else 0:.4f}</td>" for a in c.arms) + "</tr>")
-    head = "<tr><th>metric</th>" + "".join(f"<th>{html.escape(short.get(a.arm, a.arm))}</th>" for a in comp.arms) + "</tr>"
+    head = "<tr><th>metric</th>" + "".join(
+        f"<th>{html.escape(short.get(a.arm, a.arm))}</th>" for a in comp.arms) + "</tr>"
     imgs = "".join(f'<img src="{f}" alt="plot">' for f in figs if f)
     config = base_config_text(plan)
-    counts = ", ".join(f"{status.count(s)} {s}" for s in ("finished", "failed", "incomplete", "pending") if status.count(s))
+    counts = ", ".join(f"{status.count(s)} {s}" for s in ("finished", "failed", "incomplete", "pending")
+                       if status.count(s))
     title = html.escape(plan.root.name)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>modalab sweep: {title}</title>
-<style>{CSS}{SWEEP_CSS} th{{border:1px solid #ccc;padding:3px 8px;font-size:.85em;background:#f3f3f3}}</style></head><body>
+<style>{CSS}{SWEEP_CSS} th{{border:1px solid #ccc;padding:3px 8px;font-size:.85em;background:#f3f3f3}}</style>\
+</head><body>
 <h1>modalab sweep: {title}</h1>
 <p>recipe: {html.escape(str(plan.recipe))} · grid: {html.escape(json.dumps(plan.grid))} · seeds {plan.seeds}
  · runs: {counts} · common overrides: {html.escape(' '.join(plan.overrides) or 'none')}</p>
@@ -341,7 +345,8 @@ def _provenance_html(plan: Any) -> str:
         if f.is_file():
             runs.append(j.path)
             if (j.path / REUSED_FILE).is_file():
-                reused[str(Path(json.loads((j.path / REUSED_FILE).read_text()).get("reused_from", "?")).parent.parent)] += 1
+                reused[str(Path(json.loads((j.path / REUSED_FILE).read_text()).get("reused_from", "?"))
+                           .parent.parent)] += 1
             info = json.loads(f.read_text())
             m = info.get("machine") or {}
             dirty = " +uncommitted changes" if info.get("git_dirty") else ""

@@ -24,8 +24,8 @@ HEADLINE = (
     "text_to_image_R@1", "text_to_image_R@5", "text_to_image_R@10",
     "image_to_text_mean_rank", "text_to_image_mean_rank",
 )
-RUN_FACTS = ("steps", "skipped_steps", "num_train", "num_test", "num_skipped", "num_params", "wall_seconds", "train_seconds",
-             "samples_per_s", "tau_final", "logit_scale_final", "logit_scale_at_clamp", "eval_match")
+RUN_FACTS = ("steps", "skipped_steps", "num_train", "num_test", "num_skipped", "num_params", "wall_seconds",
+             "train_seconds", "samples_per_s", "tau_final", "logit_scale_final", "logit_scale_at_clamp", "eval_match")
 
 # monitor families: (title, key prefixes, what they mean)
 MONITOR_GROUPS = (

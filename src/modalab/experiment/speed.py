@@ -85,5 +85,6 @@ def setup_speed(model: nn.Module, recipe: Recipe, env: D.DistEnv, rd: RunDir, fs
                        grad_sync="DistributedDataParallel" if env.enabled and not fsdp else
                        ("fsdp" if fsdp else "none"),
                        **({"ddp": {**tr.ddp.model_dump(mode="json"),
-                                   "loss_in_bucket": sync.loss is not None}} if isinstance(sync, DataParallelStep) else {}))
+                                   "loss_in_bucket": sync.loss is not None}}
+                          if isinstance(sync, DataParallelStep) else {}))
     return Speed(precision, sync, report, wrap)

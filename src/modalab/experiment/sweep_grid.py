@@ -72,7 +72,8 @@ def linked_values(keys: list[str], value: str, spec: str = "") -> list[str]:
     parts = split_values(inner[1:-1]) if inner.startswith("[") and inner.endswith("]") and inner[1:-1].strip() else []
     if len(parts) != len(keys):
         raise SweepError(f"bad --grid '{spec or value}': value '{value}' must list one value per linked key "
-                         f"({', '.join(keys)}) in brackets, e.g. [{', '.join('v' + str(i + 1) for i in range(len(keys)))}]")
+                         f"({', '.join(keys)}) in brackets, e.g. "
+                         f"[{', '.join('v' + str(i + 1) for i in range(len(keys)))}]")
     return parts
 
 

@@ -94,8 +94,8 @@ def wise_ft(run_dir: Path, alphas: list[float], out: Path | None = None) -> RunD
                 res.update(seen_unseen(task, seen))
             curve.append({"alpha": a, **{k: float(res[k]) for k in KEYS if k in res}})
     run.write_run_info({"name": "wise_ft", "status": "completed", "created": now_iso(), "git_commit": git_commit(),
-                        "recipe": f"wise-ft {run_dir}", "source_run": str(run_dir), "pretrained": recipe.model.pretrained,
-                        "seed": recipe.run.seed})
+                        "recipe": f"wise-ft {run_dir}", "source_run": str(run_dir),
+                        "pretrained": recipe.model.pretrained, "seed": recipe.run.seed})
     run.write_results({"split": "the source run's held-out split", "source_run": str(run_dir), "curve": curve,
                        "unseen_classes": sorted(task.data.classnames[i] for i in range(len(task.data.classnames))
                                                 if seen is not None and i not in seen)})

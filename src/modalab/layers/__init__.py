@@ -15,7 +15,7 @@ from modalab.layers.state_keys import rename_on_load, split_on_load
 from modalab.layers.torch_layout import accept_torch_mha_keys, torch_mha_attention
 
 __all__ = [
-    "Activation", "Attention", "accept_torch_mha_keys", "Block", "KVCache", "Mlp", "MultiHeadAttention", "RopeFn", "Transformer",
-    "block_types", "causal_mask", "multi_head_attention", "naive_attention", "register_block",
+    "Activation", "Attention", "accept_torch_mha_keys", "Block", "KVCache", "Mlp", "MultiHeadAttention", "RopeFn",
+    "Transformer", "block_types", "causal_mask", "multi_head_attention", "naive_attention", "register_block",
     "rename_on_load", "split_on_load", "torch_mha_attention",
 ]

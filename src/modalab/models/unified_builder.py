@@ -1,5 +1,6 @@
-"""Building blocks of the ``unified`` model (task ``tasks/unified.py``): its model config and builder, the tokenizer branch's
-pretraining on the training split, and a PNG grid writer for generated images."""
+"""Building blocks of the ``unified`` model (task ``tasks/unified.py``): its model config and
+builder, the tokenizer branch's pretraining on the training split, and a PNG grid writer for
+generated images."""
 
 from __future__ import annotations
 

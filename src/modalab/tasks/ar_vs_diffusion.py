@@ -11,10 +11,11 @@ It reads top to bottom:
    clipping from coupling them). An EMA of the diffusion branch (``loss.ema_decay``) samples.
 4. evaluation (``tasks/ar_vs_diffusion_eval.py``): on val, both class-matches and FIDs (the
    plateau); at the end, before the test, the ``eval.sweep_*`` sampler settings are scored on val and
-   one per path is picked by a fixed rule (``artifacts/val_sweep.json``); then on test once, per path: FID / KID beside the real-vs-real floor, CLIP-S, class-match, sampling
-   seconds per image (batch of one) and per batch, peak memory of a training step and of sampling,
-   the loss curve's final value and spikes, and region editing (AR: Gibbs resampling of a region's
-   codes; diffusion: RePaint inpainting) judged against a new caption.
+   one per path is picked by a fixed rule (``artifacts/val_sweep.json``); then on test once, per
+   path: FID / KID beside the real-vs-real floor, CLIP-S, class-match, sampling seconds per image
+   (batch of one) and per batch, peak memory of a training step and of sampling, the loss curve's
+   final value and spikes, and region editing (AR: Gibbs resampling of a region's codes; diffusion:
+   RePaint inpainting) judged against a new caption.
 """
 
 from __future__ import annotations

@@ -48,8 +48,8 @@ def cascade_captions(reference: list[list[dict]], decoded: list[list[dict]], cla
     """The cascaded captioner (detector -> template caption), scored as task ``audio_lm`` scores captions."""
     hyps = [scene_caption(merge_fragments(d, merge_gap_s)) for d in decoded]
     refs = [[scene_caption(r)] for r in reference]
-    scores = {**event_scores(hyps, reference, classes), "bleu4": corpus_bleu(hyps, refs), "rouge_l": rouge_l(hyps, refs),
-              "cider_d": cider_d(hyps, refs)}
+    scores = {**event_scores(hyps, reference, classes), "bleu4": corpus_bleu(hyps, refs),
+              "rouge_l": rouge_l(hyps, refs), "cider_d": cider_d(hyps, refs)}
     return {f"cascade/{k}": v for k, v in scores.items()}
 
 

@@ -9,8 +9,8 @@ adapter with the decoder frozen, then adapter + decoder LoRA).
 
 ``evaluate`` decodes greedily on the test scenes and scores the generated captions:
 ``event_precision`` / ``event_recall`` / ``event_f1`` of the classes named, ``order_accuracy``
-(the named sequence equals the true one), ``bleu4``, ``rouge_l`` and ``cider_d`` (``eval/cider.py``) against the template caption,
-and ``caption_loss`` (teacher-forced NLL per caption).
+(the named sequence equals the true one), ``bleu4``, ``rouge_l`` and ``cider_d`` (``eval/cider.py``)
+against the template caption, and ``caption_loss`` (teacher-forced NLL per caption).
 """
 
 from __future__ import annotations

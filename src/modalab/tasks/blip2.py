@@ -84,7 +84,8 @@ class Blip2Task(CaptionTask):
     def step(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         if stage_index(self.stages, self.next_step) == 0:
             parts = self.stage1_losses(batch)
-            return sum(parts.values()), {f"loss_{k}": float(v.detach()) for k, v in parts.items()}  # type: ignore[return-value]
+            return (sum(parts.values()),  # type: ignore[return-value]
+                    {f"loss_{k}": float(v.detach()) for k, v in parts.items()})
         return super().step(batch)
 
     def after_step(self, step: int) -> dict[str, float]:

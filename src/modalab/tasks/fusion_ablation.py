@@ -5,10 +5,11 @@ image keeps its own caption with probability 1/2, otherwise it gets a caption of
 (drawn from the source's caption list); held-out pairs are fixed by the seed. Every variant in
 ``model.variants`` (``fusion/agreement.py``) is trained in the same run on the same batches with
 the same learning-rate schedule (on raw image patches, or on the tokens of a frozen pre-trained
-image tower, ``model.image_encoder``, trained first and cached as for the captioner): ``step`` runs forward and backward for each variant in turn,
-clips that variant's gradients on their own (``model.grad_clip``; keep ``train.grad_clip: null``)
-and times it, so the optimizer step is equivalent to separate runs. Results: a table of held-out
-accuracy, parameter count and mean forward+backward time per step for each variant.
+image tower, ``model.image_encoder``, trained first and cached as for the captioner): ``step``
+runs forward and backward for each variant in turn, clips that variant's gradients on their own
+(``model.grad_clip``; keep ``train.grad_clip: null``) and times it, so the optimizer step is
+equivalent to separate runs. Results: a table of held-out accuracy, parameter count and mean
+forward+backward time per step for each variant.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ class PairDataset(Dataset):
 @register("prerequisites", "fusion_ablation")
 def fusion_prerequisites(recipe: Recipe) -> list[Prerequisite]:
     """The digits CLIP image tower when model.image_encoder is set without a checkpoint."""
-    return encoder_prerequisites(recipe.model.image_encoder, "model.image_encoder.checkpoint", recipe)  # type: ignore[attr-defined]
+    return encoder_prerequisites(recipe.model.image_encoder,  # type: ignore[attr-defined]
+                                 "model.image_encoder.checkpoint", recipe)
 
 
 class FusionAblationTask:

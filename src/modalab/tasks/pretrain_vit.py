@@ -154,7 +154,8 @@ class ImageClassifyTask:
         out = export_vit_hf(adapter.tower, Path(path) / "hf", adapter.mean.flatten().tolist(),
                             adapter.std.flatten().tolist())
         self.exported = {"export_hf": str(out),
-                         "export_to": publish(out, self.recipe.model.export_to, Path(path))}  # type: ignore[attr-defined]
+                         "export_to": publish(out, self.recipe.model.export_to,  # type: ignore[attr-defined]
+                                              Path(path))}
 
     def counts(self) -> dict[str, Any]:
         return {**split_counts(self.data), "num_params": sum(p.numel() for p in self.model.parameters()),

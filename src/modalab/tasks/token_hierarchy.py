@@ -187,7 +187,8 @@ class TokenHierarchyTask:
     def counts(self) -> dict[str, Any]:
         return {**split_counts(self.data), "num_params": sum(p.numel() for p in self.model.parameters()),
                 "semantic_len": int(self.sem.shape[1]), "acoustic_frames": int(self.ac.shape[1]),
-                "acoustic_levels": int(self.ac.shape[2]), "codec_bits_per_s": self.codec.bits_per_second(self.ac.shape[2]),
+                "acoustic_levels": int(self.ac.shape[2]),
+                "codec_bits_per_s": self.codec.bits_per_second(self.ac.shape[2]),
                 "codec_final_loss": self.codec_log[-1] if self.codec_log else None,
                 "kmeans_inertia": float(getattr(self.kmeans, "inertia", float("nan")))}
 

@@ -278,7 +278,8 @@ class VarResTask:
             real, slots = int(batch.packed.valid.sum()), batch.packed.valid.numel()
         else:
             real = slots = len(batch) * (1 + self.vit.num_patches)
-        self.real_tokens, self.slots, self.images_seen = self.real_tokens + real, self.slots + slots, self.images_seen + len(batch)
+        self.real_tokens, self.slots, self.images_seen = (
+            self.real_tokens + real, self.slots + slots, self.images_seen + len(batch))
         return loss, {"real_token_share": real / slots, "tokens_per_image": real / len(batch),
                       "patch_budget": batch.mean_budget}
 
@@ -324,7 +325,8 @@ class VarResTask:
         self.clip.load_state(state)
         v = state.get("varres")
         if v is not None:  # checkpoints of older versions also hold a "generator": no longer used
-            self.real_tokens, self.slots, self.images_seen = (int(v[k]) for k in ("real_tokens", "slots", "images_seen"))
+            self.real_tokens, self.slots, self.images_seen = (
+                int(v[k]) for k in ("real_tokens", "slots", "images_seen"))
 
     def extra_modules(self) -> dict[str, torch.nn.Module]:
         return self.clip.extra_modules()

@@ -69,7 +69,8 @@ class VideoTextTask:
                              f"'{recipe.data.source}' gives image {getattr(probe.media, 'shape', None)} "
                              f"and text {probe.text!r}")
         mcfg = recipe.model
-        self.tokenizer = build_tokenizer(mcfg.tokenizer, self.data.texts, mcfg.context_length)  # type: ignore[attr-defined]
+        self.tokenizer = build_tokenizer(
+            mcfg.tokenizer, self.data.texts, mcfg.context_length)  # type: ignore[attr-defined]
         self.num_frames = int(probe.media.shape[0])
         self.model = registry.build("model", mcfg.name, mcfg, vocab_size=self.tokenizer.vocab_size,
                                     image_size=self.data.image_size, channels=self.data.channels,

@@ -74,7 +74,8 @@ class PretrainedTextTransformer(nn.Module):
         else:
             hit = tokens == self.eos_id  # (B, L)
             if not bool(hit.any(dim=1).all()):
-                raise ValueError(f"a text has no end-of-text id {self.eos_id}; tokenize with the checkpoint's tokenizer")
+                raise ValueError(f"a text has no end-of-text id {self.eos_id}; "
+                                 "tokenize with the checkpoint's tokenizer")
             idx = hit.int().argmax(dim=-1)  # first end-of-text, (B,)
         return x[torch.arange(x.shape[0], device=x.device), idx]
 

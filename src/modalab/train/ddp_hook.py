@@ -10,8 +10,8 @@ Rank r writes its loss, rounded to float32 as the engine rounds it (``float(loss
 slot r and zeros elsewhere; adding zeros is exact and a float32 or float64 bucket holds a float32
 value exactly, so every rank reads back every rank's loss unchanged and takes the mean in float64,
 as ``dist.all_mean`` does. The loss is written on its device without a host sync (no stall of a
-GPU backward); the engine reads it after the backward. The gradient part is the default hook's (``allreduce_hook``: divide by
-W, then sum), so gradients are those of DDP without a hook.
+GPU backward); the engine reads it after the backward. The gradient part is the default hook's
+(``allreduce_hook``: divide by W, then sum), so gradients are those of DDP without a hook.
 """
 
 from __future__ import annotations

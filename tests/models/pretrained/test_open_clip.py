@@ -71,7 +71,8 @@ def test_refusals_name_the_file(oc_dir, tmp_path):
     with pytest.raises(PretrainedError, match=r"m\.json: vision_cfg\.timm_model_name"):
         load_dual_encoder(f"open_clip:{ckpt}")
     pickled = tmp_path / "p.pt"
-    torch.save({"state_dict": {"x": torch.zeros(1)}, "opt": torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1)}, pickled)
+    torch.save({"state_dict": {"x": torch.zeros(1)},
+                "opt": torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1)}, pickled)
     cfg["vision_cfg"].pop("timm_model_name")
     (tmp_path / "p.json").write_text(json.dumps(cfg))
     with pytest.raises(PretrainedError, match="weights-only"):

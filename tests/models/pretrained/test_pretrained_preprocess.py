@@ -42,7 +42,8 @@ def test_tokenizer_without_pad_token_is_an_error(tmp_path, clip_dir):
 
 def _images() -> list[Image.Image]:
     rng = np.random.default_rng(0)
-    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in [(40, 50), (64, 31), (32, 32)]] + [
+    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+            for h, w in [(40, 50), (64, 31), (32, 32)]] + [
         Image.fromarray(rng.integers(0, 256, (45, 45), dtype=np.uint8))  # grey
     ]
 

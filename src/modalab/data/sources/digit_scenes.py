@@ -37,7 +37,8 @@ from modalab.data.dataset import DataSplits, SampleDataset, carve_val, stratifie
 from modalab.data.noise import NoiseConfig, apply_noise
 from modalab.data.sample import Sample
 from modalab.data.scene_negatives import KINDS, LEVELS, negative_captions
-from modalab.data.scenes import COLOURS, COUNTS, GRANULARITIES, OPPOSITE, SIZES, Scene, boxes, caption, render, sample_scene
+from modalab.data.scenes import (COLOURS, COUNTS, GRANULARITIES, OPPOSITE, SIZES, Scene, boxes, caption, render,
+                                 sample_scene)
 from modalab.data.transforms import normalize
 from modalab.registry import register
 
@@ -76,7 +77,8 @@ def held_out_pairs(seed: int) -> set[tuple[int, str]]:
 
 def vocabulary() -> list[str]:
     """Every word any scene caption, negative or probe caption can use (a closed vocabulary)."""
-    words = [*COLOURS, *SIZES, *COUNTS, *OPPOSITE, *(str(d) for d in range(10)), "a", "and", "digit", "digits", ":", ","]
+    words = [*COLOURS, *SIZES, *COUNTS, *OPPOSITE, *(str(d) for d in range(10)),
+             "a", "and", "digit", "digits", ":", ","]
     return [" ".join(words)]
 
 

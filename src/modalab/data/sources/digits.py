@@ -2,11 +2,12 @@
 
 Images are upsampled to ``image_size`` (bilinear) and normalised; the test split is stratified and
 deterministic by the run seed, and ``data.val_fraction`` of the rest is the validation split
-(stratified, seen like test: no augmentation, fixed captions). Training captions are drawn at random from several phrasings per
-class ("a handwritten seven", "the digit 7 written by hand", ...); each test sample has one fixed
-phrasing, so evaluation is deterministic. ``data.noise`` corrupts a share of the training pairs
-(ALIGN's noisy pairs, ``data/noise.py``): a swapped caption comes from another training digit, which is
-of the same class about one time in ten, so ``swap: 0.2`` mislabels about 18% of the pairs.
+(stratified, seen like test: no augmentation, fixed captions). Training captions are drawn at
+random from several phrasings per class ("a handwritten seven", "the digit 7 written by hand",
+...); each test sample has one fixed phrasing, so evaluation is deterministic. ``data.noise``
+corrupts a share of the training pairs (ALIGN's noisy pairs, ``data/noise.py``): a swapped caption
+comes from another training digit, which is of the same class about one time in ten, so
+``swap: 0.2`` mislabels about 18% of the pairs.
 """
 
 from __future__ import annotations

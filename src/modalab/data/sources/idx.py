@@ -132,8 +132,8 @@ def build_idx(cfg: IdxConfig, *, seed: int) -> DataSplits:
     records = idx_records(Path(cfg.images), Path(cfg.labels), names, cfg.templates,
                           "train" if with_test else None, cfg.transpose, cfg.on_error, skipped)
     if with_test:
-        records += idx_records(Path(cfg.test_images), Path(cfg.test_labels), names, cfg.templates,  # type: ignore[arg-type]
-                               "test", cfg.transpose, cfg.on_error, skipped)
+        records += idx_records(Path(cfg.test_images), Path(cfg.test_labels), names,  # type: ignore[arg-type]
+                               cfg.templates, "test", cfg.transpose, cfg.on_error, skipped)
     data = pair_splits(records, cfg, seed, where=cfg.images, check=False)
     data.skipped[:0] = skipped
     return data

@@ -5,7 +5,8 @@ A manifest is a JSONL file (one JSON object per line) or a CSV file with a heade
 and optionally ``label`` (a class name), ``split`` (``train``, ``val`` or ``test``) and ``group``
 (the writer / speaker / source of the item). Image paths must stay inside the root. Without ``val``
 records, ``data.val_fraction`` of the training records are the validation split: whole groups when
-every record has a ``group``, else stratified by label. With labels present, zero-shot evaluation uses the label names as classes.
+every record has a ``group``, else stratified by label. With labels present, zero-shot evaluation
+uses the label names as classes.
 
 Every image is opened once when the source is built. A missing or unreadable image is an error
 naming the manifest line, unless ``data.on_error: skip``: then it is skipped, counted and listed

@@ -5,9 +5,10 @@ from, how to get its image bytes, one or more captions, an optional class name a
 split. :func:`pair_splits` checks that every image decodes (an unreadable one raises naming file
 and record, or with ``data.on_error: skip`` is skipped and listed), splits by the records' own
 split when some are marked test (else the train-or-unmarked records are split by
-``data.test_fraction``, stratified by label, deterministic per seed; "val" records stay out of both), and serves samples:
-training draws one of a record's captions at random per read, the held-out split always uses the
-first, so evaluation is deterministic and retrieval stays one caption per image.
+``data.test_fraction``, stratified by label, deterministic per seed; "val" records stay out of
+both), and serves samples: training draws one of a record's captions at random per read, the
+held-out split always uses the first, so evaluation is deterministic and retrieval stays one
+caption per image.
 """
 
 from __future__ import annotations

@@ -42,7 +42,8 @@ def gpt2_state(dec: TextDecoder) -> tuple[dict[str, torch.Tensor], dict[str, int
         for ours, theirs in (("norm1", "ln_1"), ("norm2", "ln_2")):
             out[f"{h}.{theirs}.weight"], out[f"{h}.{theirs}.bias"] = sd[f"{b}.{ours}.weight"], sd[f"{b}.{ours}.bias"]
         out[f"{h}.mlp.c_fc.weight"], out[f"{h}.mlp.c_fc.bias"] = sd[f"{b}.mlp.fc1.weight"].T, sd[f"{b}.mlp.fc1.bias"]
-        out[f"{h}.mlp.c_proj.weight"], out[f"{h}.mlp.c_proj.bias"] = sd[f"{b}.mlp.fc2.weight"].T, sd[f"{b}.mlp.fc2.bias"]
+        out[f"{h}.mlp.c_proj.weight"], out[f"{h}.mlp.c_proj.bias"] = (
+            sd[f"{b}.mlp.fc2.weight"].T, sd[f"{b}.mlp.fc2.bias"])
     blk = dec.blocks[0]
     cfg = dict(vocab_size=dec.vocab_size, n_positions=dec.max_len, n_embd=dec.dim, n_layer=len(dec.blocks),
                n_head=blk.attn.num_heads, n_inner=blk.mlp.fc1.out_features, activation_function="gelu",

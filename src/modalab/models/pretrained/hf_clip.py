@@ -159,7 +159,8 @@ def build_dual(cfg: Any, where: str) -> TwoTower:
         bias = None
     else:
         if vc.hidden_size != tc.projection_size:
-            raise PretrainedError(f"{where}: text projection_size {tc.projection_size} != vision width {vc.hidden_size}")
+            raise PretrainedError(f"{where}: text projection_size {tc.projection_size} != "
+                                  f"vision width {vc.hidden_size}")
         image_proj, text_proj, bias = nn.Identity(), nn.Linear(tc.hidden_size, tc.projection_size), 0.0
     # SigLIP's temperature is not clamped at 100 in its paper's training; allow a wider range
     return TwoTower(img, txt, image_proj, text_proj, max_logit_scale=100.0 if mt == "clip" else 1e4,

@@ -164,7 +164,8 @@ def load_hf_whisper_encoder(folder: Path) -> tuple[WhisperStyleEncoder, int]:
     if cfg.activation_function != "gelu":
         raise PretrainedError(f"{folder}: Whisper activation {cfg.activation_function!r}; modalab's encoder uses gelu")
     if cfg.encoder_ffn_dim % cfg.d_model:
-        raise PretrainedError(f"{folder}: encoder_ffn_dim {cfg.encoder_ffn_dim} is not a multiple of d_model {cfg.d_model}")
+        raise PretrainedError(f"{folder}: encoder_ffn_dim {cfg.encoder_ffn_dim} is not a multiple of "
+                              f"d_model {cfg.d_model}")
     enc = WhisperStyleEncoder(n_mels=cfg.num_mel_bins, dim=cfg.d_model, depth=cfg.encoder_layers,
                               heads=cfg.encoder_attention_heads, max_frames=2 * cfg.max_source_positions)
     enc.blocks = nn.ModuleList(

@@ -49,7 +49,8 @@ def read_config(ckpt: Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
     model_cfg = raw.get("model_cfg", raw)
     for key in ("embed_dim", "vision_cfg", "text_cfg"):
         if key not in model_cfg:
-            raise PretrainedError(f"{path}: missing {key!r} (an open_clip model config has embed_dim, vision_cfg, text_cfg)")
+            raise PretrainedError(f"{path}: missing {key!r} "
+                                  "(an open_clip model config has embed_dim, vision_cfg, text_cfg)")
     return model_cfg, raw.get("preprocess_cfg", {}), path
 
 
@@ -78,9 +79,11 @@ def _refuse(cfg: dict[str, Any], path: Path) -> None:
                              ("text_cfg", t, ("hf_model_name",))):
         for k in keys:
             if sub.get(k):
-                raise PretrainedError(f"{path}: {where}.{k}={sub[k]!r} is not supported (standard ViT / text transformer only)")
+                raise PretrainedError(f"{path}: {where}.{k}={sub[k]!r} is not supported "
+                                      "(standard ViT / text transformer only)")
     if isinstance(v.get("layers"), (list, tuple)):
-        raise PretrainedError(f"{path}: vision_cfg.layers is a list (ModifiedResNet); only ViT image towers are supported")
+        raise PretrainedError(f"{path}: vision_cfg.layers is a list (ModifiedResNet); "
+                              "only ViT image towers are supported")
     for where, sub, key, want in (("vision_cfg", v, "pool_type", "tok"), ("text_cfg", t, "pool_type", "argmax"),
                                   ("text_cfg", t, "no_causal_mask", False), ("text_cfg", t, "proj_bias", False),
                                   ("vision_cfg", v, "no_ln_pre", False), ("vision_cfg", v, "ls_init_value", None)):
@@ -101,8 +104,8 @@ def build_open_clip(cfg: dict[str, Any], path: Path) -> TwoTower:
     )
     txt = PretrainedTextTransformer(
         vocab_size=int(t.get("vocab_size", 49408)), context_length=int(t.get("context_length", 77)), width=tw,
-        depth=int(t.get("layers", 12)), heads=int(t.get("heads", 8)), mlp_hidden=int(tw * float(t.get("mlp_ratio", 4.0))),
-        act=act, causal=True, pool="argmax",
+        depth=int(t.get("layers", 12)), heads=int(t.get("heads", 8)),
+        mlp_hidden=int(tw * float(t.get("mlp_ratio", 4.0))), act=act, causal=True, pool="argmax",
     )
     e = int(cfg["embed_dim"])
     return TwoTower(img, txt, nn.Linear(vw, e, bias=False), nn.Linear(tw, e, bias=False),
