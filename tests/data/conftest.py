@@ -1,11 +1,9 @@
-"""Helpers for the dataset-format reader tests: tiny images and a few-step training run."""
+"""The dataset-format reader tests' fixture: a few-step training run (plain helpers: source_helpers.py)."""
 
-import io
 import json
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 SMOKE = [
@@ -14,13 +12,6 @@ SMOKE = [
     "model.vision.heads=2", "model.text.heads=2", "model.embed_dim=16", "optim.warmup_steps=1",
     "data.image_size=8", "model.vision.patch_size=4", "eval.batch_size=16",
 ]
-
-
-def png(i: int, fmt: str = "PNG", size: int = 8) -> bytes:
-    """A small RGB image whose colour depends on ``i``."""
-    buf = io.BytesIO()
-    Image.new("RGB", (size, size), color=(i * 37 % 256, i * 91 % 256, i * 13 % 256)).save(buf, format=fmt)
-    return buf.getvalue()
 
 
 @pytest.fixture
@@ -34,11 +25,3 @@ def train_smoke():
         return json.loads((out / "results.json").read_text())
 
     return go
-
-
-def source_cfg(name: str, **kw):
-    """The validated ``data`` section of source ``name`` (image_size 8 unless given)."""
-    from modalab import registry
-
-    registry.load_all()
-    return registry.get("source", name).schema.model_validate({"source": name, "image_size": 8, **kw})

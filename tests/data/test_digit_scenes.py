@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import source_cfg
+from source_helpers import source_cfg
 
 from modalab.data.noise import NoiseConfig, apply_noise, noise_plan
 from modalab.data.scene_negatives import LEVELS, PROBES, negative, perturb

@@ -6,7 +6,7 @@ import random
 from collections import Counter
 
 import pytest
-from conftest import source_cfg
+from source_helpers import source_cfg
 
 from modalab.data.scene_negatives import KINDS, LEVELS, negative, negative_captions, perturb
 from modalab.data.scene_swaps import SWAP_TYPES, swap_fields, swap_negative, swap_options, swap_pairs

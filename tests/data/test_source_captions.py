@@ -4,7 +4,7 @@ captions per image, Karpathy splits; bad records named, unreadable images skippe
 import json
 
 import pytest
-from conftest import png, source_cfg
+from source_helpers import png, source_cfg
 
 from modalab.data.dataset import DataError
 from modalab.data.sources.coco import build_coco

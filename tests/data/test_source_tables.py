@@ -7,7 +7,7 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import png, source_cfg
+from source_helpers import png, source_cfg
 
 from modalab.data.dataset import DataError
 from modalab.data.sources.idx import build_idx, read_idx

@@ -7,7 +7,7 @@ import json
 import tarfile
 
 import pytest
-from conftest import png, source_cfg
+from source_helpers import png, source_cfg
 from torch.utils.data import DataLoader
 
 from modalab.cli import main
