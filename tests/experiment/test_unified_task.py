@@ -196,8 +196,10 @@ def test_doctor_checks_realised_mix(tmp_path):
 
 @pytest.mark.slow
 def test_unified_recipe_meets_its_targets(tmp_path):
-    """Full recipe (13.5 min on an idle core): both generation paths draw the prompted digit for
-    >= 80% of held-out captions, judged here by a second classifier fitted on real digits."""
+    """Full recipe (13.5 min on an idle core before the val sweep; 50 min beside two training jobs, session 16):
+    understanding >= 0.90 on test, and both generation paths draw the prompted digit for >= 80% of held-out
+    captions, judged here by a second classifier fitted on real digits. Seed 0 at commit db7767f (TEST):
+    understand 0.962, class-match AR 0.900 (temperature 0.3), diffusion 0.965 (guidance 1.25)."""
     from safetensors.torch import load_file
     from sklearn.linear_model import LogisticRegression
 
@@ -206,7 +208,7 @@ def test_unified_recipe_meets_its_targets(tmp_path):
 
     out = run(load(RECIPE, ["run.progress=false"]), tmp_path / "run")
     res = json.loads((out / "results.json").read_text())
-    assert res["understand_accuracy"] >= 0.75  # 0.81 measured at seed 0
+    assert res["understand_accuracy"] >= 0.90  # issue 21's target; seeds 5-9: 0.958-0.987
     images, labels = load_digit_images(16)
     train_idx, test_idx = stratified_split(labels.tolist(), len(labels), 0.25, 0)
     clf = LogisticRegression(max_iter=2000).fit(images[train_idx].flatten(1).numpy(), labels[train_idx].numpy())
