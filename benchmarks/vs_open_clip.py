@@ -56,7 +56,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "clip_digits.yaml"
 

@@ -1,6 +1,5 @@
 """`modalab doctor`: each check fires on a deliberately broken run and stays quiet on the default."""
 
-import json
 import shutil
 from pathlib import Path
 

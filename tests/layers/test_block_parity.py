@@ -7,14 +7,13 @@ the load-time key renames, strictly) and compares outputs in float64 to 1e-6.
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modalab.layers import Block, KVCache, multi_head_attention
+from modalab.layers import Block, multi_head_attention
 
 ATOL = 1e-6
 

@@ -6,9 +6,14 @@ centred (librosa's ``center=True`` pads ``frame_length // 2`` on both sides, zer
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _as_batch(y: Tensor | np.ndarray) -> Tensor:

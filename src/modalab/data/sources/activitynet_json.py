@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from pydantic import Field
 
 from modalab.config import DataBase
 from modalab.registry import register
+
+if TYPE_CHECKING:
+    from modalab.data.dataset import DataSplits
 
 
 class ActivityNetJsonConfig(DataBase):

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 import numpy as np
 from pydantic import Field
 
 from modalab.config import DataBase
 from modalab.registry import register
+
+if TYPE_CHECKING:
+    from modalab.data.dataset import DataSplits
 
 COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 import numpy as np
 from PIL import Image
@@ -38,6 +38,11 @@ from modalab.config import DataBase
 from modalab.registry import register
 from modalab.video import sampling
 from modalab.video.decode import read_all, read_frames, write_video
+
+if TYPE_CHECKING:
+    import torch
+
+    from modalab.data.dataset import DataSplits
 
 ACTIONS: tuple[str, ...] = (
     "move_left", "move_right", "move_up", "move_down", "rotate", "zoom_in", "zoom_out", "flash",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -28,6 +28,9 @@ from modalab.data.sources.moving_digits import (
 )
 from modalab.registry import register
 from modalab.video.decode import read_all, write_video
+
+if TYPE_CHECKING:
+    from modalab.data.dataset import DataSplits
 
 
 def make_stream_videos(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import Field
@@ -27,6 +28,9 @@ from modalab.config import DataBase
 from modalab.data.sources.moving_digits import ACTIONS, _render, _trajectory, _video_parts
 from modalab.registry import register
 from modalab.video.decode import write_video
+
+if TYPE_CHECKING:
+    from modalab.data.dataset import DataSplits
 
 VERBS = {"move_left": "moving left", "move_right": "moving right", "move_up": "moving up",
          "move_down": "moving down", "rotate": "rotating", "zoom_in": "zooming in",

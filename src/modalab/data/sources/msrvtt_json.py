@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 import numpy as np
 from pydantic import Field
 
 from modalab.config import DataBase
 from modalab.registry import register
+
+if TYPE_CHECKING:
+    from modalab.data.dataset import DataSplits
 
 
 class MsrvttJsonConfig(DataBase):

@@ -11,13 +11,16 @@ adds ``"<annotation>:<record>: <why>"`` to ``DataSplits.skipped``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from modalab.data.dataset import DataError
 from modalab.video import sampling
 from modalab.video.decode import VideoError, VideoInfo, probe, read_frames, time_to_index  # noqa: F401 (re-exported)
+
+if TYPE_CHECKING:
+    import torch
 
 
 class BadRecord(Exception):

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 import numpy as np
 from pydantic import Field
 
 from modalab.config import DataBase
 from modalab.registry import register
+
+if TYPE_CHECKING:
+    from modalab.data.dataset import DataSplits
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm")
 
